@@ -1,0 +1,387 @@
+import { css, html, LitElement, nothing, svg } from "lit";
+import { repeat } from "lit/directives/repeat.js";
+import { create as createQrCode } from "qrcode/lib/core/qrcode.js";
+import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry } from "./chat-model.js";
+import { Session, type SessionStatus } from "./session.js";
+
+const TAG = "multiuser-chat";
+const ROOM_PARAMETER = "room";
+
+/** Where this script was served from: by default the reflector is the same host. */
+const scriptUrl = new URL(import.meta.url);
+
+/**
+ * `<multiuser-chat>`: a chat that every page showing the same room shares. The element is the view: it renders
+ * the replicated `ChatModel` and publishes what the reader types; the reflector puts every post in one order.
+ *
+ * @attr host - the reflector's `host[:port]`; by default the host that served this script
+ * @attr room - the room (session) id; by default the page URL's `room` parameter, else a new random room
+ * @attr party - the PartyKit party; `main` by default
+ *
+ * @csspart header - the bar with the title and the status
+ * @csspart status - the connection status text
+ * @csspart log - the scrolling list of messages and notices
+ * @csspart message - one post
+ * @csspart notice - one join, leave or reset notice
+ * @csspart users - the list of connected users
+ * @csspart user - one user
+ * @csspart qr - the QR code and the join link
+ * @csspart form - the message field and the Send button
+ * @csspart input - the message field
+ * @csspart button - the Send button
+ * @csspart error - the message shown when a post is refused
+ *
+ * @cssprop --multiuser-chat-background - background of the element
+ * @cssprop --multiuser-chat-color - text colour
+ * @cssprop --multiuser-chat-muted-color - colour of notices, times and the status
+ * @cssprop --multiuser-chat-accent - colour of nicknames, the button and focus rings
+ * @cssprop --multiuser-chat-accent-contrast - text colour on the accent colour
+ * @cssprop --multiuser-chat-border-color - colour of borders
+ * @cssprop --multiuser-chat-error-color - colour of the refusal message
+ * @cssprop --multiuser-chat-font-family - font of the whole element
+ * @cssprop --multiuser-chat-font-size - base font size
+ * @cssprop --multiuser-chat-radius - corner radius
+ * @cssprop --multiuser-chat-spacing - the base unit of padding and gaps
+ * @cssprop --multiuser-chat-height - height of the element
+ */
+export class MultiuserChat extends LitElement {
+  static override properties = {
+    host: { type: String },
+    room: { type: String },
+    party: { type: String },
+    refusal: { state: true },
+  };
+
+  static override styles = css`
+    :host {
+      --_spacing: var(--multiuser-chat-spacing, 0.5rem);
+      --_border: 1px solid var(--multiuser-chat-border-color, #c8ccd4);
+      --_radius: var(--multiuser-chat-radius, 0.5rem);
+      --_accent: var(--multiuser-chat-accent, #2458c6);
+      --_muted: var(--multiuser-chat-muted-color, #5b6270);
+      display: flex;
+      flex-direction: column;
+      box-sizing: border-box;
+      height: var(--multiuser-chat-height, 28rem);
+      background: var(--multiuser-chat-background, #ffffff);
+      color: var(--multiuser-chat-color, #1c1f24);
+      font-family: var(--multiuser-chat-font-family, system-ui, sans-serif);
+      font-size: var(--multiuser-chat-font-size, 1rem);
+      border: var(--_border);
+      border-radius: var(--_radius);
+      overflow: hidden;
+    }
+    [hidden] {
+      display: none !important;
+    }
+    header {
+      display: flex;
+      justify-content: space-between;
+      align-items: baseline;
+      padding: var(--_spacing) calc(var(--_spacing) * 2);
+      border-bottom: var(--_border);
+    }
+    h2 {
+      margin: 0;
+      font-size: 1em;
+    }
+    [part="status"] {
+      color: var(--_muted);
+      font-size: 0.85em;
+    }
+    .body {
+      display: flex;
+      flex: 1;
+      min-height: 0;
+    }
+    [part="log"] {
+      flex: 1;
+      overflow-y: auto;
+      padding: var(--_spacing) calc(var(--_spacing) * 2);
+    }
+    [part="log"]:focus-visible,
+    input:focus-visible,
+    button:focus-visible,
+    a:focus-visible {
+      outline: 2px solid var(--_accent);
+      outline-offset: 2px;
+    }
+    ol,
+    ul {
+      list-style: none;
+      margin: 0;
+      padding: 0;
+    }
+    [part="message"],
+    [part="notice"] {
+      margin: calc(var(--_spacing) / 2) 0;
+      overflow-wrap: anywhere;
+      white-space: pre-wrap;
+    }
+    [part="notice"] {
+      color: var(--_muted);
+      font-style: italic;
+    }
+    .nickname {
+      color: var(--_accent);
+      font-weight: 600;
+    }
+    time {
+      color: var(--_muted);
+      font-size: 0.8em;
+      margin-inline-end: var(--_spacing);
+    }
+    aside {
+      width: 12rem;
+      display: flex;
+      flex-direction: column;
+      gap: var(--_spacing);
+      padding: var(--_spacing);
+      border-inline-start: var(--_border);
+      overflow-y: auto;
+    }
+    [part="qr"] {
+      margin: 0;
+      text-align: center;
+      font-size: 0.75em;
+    }
+    [part="qr"] svg {
+      width: 100%;
+      height: auto;
+      max-width: 10rem;
+    }
+    [part="qr"] a {
+      color: var(--_accent);
+      overflow-wrap: anywhere;
+    }
+    form {
+      display: flex;
+      gap: var(--_spacing);
+      padding: var(--_spacing);
+      border-top: var(--_border);
+    }
+    input {
+      flex: 1;
+      min-width: 0;
+      font: inherit;
+      padding: var(--_spacing);
+      border: var(--_border);
+      border-radius: var(--_radius);
+      background: inherit;
+      color: inherit;
+    }
+    button {
+      font: inherit;
+      padding: var(--_spacing) calc(var(--_spacing) * 2);
+      border: none;
+      border-radius: var(--_radius);
+      background: var(--_accent);
+      color: var(--multiuser-chat-accent-contrast, #ffffff);
+      cursor: pointer;
+    }
+    [part="error"] {
+      margin: 0;
+      padding: 0 var(--_spacing) var(--_spacing);
+      color: var(--multiuser-chat-error-color, #b3261e);
+    }
+  `;
+
+  declare host: string | undefined;
+  declare room: string | undefined;
+  declare party: string | undefined;
+  /** Why the reader's last post was not sent, shown until they edit or send again. */
+  declare protected refusal: string | undefined;
+
+  private session: Session | undefined;
+  /** The attribute values of the current session, so changing any of them joins anew. */
+  private joinedWith: { host?: string; room?: string; party?: string } | undefined;
+  private joinUrl = "";
+  private stickToBottom = true;
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    this.join();
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    this.leave();
+  }
+
+  /** Read-only view of the replicated model, once the first welcome has arrived. */
+  get model(): ChatModel | undefined {
+    return this.session?.model as ChatModel | undefined;
+  }
+
+  protected override willUpdate(): void {
+    const joined = this.joinedWith;
+    if (this.isConnected && joined !== undefined && (joined.host !== this.host || joined.room !== this.room || joined.party !== this.party)) {
+      this.join();
+    }
+    const log = this.logElement;
+    this.stickToBottom = log === null || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+  }
+
+  protected override updated(): void {
+    const log = this.logElement;
+    if (log !== null && this.stickToBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  protected override render() {
+    const model = this.model;
+    const status = this.session?.status ?? "connecting";
+    return html`
+      <header part="header">
+        <h2>Chat</h2>
+        <span part="status" role="status">${statusText[status]}</span>
+      </header>
+      <div class="body">
+        <div part="log" role="log" aria-label="Chat messages" tabindex="0">
+          <ol>
+            ${repeat(model?.history ?? [], (entry) => entry.n, (entry) => this.entryTemplate(entry))}
+          </ol>
+        </div>
+        <aside>${this.usersTemplate(model)} ${this.qrTemplate()}</aside>
+      </div>
+      <form part="form" @submit=${this.send}>
+        <input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.clearRefusal} />
+        <button part="button" type="submit">Send</button>
+      </form>
+      <p part="error" role="alert" ?hidden=${this.refusal === undefined}>${this.refusal ?? nothing}</p>
+    `;
+  }
+
+  private entryTemplate(entry: ChatEntry) {
+    const time = html`<time datetime=${new Date(entry.time).toISOString()}>${timeFormat.format(entry.time)}</time>`;
+    if (entry.kind === "notice") return html`<li part="notice">${time}${entry.text}</li>`;
+    return html`<li part="message">${time}<span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
+  }
+
+  private usersTemplate(model: ChatModel | undefined) {
+    const self = this.session?.clientId;
+    return html`
+      <h2 id="users-heading">Users (${model?.users.length ?? 0})</h2>
+      <ul part="users" aria-label="Users">
+        ${repeat(model?.users ?? [], (user) => user.id, (user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}
+      </ul>
+    `;
+  }
+
+  private qrTemplate() {
+    return html`
+      <figure part="qr">
+        <div role="img" aria-label="QR code to join this chat">${qrSvg(this.joinUrl)}</div>
+        <figcaption><a href=${this.joinUrl}>${this.joinUrl}</a></figcaption>
+      </figure>
+    `;
+  }
+
+  private get logElement(): HTMLElement | null {
+    return this.renderRoot?.querySelector?.('[part="log"]') ?? null;
+  }
+
+  private send(event: SubmitEvent): void {
+    event.preventDefault();
+    const input = (event.currentTarget as HTMLFormElement).elements.namedItem("message") as HTMLInputElement;
+    const check = checkPost(input.value);
+    if (!check.ok) {
+      // A refused post stays in the field so nothing typed is lost.
+      this.refusal = check.reason === "too-long" ? check.message : undefined;
+      return;
+    }
+    this.session?.publish(CHAT_SCOPE, "post", { text: check.text });
+    input.value = "";
+    this.refusal = undefined;
+  }
+
+  private clearRefusal(): void {
+    this.refusal = undefined;
+  }
+
+  private join(): void {
+    this.leave();
+    const room = this.room ?? roomFromPage();
+    this.joinUrl = joinUrlFor(room);
+    const session = Session.join({
+      host: this.host ?? scriptUrl.host,
+      protocol: this.host === undefined ? (scriptUrl.protocol === "https:" ? "wss" : "ws") : undefined,
+      room,
+      party: this.party,
+      model: ChatModel,
+    });
+    const update = () => this.requestUpdate();
+    for (const type of ["welcome", "status", "update"]) session.addEventListener(type, update);
+    session.subscribe(CHAT_SCOPE, "refused", (data) => {
+      const { client, message } = data as { client: string; message: string };
+      if (client === session.clientId) this.refusal = message;
+    });
+    this.session = session;
+    this.joinedWith = { host: this.host, room: this.room, party: this.party };
+    this.requestUpdate();
+  }
+
+  private leave(): void {
+    this.session?.leave();
+    this.session = undefined;
+    this.joinedWith = undefined;
+  }
+}
+
+const statusText: Record<SessionStatus, string> = {
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  offline: "Offline",
+};
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+/** The page URL's room, or a new random one written into the page URL so a reload and the QR code keep it. */
+function roomFromPage(): string {
+  const url = new URL(location.href);
+  const existing = url.searchParams.get(ROOM_PARAMETER);
+  if (existing) return existing;
+  const room = [...crypto.getRandomValues(new Uint8Array(8))].map((byte) => byte.toString(36).padStart(2, "0")).join("");
+  url.searchParams.set(ROOM_PARAMETER, room);
+  history.replaceState(history.state, "", url);
+  return room;
+}
+
+/** This page with the room in its query: opening it joins the same chat. */
+function joinUrlFor(room: string): string {
+  const url = new URL(location.href);
+  url.searchParams.set(ROOM_PARAMETER, room);
+  return url.href;
+}
+
+/** The QR code as one SVG path of dark modules, drawn with Lit's svg templates (no markup strings). */
+function qrSvg(text: string) {
+  if (text === "") return nothing;
+  const { modules } = createQrCode(text, { errorCorrectionLevel: "M" });
+  const quiet = 4;
+  const size = modules.size + quiet * 2;
+  let path = "";
+  for (let row = 0; row < modules.size; row++) {
+    for (let column = 0; column < modules.size; ) {
+      let run = 0;
+      while (column + run < modules.size && modules.get(row, column + run)) run++;
+      if (run > 0) path += `M${column + quiet} ${row + quiet}h${run}v1h-${run}z`;
+      column += run + 1;
+    }
+  }
+  return html`<svg viewBox="0 0 ${size} ${size}" shape-rendering="crispEdges" aria-hidden="true">
+    ${svg`<rect width=${size} height=${size} fill="#fff"></rect><path d=${path} fill="#000"></path>`}
+  </svg>`;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    [TAG]: MultiuserChat;
+  }
+}
+
+if (customElements.get(TAG) === undefined) {
+  customElements.define(TAG, MultiuserChat);
+} else {
+  console.warn(`<${TAG}> is already defined; this copy of the script is not used.`);
+}
