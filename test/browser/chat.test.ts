@@ -1,0 +1,110 @@
+import { expect } from "@esm-bundle/chai";
+import { sendKeys } from "@web/test-runner-commands";
+import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, sendWithButton, statusOf, uniqueRoom, userTexts, waitFor } from "./helpers.js";
+
+describe("<multiuser-chat> in Chromium against partykit dev", () => {
+  afterEach(removeAll);
+
+  it("two elements in one room see each other's posts, the same users and the same nicknames", async () => {
+    const room = uniqueRoom("pair");
+    const first = await addChat({ host: reflectorHost(), room });
+    const second = await addChat({ host: reflectorHost(), room });
+    await waitFor(() => userTexts(first).length === 2 && userTexts(second).length === 2, "both users in both lists");
+
+    await sendWithButton(first, "hello from the first window");
+    await sendWithButton(second, "and hello from the second");
+    const posted = (element: typeof first) => logTexts(element).filter((text) => text.includes("hello"));
+    await waitFor(() => posted(first).length === 2 && posted(second).length === 2, "both posts in both logs");
+
+    expect(logTexts(first)).to.deep.equal(logTexts(second));
+    const nicknames = (texts: string[]) => texts.map((text) => text.replace(" (you)", "")).sort();
+    expect(nicknames(userTexts(first))).to.deep.equal(nicknames(userTexts(second)));
+    // Each window marks itself, and only itself.
+    const own = (texts: string[]) => texts.filter((text) => text.endsWith(" (you)"));
+    expect(own(userTexts(first))).to.have.length(1);
+    expect(own(userTexts(second))).to.have.length(1);
+    expect(own(userTexts(first))[0]).not.to.equal(own(userTexts(second))[0]);
+    // The post carries its author's nickname, the one the author's own list marks "(you)".
+    const firstName = own(userTexts(first))[0]!.replace(" (you)", "");
+    expect(posted(second)[0]).to.contain(`${firstName}: hello from the first window`);
+  });
+
+  it("posts a notice naming whoever joins or leaves", async () => {
+    const room = uniqueRoom("notices");
+    const stayer = await addChat({ host: reflectorHost(), room });
+    const leaver = await addChat({ host: reflectorHost(), room });
+    await waitFor(() => userTexts(stayer).length === 2, "the second user");
+    const leaverName = userTexts(leaver).find((text) => text.endsWith(" (you)"))!.replace(" (you)", "");
+    expect(logTexts(stayer).some((text) => text.endsWith(`${leaverName} joined`))).to.equal(true);
+
+    leaver.remove();
+    await waitFor(() => userTexts(stayer).length === 1, "the leaver to leave the list");
+    expect(logTexts(stayer).at(-1)).to.match(new RegExp(`${leaverName} left$`));
+  });
+
+  it("exposes the regions under their accessible roles and names", async () => {
+    const element = await addChat({ host: reflectorHost(), room: uniqueRoom("roles") });
+    const log = part(element, '[role="log"]');
+    expect(log.getAttribute("aria-label")).to.equal("Chat messages");
+    expect(log.tabIndex).to.equal(0);
+    expect(part(element, "ul").getAttribute("aria-label")).to.equal("Users");
+    expect(messageInput(element).getAttribute("aria-label")).to.equal("Message");
+    expect(part(element, "button").textContent!.trim()).to.equal("Send");
+    expect(statusOf(element)).to.equal("Connected");
+    expect(part(element, '[role="img"]').getAttribute("aria-label")).to.equal("QR code to join this chat");
+    expect(part(element, '[role="img"] svg path').getAttribute("d")).to.match(/^M/);
+  });
+
+  it("sends on Enter and keeps the focus in the message field", async () => {
+    const element = await addChat({ host: reflectorHost(), room: uniqueRoom("enter") });
+    messageInput(element).focus();
+    await sendKeys({ type: "typed and entered" });
+    await sendKeys({ press: "Enter" });
+    await waitFor(() => logTexts(element).some((text) => text.endsWith("typed and entered")), "the post");
+    expect(element.shadowRoot!.activeElement).to.equal(messageInput(element));
+    expect(messageInput(element).value).to.equal("");
+  });
+
+  it("ignores empty posts and refuses long ones visibly, keeping the text", async () => {
+    const element = await addChat({ host: reflectorHost(), room: uniqueRoom("limits") });
+    const before = logTexts(element).length;
+    await sendWithButton(element, "    ");
+    const tooLong = "x".repeat(1001);
+    await sendWithButton(element, tooLong);
+    const alert = part(element, '[role="alert"]');
+    expect(alert.hidden).to.equal(false);
+    expect(alert.textContent).to.contain("1001 characters; the limit is 1000");
+    expect(messageInput(element).value).to.equal(tooLong);
+
+    await sendWithButton(element, "x".repeat(1000));
+    await waitFor(() => logTexts(element).length === before + 1, "the 1000-character post");
+    expect(alert.hidden).to.equal(true);
+    expect(logTexts(element).at(-1)).to.contain("x".repeat(1000));
+  });
+
+  it("renders markup in posts as text", async () => {
+    const element = await addChat({ host: reflectorHost(), room: uniqueRoom("markup") });
+    const markup = `<img src=x onerror="window.injected=1"><b>bold</b>`;
+    await sendWithButton(element, markup);
+    await waitFor(() => logTexts(element).some((text) => text.endsWith(markup)), "the post");
+    expect(element.shadowRoot!.querySelector('[role="log"] img, [role="log"] b')).to.equal(null);
+    expect((window as unknown as { injected?: number }).injected).to.equal(undefined);
+  });
+
+  it("auto-scrolls only while the reader is at the bottom of the log", async () => {
+    const element = await addChat({ host: reflectorHost(), room: uniqueRoom("scroll") });
+    element.style.setProperty("--multiuser-chat-height", "16rem");
+    const log = part(element, '[role="log"]');
+    for (let i = 0; i < 30; i++) await sendWithButton(element, `line ${i}`);
+    await waitFor(() => logTexts(element).some((text) => text.endsWith("line 29")), "30 posts");
+    await element.updateComplete;
+    expect(log.scrollHeight).to.be.greaterThan(log.clientHeight);
+    expect(log.scrollTop + log.clientHeight).to.be.closeTo(log.scrollHeight, 2);
+
+    log.scrollTop = 0;
+    await sendWithButton(element, "while reading old lines");
+    await waitFor(() => logTexts(element).some((text) => text.endsWith("while reading old lines")), "the post");
+    await element.updateComplete;
+    expect(log.scrollTop).to.equal(0);
+  });
+});

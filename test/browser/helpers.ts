@@ -1,0 +1,57 @@
+/** Helpers for the Chromium tests: they drive the built element (dist/) against the real reflector. */
+import "../../dist/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat.js";
+
+declare global {
+  interface Window {
+    REFLECTOR_HOST: string;
+  }
+}
+
+export const reflectorHost = () => window.REFLECTOR_HOST;
+
+export const uniqueRoom = (label: string) => `${label}-${crypto.randomUUID().slice(0, 8)}`;
+
+/** Adds `<multiuser-chat>` with the given attributes to the page and waits until it is connected. */
+export async function addChat(attributes: Record<string, string>, { connected = true } = {}): Promise<MultiuserChat> {
+  const element = document.createElement("multiuser-chat");
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  document.body.append(element);
+  await element.updateComplete;
+  if (connected) await waitFor(() => statusOf(element) === "Connected", `${attributes.room} to connect`);
+  return element;
+}
+
+export function removeAll(): void {
+  for (const element of document.querySelectorAll("multiuser-chat")) element.remove();
+}
+
+export async function waitFor(condition: () => boolean, what: string, timeout = 10_000): Promise<void> {
+  const deadline = performance.now() + timeout;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+export const part = <E extends Element = HTMLElement>(element: MultiuserChat, selector: string): E => {
+  const found = element.shadowRoot!.querySelector<E>(selector);
+  if (found === null) throw new Error(`no ${selector} in <multiuser-chat>`);
+  return found;
+};
+
+export const statusOf = (element: MultiuserChat) => element.shadowRoot?.querySelector('[role="status"]')?.textContent?.trim();
+export const logTexts = (element: MultiuserChat) =>
+  [...element.shadowRoot!.querySelectorAll('[role="log"] li')].map((item) => item.textContent!.replace(/\s+/g, " ").trim());
+export const userTexts = (element: MultiuserChat) =>
+  [...element.shadowRoot!.querySelectorAll('[aria-label="Users"] li')].map((item) => item.textContent!.trim());
+export const messageInput = (element: MultiuserChat) => part<HTMLInputElement>(element, 'input[aria-label="Message"]');
+
+/** Types into the element's field and sends, as a reader would with the Send button. */
+export async function sendWithButton(element: MultiuserChat, text: string): Promise<void> {
+  messageInput(element).value = text;
+  messageInput(element).dispatchEvent(new Event("input", { bubbles: true, composed: true }));
+  const button = [...element.shadowRoot!.querySelectorAll("button")].find((candidate) => candidate.textContent?.trim() === "Send")!;
+  button.click();
+  await element.updateComplete;
+}

@@ -1,0 +1,47 @@
+// Chromium tests: the Debian browser through Playwright, against a real `partykit dev` that this config starts on a
+// free loopback port and stops when the run ends. Run through scripts/test.mjs (it loads tsx for the TypeScript helper).
+import { defaultReporter, summaryReporter } from "@web/test-runner";
+import { esbuildPlugin } from "@web/dev-server-esbuild";
+import { playwrightLauncher } from "@web/test-runner-playwright";
+import { removePersistDir, startPartykitDev } from "./test/support/partykit-dev.ts";
+import { countReporter } from "./test/support/wtr-count-reporter.mjs";
+
+let reflector;
+
+/** Starts the reflector with the test server and stops it (by the PID it started) with it. */
+const reflectorPlugin = {
+  name: "partykit-dev",
+  async serverStart() {
+    reflector = await startPartykitDev();
+  },
+  async serverStop() {
+    await reflector?.stop();
+    if (reflector) await removePersistDir(reflector.persistDir);
+  },
+};
+
+export default {
+  files: "test/browser/**/*.test.ts",
+  nodeResolve: { exportConditions: ["production", "default"] },
+  plugins: [reflectorPlugin, esbuildPlugin({ ts: true, target: "es2022" })],
+  browsers: [
+    playwrightLauncher({
+      product: "chromium",
+      launchOptions: {
+        executablePath: "/usr/bin/chromium",
+        headless: true,
+        args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      },
+    }),
+  ],
+  concurrency: 1,
+  testFramework: { config: { timeout: 30000 } },
+  testsFinishTimeout: 300000,
+  // The page learns the reflector's address before any test module runs.
+  testRunnerHtml: (testFramework) => `<!doctype html>
+<html><head><meta charset="utf-8"></head><body>
+<script>window.REFLECTOR_HOST = ${JSON.stringify(reflector.host)};</script>
+<script type="module" src="${testFramework}"></script>
+</body></html>`,
+  reporters: [defaultReporter(), summaryReporter(), countReporter(process.env.WTR_COUNTS_FILE ?? "test-results/browser-counts.json")],
+};
