@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { ReflectedEvent } from "../../party/protocol.js";
+import { ChatModel, DEFAULT_MAX_HISTORY, MAX_POST_LENGTH } from "../../component/chat-model.js";
+import { NICKNAMES } from "../../component/nicknames.js";
+import { encodeModelEvent, Replica } from "../../component/runtime.js";
+
+/** Feeds a ChatModel replica events as the reflector would stamp them. */
+class Room {
+  readonly replica: Replica;
+  private seq = 0;
+  time = 1_700_000_000_000;
+
+  constructor(options?: { maxHistory?: number }, session = "chat-room") {
+    this.replica = Replica.create(session, ChatModel, options);
+  }
+  get model(): ChatModel {
+    return this.replica.root as ChatModel;
+  }
+  private apply(event: Omit<ReflectedEvent, "seq" | "time">): void {
+    this.time += 1000;
+    this.replica.apply({ ...event, seq: ++this.seq, time: this.time } as ReflectedEvent);
+  }
+  enter(client: string): string {
+    this.apply({ type: "user-enter", client });
+    return this.model.nicknameOf(client)!;
+  }
+  exit(client: string): void {
+    this.apply({ type: "user-exit", client });
+  }
+  post(client: string, data: unknown): void {
+    this.apply({ type: "message", client, payload: encodeModelEvent("chat", "post", data) } as never);
+  }
+  texts(): string[] {
+    return this.model.history.map((entry) => (entry.kind === "post" ? `${entry.nickname}: ${entry.text}` : `* ${entry.text}`));
+  }
+}
+
+describe("ChatModel", () => {
+  test("draws a nickname from a list of at least 100 names when a user enters", () => {
+    assert.ok(NICKNAMES.length >= 100);
+    assert.equal(new Set(NICKNAMES).size, NICKNAMES.length);
+    const room = new Room();
+    const name = room.enter("alice-window");
+    assert.ok(NICKNAMES.includes(name));
+    assert.deepEqual(room.model.users, [{ id: "alice-window", nickname: name }]);
+  });
+
+  test("every replica draws the same nicknames, and another session draws others", () => {
+    const [a, b, other] = [new Room(), new Room(), new Room(undefined, "another-room")];
+    const clients = Array.from({ length: 20 }, (_, index) => `client-${index}`);
+    const names = (room: Room) => clients.map((client) => room.enter(client));
+    const fromA = names(a);
+    assert.deepEqual(names(b), fromA);
+    assert.notDeepEqual(names(other), fromA, "the generator is seeded from the session id");
+  });
+
+  test("never gives two present users the same nickname, even with more users than names", () => {
+    const room = new Room();
+    const count = NICKNAMES.length + 30;
+    for (let i = 0; i < count; i++) room.enter(`client-${i}`);
+    const nicknames = room.model.users.map((user) => user.nickname);
+    assert.equal(nicknames.length, count);
+    assert.equal(new Set(nicknames).size, count);
+    assert.ok(nicknames.slice(NICKNAMES.length).every((name) => / \d+$/.test(name)), "names beyond the list are numbered");
+  });
+
+  test("a name is free again once its user left", () => {
+    const room = new Room();
+    for (let i = 0; i < NICKNAMES.length; i++) room.enter(`client-${i}`);
+    const leaving = room.model.users[17]!;
+    room.exit(leaving.id);
+    assert.equal(room.enter("newcomer"), leaving.nickname, "the only free name is drawn");
+  });
+
+  test("posts a notice naming whoever joins or leaves", () => {
+    const room = new Room();
+    const alice = room.enter("a");
+    const bob = room.enter("b");
+    room.exit("a");
+    assert.deepEqual(room.texts(), [`* ${alice} joined`, `* ${bob} joined`, `* ${alice} left`]);
+    assert.deepEqual(
+      room.model.users.map((user) => user.id),
+      ["b"],
+    );
+  });
+
+  test("records a post with its author id, nickname, trimmed text and replicated time", () => {
+    const room = new Room();
+    const name = room.enter("a");
+    room.post("a", { text: "  hello world \n" });
+    const entry = room.model.history.at(-1)!;
+    assert.deepEqual(entry, { n: 2, kind: "post", time: room.time, text: "hello world", author: "a", nickname: name });
+  });
+
+  test("takes the author from the reflector's stamp, never from the payload", () => {
+    const room = new Room();
+    room.enter("a");
+    const bob = room.enter("b");
+    room.post("b", { text: "hi", author: "a", nickname: "Somebody else" });
+    assert.equal(room.model.history.at(-1)!.author, "b");
+    assert.equal(room.model.history.at(-1)!.nickname, bob);
+    room.post("ghost", { text: "from a client that never entered" });
+    assert.equal(room.model.history.at(-1)!.text, "hi");
+  });
+
+  test("ignores empty and whitespace-only posts and posts without text", () => {
+    const room = new Room();
+    room.enter("a");
+    const before = room.model.history.length;
+    for (const data of [{ text: "" }, { text: "   \n\t" }, {}, null, { text: 42 }]) room.post("a", data);
+    assert.equal(room.model.history.length, before);
+  });
+
+  test("accepts exactly 1,000 characters and refuses more, telling only the author's view", () => {
+    const room = new Room();
+    room.enter("a");
+    room.replica.takeViewEvents();
+    room.post("a", { text: "x".repeat(MAX_POST_LENGTH) });
+    assert.equal(room.model.history.at(-1)!.text.length, MAX_POST_LENGTH);
+    room.post("a", { text: "y".repeat(MAX_POST_LENGTH + 1) });
+    assert.equal(room.model.history.at(-1)!.text.length, MAX_POST_LENGTH, "nothing truncated was stored");
+    const refused = room.replica.takeViewEvents().filter((event) => event.event === "refused");
+    assert.deepEqual(refused, [
+      { scope: "chat", event: "refused", data: { client: "a", message: "This message has 1001 characters; the limit is 1000. Shorten it and send again." } },
+    ]);
+  });
+
+  test("keeps the last 100 entries by default, and a configured number otherwise", () => {
+    const room = new Room();
+    room.enter("a");
+    for (let i = 0; i < 150; i++) room.post("a", { text: `post ${i}` });
+    assert.equal(room.model.history.length, DEFAULT_MAX_HISTORY);
+    assert.equal(room.model.history.at(-1)!.text, "post 149");
+    assert.equal(room.model.history[0]!.text, "post 50");
+
+    const small = new Room({ maxHistory: 3 });
+    small.enter("a");
+    for (let i = 0; i < 5; i++) small.post("a", { text: `post ${i}` });
+    assert.deepEqual(
+      small.model.history.map((entry) => entry.text),
+      ["post 2", "post 3", "post 4"],
+    );
+  });
+
+  test("/reset clears the history for everyone and leaves a notice naming who reset it", () => {
+    const [room, replica2] = [new Room(), new Room()];
+    for (const r of [room, replica2]) {
+      r.enter("a");
+      const resetter = r.enter("b");
+      r.post("a", { text: "something to forget" });
+      r.post("b", { text: " /reset " });
+      assert.deepEqual(r.texts(), [`* ${resetter} reset the history`]);
+    }
+    assert.equal(room.replica.serialize(), replica2.replica.serialize());
+    room.post("a", { text: "after the reset" });
+    assert.deepEqual(room.model.history.map((entry) => entry.n), [4, 5], "entry numbers keep increasing across a reset");
+  });
+
+  test("publishes users and history changes to the view", () => {
+    const room = new Room();
+    room.replica.takeViewEvents();
+    room.enter("a");
+    room.post("a", { text: "hi" });
+    assert.deepEqual(
+      room.replica.takeViewEvents().map((event) => event.event),
+      ["history", "users", "history"],
+    );
+  });
+});
