@@ -12,8 +12,8 @@ const eventKey = (seq: number) => KEY_PREFIX + String(seq).padStart(12, "0");
 
 /**
  * The room's ordered event log, kept in memory for welcomes and in room storage so the room survives every
- * client leaving and a server restart. Each event is its own storage value, so no value comes near the
- * 128 KiB limit (payloads are capped at MAX_PAYLOAD_LENGTH).
+ * client leaving and a server restart. Each event is its own storage value, which MAX_FRAME_LENGTH keeps below
+ * the 128 KiB limit.
  */
 export class EventLog {
   private constructor(

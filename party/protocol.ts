@@ -6,8 +6,12 @@
 /** Bumped whenever a frame changes shape; a client and a reflector speaking different versions refuse each other. */
 export const PROTOCOL_VERSION = 1;
 
-/** Largest application payload the reflector accepts, in UTF-16 code units (one stored event must stay below the 128 KiB storage value limit). */
-export const MAX_PAYLOAD_LENGTH = 64 * 1024;
+/**
+ * Largest client frame the reflector accepts, in UTF-16 code units, as received. Storage keeps a string in at most
+ * two bytes per code unit, and re-encoding a payload never makes it longer than the client's own escaped form, so
+ * every stored event stays below PartyKit's 128 KiB value limit whatever characters the payload holds.
+ */
+export const MAX_FRAME_LENGTH = 60 * 1024;
 
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
@@ -27,7 +31,7 @@ export type ServerFrame =
 /** Frames a client sends. */
 export type ClientFrame = { type: "publish"; payload: string };
 
-export type ErrorCode = "bad-frame" | "payload-too-large";
+export type ErrorCode = "bad-frame" | "frame-too-large";
 
 /** Raised for a frame that does not follow this protocol; `code` goes back to the sender in an error frame. */
 export class ProtocolError extends Error {
@@ -69,6 +73,7 @@ export function encodePublish(payload: string): string {
 /** Validates a frame from a client. The payload stays an opaque string: the reflector never looks inside it. */
 export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView): ClientFrame {
   if (typeof data !== "string") throw new ProtocolError("bad-frame", "binary frames are not part of this protocol; send JSON text");
+  if (data.length > MAX_FRAME_LENGTH) throw new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${MAX_FRAME_LENGTH}`);
   let frame: unknown;
   try {
     frame = JSON.parse(data);
@@ -79,9 +84,6 @@ export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView): 
   const { type, payload } = frame as Record<string, unknown>;
   if (type !== "publish") throw new ProtocolError("bad-frame", `unknown frame type ${JSON.stringify(type)}`);
   if (typeof payload !== "string") throw new ProtocolError("bad-frame", "publish.payload must be a string");
-  if (payload.length > MAX_PAYLOAD_LENGTH) {
-    throw new ProtocolError("payload-too-large", `payload is ${payload.length} characters; the limit is ${MAX_PAYLOAD_LENGTH}`);
-  }
   return { type, payload };
 }
 

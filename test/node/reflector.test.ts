@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { LogStorage } from "../../party/event-log.js";
-import { MAX_PAYLOAD_LENGTH, PROTOCOL_VERSION, type ServerFrame } from "../../party/protocol.js";
+import { MAX_FRAME_LENGTH, PROTOCOL_VERSION, type ServerFrame } from "../../party/protocol.js";
 import { Reflector } from "../../party/reflector.js";
 
 /** Room storage as PartyKit's: a key-ordered map of values. */
@@ -146,15 +146,17 @@ describe("reflector", () => {
     assert.equal(other.ofType("message")[0]?.seq, 3);
   });
 
-  test("accepts a payload of exactly the limit and refuses one character more", async () => {
+  test("accepts a frame of exactly the limit and refuses one character more", async () => {
     const { reflector } = await openRoom();
     const socket = new FakeSocket();
     reflector.connect(socket);
-    reflector.receive(socket, publish("x".repeat(MAX_PAYLOAD_LENGTH)));
-    reflector.receive(socket, publish("x".repeat(MAX_PAYLOAD_LENGTH + 1)));
+    const atLimit = publish("x".repeat(MAX_FRAME_LENGTH - publish("").length));
+    assert.equal(atLimit.length, MAX_FRAME_LENGTH);
+    reflector.receive(socket, atLimit);
+    reflector.receive(socket, publish("x".repeat(MAX_FRAME_LENGTH - publish("").length + 1)));
     assert.equal(socket.ofType("message").length, 1);
     assert.deepEqual(socket.ofType("error"), [
-      { type: "error", code: "payload-too-large", message: `payload is ${MAX_PAYLOAD_LENGTH + 1} characters; the limit is ${MAX_PAYLOAD_LENGTH}` },
+      { type: "error", code: "frame-too-large", message: `frame is ${MAX_FRAME_LENGTH + 1} characters; the limit is ${MAX_FRAME_LENGTH}` },
     ]);
   });
 

@@ -1,0 +1,207 @@
+/**
+ * Headless clients against a real `partykit dev` on a loopback port: real sockets, the real reflector, real storage.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import WebSocket from "ws";
+import { ChatModel } from "../../component/chat-model.js";
+import { Session } from "../../component/session.js";
+import { stateHash } from "../../component/state-hash.js";
+import { MAX_FRAME_LENGTH, type ServerFrame } from "../../party/protocol.js";
+import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+
+async function waitFor(condition: () => boolean, what: string, timeout = 15_000): Promise<void> {
+  const deadline = Date.now() + timeout;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The longest payload of `unit` repeated whose publish frame is still within the limit. */
+function largestPayload(unit: string): string {
+  const frameLength = (payload: string) => JSON.stringify({ type: "publish", payload }).length;
+  const perUnit = frameLength(unit.repeat(2)) - frameLength(unit);
+  return unit.repeat(Math.floor((MAX_FRAME_LENGTH - frameLength("")) / perUnit));
+}
+
+const chat = (session: Session) => session.model as ChatModel;
+const postTexts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post").map((entry) => entry.text);
+
+async function join(server: PartykitDev, room: string): Promise<Session> {
+  const session = Session.join({ host: server.host, room, model: ChatModel, WebSocket });
+  await session.whenReady();
+  return session;
+}
+
+/** Waits until every session has applied the same last event, then compares their state hashes. */
+async function assertConverged(sessions: Session[]): Promise<string> {
+  await waitFor(() => new Set(sessions.map((session) => session.replica!.seq)).size === 1, "every replica to reach the same event");
+  const hashes = await Promise.all(sessions.map((session) => stateHash(session.replica!)));
+  assert.equal(new Set(hashes).size, 1, `replicas differ: ${hashes.join(" ")}`);
+  return hashes[0]!;
+}
+
+/** A bare socket speaking the wire protocol, to see frames as the reflector sends them. */
+function rawSocket(server: PartykitDev, room: string, pk: string) {
+  const frames: ServerFrame[] = [];
+  const socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=${pk}`);
+  socket.on("message", (data) => frames.push(JSON.parse(String(data))));
+  const opened = new Promise((resolve, reject) => {
+    socket.once("open", resolve);
+    socket.once("error", reject);
+  });
+  return { socket, frames, opened };
+}
+
+describe("against a real partykit dev", () => {
+  let server: PartykitDev;
+  const sessions: Session[] = [];
+  const joinTracked = async (room: string) => {
+    const session = await join(server, room);
+    sessions.push(session);
+    return session;
+  };
+
+  before(async () => {
+    // No ticks during these tests: a tick moves replicated time, and the tests compare whole states.
+    server = await startPartykitDev({ vars: { TICK_INTERVAL_MS: "600000" } });
+  });
+
+  after(async () => {
+    for (const session of sessions) session.leave();
+    await server.stop();
+    await removePersistDir(server.persistDir);
+  });
+
+  test("three clients posting concurrently end with identical state, and a late joiner reaches it too", async () => {
+    const room = "concurrent";
+    const clients = await Promise.all([0, 1, 2].map(() => joinTracked(room)));
+    await waitFor(() => clients.every((client) => chat(client).users.length === 3), "three users everywhere");
+    clients.forEach((client, index) => {
+      for (let i = 0; i < 20; i++) client.publish("chat", "post", { text: `client ${index} post ${i}` });
+    });
+    await waitFor(() => clients.every((client) => postTexts(client).length === 60), "60 posts everywhere");
+    const hash = await assertConverged(clients);
+    // Each client's own posts stay in the order it sent them, inside the one total order.
+    for (let index = 0; index < 3; index++) {
+      const own = postTexts(clients[0]!).filter((text) => text.startsWith(`client ${index} `));
+      assert.deepEqual(
+        own,
+        Array.from({ length: 20 }, (_, i) => `client ${index} post ${i}`),
+      );
+    }
+
+    const late = await joinTracked(room);
+    await assertConverged([...clients, late]);
+    assert.notEqual(await stateHash(late.replica!), hash, "the late joiner's own entry changed everyone's state alike");
+    assert.deepEqual(postTexts(late), postTexts(clients[0]!));
+    assert.deepEqual(
+      chat(late).users.map((user) => user.nickname),
+      chat(clients[0]!).users.map((user) => user.nickname),
+    );
+  });
+
+  test("closing a client gives the others its user-exit", async () => {
+    const room = "leaving";
+    const stayer = await joinTracked(room);
+    const leaver = await join(server, room);
+    await waitFor(() => chat(stayer).users.length === 2, "the second user");
+    const leaverName = chat(leaver).nicknameOf(leaver.clientId!)!;
+    leaver.leave();
+    await waitFor(() => chat(stayer).users.length === 1, "the leaver to leave");
+    assert.equal(chat(stayer).history.at(-1)!.text, `${leaverName} left`);
+  });
+
+  test("two sockets with the same _pk are two clients, and closing one leaves the other working", async () => {
+    const room = "same-pk";
+    const first = rawSocket(server, room, "shared-pk");
+    await first.opened;
+    const second = rawSocket(server, room, "shared-pk");
+    await second.opened;
+    await waitFor(() => first.frames.length >= 2 && second.frames.length >= 1, "both welcomes");
+    const ids = [first, second].map(({ frames }) => frames.find((frame) => frame.type === "welcome")!);
+    assert.ok(ids[0]?.type === "welcome" && ids[1]?.type === "welcome");
+    assert.notEqual(ids[0].client, ids[1].client, "the reflector, not _pk, decides identity");
+
+    first.socket.close();
+    await waitFor(() => second.frames.some((frame) => frame.type === "user-exit"), "the first socket's exit");
+    const exit = second.frames.find((frame) => frame.type === "user-exit")!;
+    assert.ok(exit.type === "user-exit" && exit.client === ids[0].client);
+    second.socket.send(JSON.stringify({ type: "publish", payload: "still here" }));
+    await waitFor(() => second.frames.some((frame) => frame.type === "message"), "the echo of its own message");
+    second.socket.close();
+  });
+
+  test("a bad frame gets an error frame and the connection keeps working", async () => {
+    const client = rawSocket(server, "bad-frames", "bad");
+    await client.opened;
+    client.socket.send("{oops");
+    client.socket.send(JSON.stringify({ type: "publish", payload: "fine" }));
+    await waitFor(() => client.frames.some((frame) => frame.type === "message"), "the good message");
+    const error = client.frames.find((frame) => frame.type === "error");
+    assert.deepEqual(error, { type: "error", code: "bad-frame", message: "frame is not valid JSON" });
+    client.socket.close();
+  });
+
+  test("after partykit dev stops and starts again on the same storage, a new client sees the whole history", async () => {
+    const room = "restart";
+    const writer = await join(server, room);
+    for (let i = 0; i < 30; i++) writer.publish("chat", "post", { text: `before restart ${i}` });
+    await waitFor(() => postTexts(writer).length === 30, "30 posts");
+    // The worst cases for storage size: characters that escape to two or six, or take two bytes each.
+    const largest = ['"', "\u4e2d", "\u{1f388}", "\u0001"].map(largestPayload);
+    const raw = rawSocket(server, room, "large-payloads");
+    await raw.opened;
+    for (const payload of largest) raw.socket.send(JSON.stringify({ type: "publish", payload }));
+    await waitFor(() => raw.frames.filter((frame) => frame.type === "message").length === largest.length, "the large payloads' echoes");
+    assert.ok(raw.frames.every((frame) => frame.type !== "error"));
+    raw.socket.close();
+    await waitFor(() => chat(writer).users.length === 1, "the raw socket's exit");
+    const before = chat(writer).history.map((entry) => entry.text);
+    const writerName = chat(writer).nicknameOf(writer.clientId!)!;
+
+    // Every session must be closed before the server goes, or its reconnection would race the restart.
+    for (const session of [writer, ...sessions.splice(0)]) session.leave();
+    await server.stop();
+    server = await startPartykitDev({ persistDir: server.persistDir, vars: { TICK_INTERVAL_MS: "600000" } });
+
+    const reader = await joinTracked(room);
+    const after = chat(reader).history.map((entry) => entry.text);
+    const readerName = chat(reader).nicknameOf(reader.clientId!)!;
+    assert.deepEqual(after, [...before, `${writerName} left`, `${readerName} joined`]);
+    assert.deepEqual(
+      chat(reader).users.map((user) => user.id),
+      [reader.clientId],
+      "clients of the old run are gone",
+    );
+    const welcome = reader.replica!.seq;
+    const check = rawSocket(server, room, "checker");
+    await check.opened;
+    await waitFor(() => check.frames.length > 0, "the checker's welcome");
+    const { events } = check.frames[0] as Extract<ServerFrame, { type: "welcome" }>;
+    assert.deepEqual(
+      events.map((event) => event.seq),
+      Array.from({ length: welcome + 1 }, (_, index) => index + 1),
+      "no event is missing from the stored log",
+    );
+    const stored = events.flatMap((event) => (event.type === "message" && event.payload.length > 1000 ? [event.payload] : []));
+    assert.deepEqual(stored, largest);
+    check.socket.close();
+  });
+});
+
+describe("ticks against a real partykit dev", () => {
+  test("a quiet room's replicas advance in time", async () => {
+    const server = await startPartykitDev({ vars: { TICK_INTERVAL_MS: "200" } });
+    try {
+      const session = await join(server, "quiet");
+      const start = session.replica!.time;
+      await waitFor(() => session.replica!.time >= start + 400, "two ticks");
+      session.leave();
+    } finally {
+      await server.stop();
+      await removePersistDir(server.persistDir);
+    }
+  });
+});
