@@ -121,7 +121,9 @@ export class Reflector<Socket extends ClientSocket> {
   /** Stamps, stores and returns the encoded event. */
   private record(event: { type: "message"; client: string; payload: string } | { type: "user-enter" | "user-exit"; client: string }): string {
     this.time = stampTime(this.options.clock(), this.time);
-    return this.log.append({ ...event, seq: this.log.lastSeq + 1, time: this.time } as ReflectedEvent);
+    const { type, client } = event;
+    const stamped = { type, seq: this.log.lastSeq + 1, time: this.time, client };
+    return this.log.append((event.type === "message" ? { ...stamped, payload: event.payload } : stamped) as ReflectedEvent);
   }
 
   /** Our own loop: one closing socket must not stop the others from receiving (PartyKit's broadcast throws halfway). */

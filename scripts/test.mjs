@@ -1,8 +1,10 @@
 // Runs the whole suite: the Node tests (model, runtime, reflector, and integration against a real `partykit dev`),
 // then the Chromium tests through @web/test-runner. Ends with one line: `N passed, N failed`.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { build } from "esbuild";
+
+execFileSync("bash", ["scripts/install-chromium.sh"], { stdio: "inherit" });
 
 const results = "test-results";
 await rm(results, { recursive: true, force: true });
