@@ -20,10 +20,44 @@ const reflectorPlugin = {
   },
 };
 
+/**
+ * `executeServerCommand("demo-page", { action, ... })` drives a second page showing the served demo, in a browser
+ * context of its own: offline mode cuts a whole context, and the test page's own channel must stay up.
+ * Actions: open (room) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id).
+ */
+const demoPages = new Map();
+const demoPagePlugin = {
+  name: "demo-page",
+  async executeCommand({ command, payload, session }) {
+    if (command !== "demo-page") return undefined;
+    const { action, id, room, offline, text } = payload;
+    if (action === "open") {
+      const context = await session.browser.getPage(session.id).context().browser().newContext();
+      const page = await context.newPage();
+      await page.goto(`http://${reflector.host}/?room=${encodeURIComponent(room)}`);
+      const pageId = String(demoPages.size + 1);
+      demoPages.set(pageId, page);
+      return pageId;
+    }
+    const page = demoPages.get(id);
+    const chat = page.locator("multiuser-chat");
+    if (action === "offline") return (await page.context().setOffline(Boolean(offline)), true);
+    if (action === "status") return (await chat.getByRole("status").textContent()).trim();
+    if (action === "log") return (await chat.getByRole("log").getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
+    if (action === "post") {
+      await chat.getByRole("textbox", { name: "Message" }).fill(text);
+      await chat.getByRole("textbox", { name: "Message" }).press("Enter");
+      return true;
+    }
+    if (action === "close") return (demoPages.delete(id), await page.context().close(), true);
+    throw new Error(`demo-page: unknown action ${action}`);
+  },
+};
+
 export default {
   files: "test/browser/**/*.test.ts",
   nodeResolve: { exportConditions: ["production", "default"] },
-  plugins: [reflectorPlugin, esbuildPlugin({ ts: true, target: "es2022" })],
+  plugins: [reflectorPlugin, demoPagePlugin, esbuildPlugin({ ts: true, target: "es2022" })],
   browsers: [
     playwrightLauncher({
       product: "chromium",

@@ -129,7 +129,6 @@ export class MultiuserChat extends LitElement {
     time {
       color: var(--_muted);
       font-size: 0.8em;
-      margin-inline-end: var(--_spacing);
     }
     aside {
       width: 12rem;
@@ -253,8 +252,8 @@ export class MultiuserChat extends LitElement {
 
   private entryTemplate(entry: ChatEntry) {
     const time = html`<time datetime=${new Date(entry.time).toISOString()}>${timeFormat.format(entry.time)}</time>`;
-    if (entry.kind === "notice") return html`<li part="notice">${time}${entry.text}</li>`;
-    return html`<li part="message">${time}<span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
+    if (entry.kind === "notice") return html`<li part="notice">${time} ${entry.text}</li>`;
+    return html`<li part="message">${time} <span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
   }
 
   private usersTemplate(model: ChatModel | undefined) {

@@ -143,17 +143,26 @@ export class Session extends EventTarget {
     this.dispatchEvent(new Event("status"));
   }
 
-  /** In a browser, the status says offline while the network is gone, and reconnecting once it is back. */
+  /**
+   * In a browser, the status says offline as soon as the network is gone (the socket may take a while to notice),
+   * and the socket reconnects at once when it is back instead of waiting out its backoff.
+   */
   private watchOnline(): void {
     if (typeof window === "undefined") return;
-    const update = () => {
-      if (this.socket.readyState !== PartySocket.OPEN) this.setStatus(isOffline() ? "offline" : "reconnecting");
+    const offline = () => this.setStatus("offline");
+    const online = () => {
+      if (this.socket.readyState === PartySocket.OPEN) {
+        this.setStatus(this.clientId === undefined ? "connecting" : "connected");
+      } else {
+        this.setStatus(this.clientId === undefined ? "connecting" : "reconnecting");
+        this.socket.reconnect();
+      }
     };
-    window.addEventListener("offline", update);
-    window.addEventListener("online", update);
+    window.addEventListener("offline", offline);
+    window.addEventListener("online", online);
     this.removeOnlineListeners = () => {
-      window.removeEventListener("offline", update);
-      window.removeEventListener("online", update);
+      window.removeEventListener("offline", offline);
+      window.removeEventListener("online", online);
     };
   }
 }

@@ -1,6 +1,19 @@
 import { expect } from "@esm-bundle/chai";
-import { sendKeys } from "@web/test-runner-commands";
-import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, sendWithButton, statusOf, uniqueRoom, userTexts, waitFor } from "./helpers.js";
+import { executeServerCommand, sendKeys } from "@web/test-runner-commands";
+import {
+  addChat,
+  logTexts,
+  messageInput,
+  part,
+  reflectorHost,
+  removeAll,
+  sendWithButton,
+  statusOf,
+  uniqueRoom,
+  userTexts,
+  waitFor,
+  waitForAsync,
+} from "./helpers.js";
 
 describe("<multiuser-chat> in Chromium against partykit dev", () => {
   afterEach(removeAll);
@@ -106,5 +119,22 @@ describe("<multiuser-chat> in Chromium against partykit dev", () => {
     await waitFor(() => logTexts(element).some((text) => text.endsWith("while reading old lines")), "the post");
     await element.updateComplete;
     expect(log.scrollTop).to.equal(0);
+  });
+
+  it("says offline while the browser is offline, and connected again once it is back", async () => {
+    const room = uniqueRoom("offline");
+    const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
+    const id = (await demo({ action: "open", room })) as string;
+    try {
+      await waitForAsync(async () => (await demo({ action: "status", id })) === "Connected", "the demo page to connect");
+      await demo({ action: "offline", id, offline: true });
+      await waitForAsync(async () => (await demo({ action: "status", id })) === "Offline", "the offline status");
+      await demo({ action: "offline", id, offline: false });
+      await waitForAsync(async () => (await demo({ action: "status", id })) === "Connected", "the connected status");
+      await demo({ action: "post", id, text: "back online" });
+      await waitForAsync(async () => ((await demo({ action: "log", id })) as string[]).some((line) => line.endsWith("back online")), "the post");
+    } finally {
+      await demo({ action: "close", id });
+    }
   });
 });

@@ -27,8 +27,12 @@ export function removeAll(): void {
 }
 
 export async function waitFor(condition: () => boolean, what: string, timeout = 10_000): Promise<void> {
+  await waitForAsync(async () => condition(), what, timeout);
+}
+
+export async function waitForAsync(condition: () => Promise<boolean>, what: string, timeout = 10_000): Promise<void> {
   const deadline = performance.now() + timeout;
-  while (!condition()) {
+  while (!(await condition())) {
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }

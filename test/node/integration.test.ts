@@ -161,9 +161,12 @@ describe("against a real partykit dev", () => {
     const before = chat(writer).history.map((entry) => entry.text);
     const writerName = chat(writer).nicknameOf(writer.clientId!)!;
 
-    // Every session must be closed before the server goes, or its reconnection would race the restart.
-    for (const session of [writer, ...sessions.splice(0)]) session.leave();
+    for (const session of sessions.splice(0)) session.leave();
+    assert.equal(writer.status, "connected");
     await server.stop();
+    await waitFor(() => writer.status === "reconnecting", "the writer to notice the server is gone");
+    // The restarted server listens on another port, so the writer could not come back anyway.
+    writer.leave();
     server = await startPartykitDev({ persistDir: server.persistDir, vars: { TICK_INTERVAL_MS: "600000" } });
 
     const reader = await joinTracked(room);
