@@ -260,7 +260,7 @@ export class MultiuserChat extends LitElement {
     const self = this.session?.clientId;
     return html`
       <h2 id="users-heading">Users (${model?.users.length ?? 0})</h2>
-      <ul part="users" aria-label="Users">
+      <ul part="users" role="list" aria-label="Users">
         ${repeat(model?.users ?? [], (user) => user.id, (user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}
       </ul>
     `;

@@ -46,7 +46,8 @@ function currentReplica(action: string): Replica {
   return executing;
 }
 
-const topicKey = (scope: string, event: string) => `${scope}\u0000${event}`;
+/** The key of a (scope, event) pair in subscription tables, for models and views alike. */
+export const topicKey = (scope: string, event: string) => `${scope}\u0000${event}`;
 
 /**
  * Base class of replicated models. Subclasses keep their state in own fields holding `StateValue`s, do their

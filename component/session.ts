@@ -7,7 +7,7 @@
  */
 import { PartySocket } from "partysocket";
 import { encodePublish, parseServerFrame, type ServerFrame } from "../party/protocol.js";
-import { encodeModelEvent, Replica, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
+import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
 
 export type SessionStatus = "connecting" | "connected" | "reconnecting" | "offline";
 
@@ -83,7 +83,7 @@ export class Session extends EventTarget {
 
   /** Calls `handler(data)` for each model-to-view event in `scope`/`event`. Returns a function that unsubscribes. */
   subscribe(scope: string, event: string, handler: ViewHandler): () => void {
-    const key = `${scope}\u0000${event}`;
+    const key = topicKey(scope, event);
     const handlers = this.viewHandlers.get(key) ?? new Set();
     handlers.add(handler);
     this.viewHandlers.set(key, handlers);
@@ -132,7 +132,7 @@ export class Session extends EventTarget {
 
   private deliverToView(events: ViewEvent[]): void {
     for (const { scope, event, data } of events) {
-      for (const handler of this.viewHandlers.get(`${scope}\u0000${event}`) ?? []) handler(data);
+      for (const handler of this.viewHandlers.get(topicKey(scope, event)) ?? []) handler(data);
     }
     if (events.length > 0) this.dispatchEvent(new Event("update"));
   }

@@ -18,24 +18,30 @@ const eventKey = (seq: number) => KEY_PREFIX + String(seq).padStart(12, "0");
 export class EventLog {
   private constructor(
     private readonly storage: LogStorage,
-    /** Every event, oldest first. */
-    readonly events: ReflectedEvent[],
-    /** The same events as sent on the wire, so a welcome never re-encodes them. */
+    /** Every event as sent on the wire, oldest first, so a welcome never re-encodes them. */
     readonly encoded: string[],
+    private seq: number,
+    private time: number,
   ) {}
 
   static async load(storage: LogStorage): Promise<EventLog> {
-    const stored = await storage.list({ prefix: KEY_PREFIX });
-    const encoded = [...stored.values()].map(String);
-    return new EventLog(storage, encoded.map((text) => JSON.parse(text) as ReflectedEvent), encoded);
+    const encoded = [...(await storage.list({ prefix: KEY_PREFIX })).values()].map(String);
+    const last = encoded.length > 0 ? (JSON.parse(encoded.at(-1)!) as ReflectedEvent) : undefined;
+    return new EventLog(storage, encoded, last?.seq ?? 0, last?.time ?? 0);
   }
 
+  /** Sequence number of the last event; 0 for an empty log. */
   get lastSeq(): number {
-    return this.events.at(-1)?.seq ?? 0;
+    return this.seq;
   }
 
   get lastTime(): number {
-    return this.events.at(-1)?.time ?? 0;
+    return this.time;
+  }
+
+  /** The events themselves, decoded anew: only needed when a room starts. */
+  replay(): ReflectedEvent[] {
+    return this.encoded.map((text) => JSON.parse(text) as ReflectedEvent);
   }
 
   /**
@@ -44,8 +50,9 @@ export class EventLog {
    */
   append(event: ReflectedEvent): string {
     const text = encodeEvent(event);
-    this.events.push(event);
     this.encoded.push(text);
+    this.seq = event.seq;
+    this.time = event.time;
     this.storage.put(eventKey(event.seq), text).catch((error: unknown) => {
       console.error(`event log: storing event ${event.seq} failed`, error);
     });

@@ -60,7 +60,7 @@ export class Reflector<Socket extends ClientSocket> {
    */
   static async open<Socket extends ClientSocket>(options: ReflectorOptions): Promise<Reflector<Socket>> {
     const reflector = new Reflector<Socket>(options, await EventLog.load(options.storage));
-    for (const client of presentClients(reflector.log.events)) reflector.record({ type: "user-exit", client });
+    for (const client of presentClients(reflector.log.replay())) reflector.record({ type: "user-exit", client });
     return reflector;
   }
 

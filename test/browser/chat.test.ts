@@ -12,7 +12,6 @@ import {
   uniqueRoom,
   userTexts,
   waitFor,
-  waitForAsync,
 } from "./helpers.js";
 
 describe("<multiuser-chat> in Chromium against partykit dev", () => {
@@ -126,13 +125,13 @@ describe("<multiuser-chat> in Chromium against partykit dev", () => {
     const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
     const id = (await demo({ action: "open", room })) as string;
     try {
-      await waitForAsync(async () => (await demo({ action: "status", id })) === "Connected", "the demo page to connect");
+      await waitFor(async () => (await demo({ action: "status", id })) === "Connected", "the demo page to connect");
       await demo({ action: "offline", id, offline: true });
-      await waitForAsync(async () => (await demo({ action: "status", id })) === "Offline", "the offline status");
+      await waitFor(async () => (await demo({ action: "status", id })) === "Offline", "the offline status");
       await demo({ action: "offline", id, offline: false });
-      await waitForAsync(async () => (await demo({ action: "status", id })) === "Connected", "the connected status");
+      await waitFor(async () => (await demo({ action: "status", id })) === "Connected", "the connected status");
       await demo({ action: "post", id, text: "back online" });
-      await waitForAsync(async () => ((await demo({ action: "log", id })) as string[]).some((line) => line.endsWith("back online")), "the post");
+      await waitFor(async () => ((await demo({ action: "log", id })) as string[]).some((line) => line.endsWith("back online")), "the post");
     } finally {
       await demo({ action: "close", id });
     }

@@ -1,6 +1,9 @@
 /** Helpers for the Chromium tests: they drive the built element (dist/) against the real reflector. */
 import "../../dist/multiuser-chat.js";
 import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import { waitFor } from "../support/wait-for.js";
+
+export { waitFor };
 
 declare global {
   interface Window {
@@ -24,18 +27,6 @@ export async function addChat(attributes: Record<string, string>, { connected = 
 
 export function removeAll(): void {
   for (const element of document.querySelectorAll("multiuser-chat")) element.remove();
-}
-
-export async function waitFor(condition: () => boolean, what: string, timeout = 10_000): Promise<void> {
-  await waitForAsync(async () => condition(), what, timeout);
-}
-
-export async function waitForAsync(condition: () => Promise<boolean>, what: string, timeout = 10_000): Promise<void> {
-  const deadline = performance.now() + timeout;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 export const part = <E extends Element = HTMLElement>(element: MultiuserChat, selector: string): E => {

@@ -9,14 +9,7 @@ import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
 import { MAX_FRAME_LENGTH, type ServerFrame } from "../../party/protocol.js";
 import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
-
-async function waitFor(condition: () => boolean, what: string, timeout = 15_000): Promise<void> {
-  const deadline = Date.now() + timeout;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { waitFor } from "../support/wait-for.js";
 
 /** The longest payload of `unit` repeated whose publish frame is still within the limit. */
 function largestPayload(unit: string): string {
