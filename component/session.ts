@@ -43,6 +43,7 @@ export class Session extends EventTarget {
   private readonly viewHandlers = new Map<string, Set<ViewHandler>>();
   private readonly ready: Promise<void>;
   private removeOnlineListeners = () => {};
+  private left = false;
 
   constructor(private readonly options: SessionOptions) {
     super();
@@ -56,6 +57,7 @@ export class Session extends EventTarget {
     this.ready = new Promise((resolve) => this.addEventListener("welcome", () => resolve(), { once: true }));
     this.socket.addEventListener("message", (event) => this.receive(String((event as MessageEvent).data)));
     this.socket.addEventListener("close", () => {
+      if (this.left) return;
       this.setStatus(isOffline() ? "offline" : this.clientId === undefined ? "connecting" : "reconnecting");
     });
     this.watchOnline();
@@ -92,6 +94,7 @@ export class Session extends EventTarget {
 
   /** Leaves the room for good. */
   leave(): void {
+    this.left = true;
     this.removeOnlineListeners();
     this.socket.close();
   }
@@ -124,8 +127,14 @@ export class Session extends EventTarget {
         console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
         this.dispatchEvent(new CustomEvent("reflector-error", { detail: { code: frame.code, message: frame.message } }));
         return;
-      default:
+      case "message":
+      case "user-enter":
+      case "user-exit":
         this.replica?.apply(frame);
+        break;
+      default:
+        console.warn("multiuser-chat: ignoring a frame of unknown type from the reflector", frame);
+        return;
     }
     this.deliverToView(this.replica?.takeViewEvents() ?? []);
   }

@@ -74,7 +74,8 @@ export class Reflector<Socket extends ClientSocket> {
     let client = this.options.newClientId();
     while (present.has(client)) client = this.options.newClientId();
     const enter = this.record({ type: "user-enter", client });
-    socket.send(encodeWelcome({ room: this.options.room, client, time: this.time }, this.log.encoded));
+    // A socket that is already closing still becomes a client here, so its close records the matching user-exit.
+    trySend(socket, encodeWelcome({ room: this.options.room, client, time: this.time }, this.log.encoded));
     this.broadcast(enter);
     this.clients.set(socket, client);
     return client;

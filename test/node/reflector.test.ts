@@ -235,4 +235,23 @@ describe("reflector", () => {
     reflector.receive(healthy, publish("still delivered"));
     assert.equal(healthy.ofType("message").length, 1);
   });
+
+  test("a socket that fails while being welcomed still gets its user-exit when it closes", async () => {
+    const { reflector } = await openRoom();
+    const stayer = new FakeSocket();
+    reflector.connect(stayer);
+    const failing = new FakeSocket();
+    failing.send = () => {
+      throw new Error("socket is closing");
+    };
+    const failingId = reflector.connect(failing);
+    reflector.disconnect(failing);
+    assert.deepEqual(
+      stayer.frames.slice(1).map((frame) => frame.type === "user-enter" || frame.type === "user-exit" ? [frame.type, frame.client] : frame.type),
+      [
+        ["user-enter", failingId],
+        ["user-exit", failingId],
+      ],
+    );
+  });
 });
