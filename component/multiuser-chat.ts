@@ -192,6 +192,8 @@ export class MultiuserChat extends LitElement {
   declare protected refusal: string | undefined;
 
   private session: Session | undefined;
+  /** Encoded once per join URL: the QR code does not change while the room stays the same. */
+  private qrCode: ReturnType<typeof qrSvg> | typeof nothing = nothing;
   /** The attribute values of the current session, so changing any of them joins anew. */
   private joinedWith: { host?: string; room?: string; party?: string } | undefined;
   private joinUrl = "";
@@ -259,7 +261,7 @@ export class MultiuserChat extends LitElement {
   private usersTemplate(model: ChatModel | undefined) {
     const self = this.session?.clientId;
     return html`
-      <h2 id="users-heading">Users (${model?.users.length ?? 0})</h2>
+      <h2>Users (${model?.users.length ?? 0})</h2>
       <ul part="users" role="list" aria-label="Users">
         ${repeat(model?.users ?? [], (user) => user.id, (user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}
       </ul>
@@ -269,7 +271,7 @@ export class MultiuserChat extends LitElement {
   private qrTemplate() {
     return html`
       <figure part="qr">
-        <div role="img" aria-label="QR code to join this chat">${qrSvg(this.joinUrl)}</div>
+        <div role="img" aria-label="QR code to join this chat">${this.qrCode}</div>
         <figcaption><a href=${this.joinUrl}>${this.joinUrl}</a></figcaption>
       </figure>
     `;
@@ -301,6 +303,7 @@ export class MultiuserChat extends LitElement {
     this.leave();
     const room = this.room ?? roomFromPage();
     this.joinUrl = joinUrlFor(room);
+    this.qrCode = qrSvg(this.joinUrl);
     const session = Session.join({
       host: this.host ?? scriptUrl.host,
       protocol: this.host === undefined ? (scriptUrl.protocol === "https:" ? "wss" : "ws") : undefined,
@@ -355,7 +358,6 @@ function joinUrlFor(room: string): string {
 
 /** The QR code as one SVG path of dark modules, drawn with Lit's svg templates (no markup strings). */
 function qrSvg(text: string) {
-  if (text === "") return nothing;
   const { modules } = createQrCode(text, { errorCorrectionLevel: "M" });
   const quiet = 4;
   const size = modules.size + quiet * 2;

@@ -1,6 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import type { MultiuserChat } from "../../component/multiuser-chat.js";
-import { addChat, part, reflectorHost, removeAll, uniqueRoom } from "./helpers.js";
+import { addChat, part, reflectorHost, removeAll, uniqueRoom, userTexts, waitFor } from "./helpers.js";
 
 /** Draws the element's QR code on a canvas and decodes it with jsQR (bundled to ESM by scripts/test.mjs). */
 async function decodeQrCode(element: MultiuserChat): Promise<string | undefined> {
@@ -66,5 +66,17 @@ describe("the room and the join URL", () => {
     expect(warnings.map((args) => String(args[0]))).to.deep.equal(["<multiuser-chat> is already defined; this copy of the script is not used."]);
     const element = await addChat({ host: reflectorHost(), room: uniqueRoom("twice") });
     expect(element.shadowRoot).not.to.equal(null);
+  });
+
+  it("joins the new room when the room attribute changes", async () => {
+    const [first, second] = [uniqueRoom("before"), uniqueRoom("after")];
+    const neighbour = await addChat({ host: reflectorHost(), room: second });
+    const element = await addChat({ host: reflectorHost(), room: first });
+    expect(userTexts(element)).to.have.length(1);
+    element.setAttribute("room", second);
+    await waitFor(() => userTexts(element).length === 2 && userTexts(neighbour).length === 2, "the element in the second room");
+    const joinUrl = new URL(part<HTMLAnchorElement>(element, '[part="qr"] a').href);
+    expect(joinUrl.searchParams.get("room")).to.equal(second);
+    expect(await decodeQrCode(element)).to.equal(joinUrl.href);
   });
 });
