@@ -21,6 +21,15 @@ const run = (command, args, env = {}) =>
 
 const only = process.argv[2]; // "node" or "browser" runs one half
 const suites = [];
+let passed = 0;
+let failed = 0;
+if (only === undefined) {
+  // The strict typecheck counts as one check of the suite.
+  const code = await run(process.execPath, ["node_modules/typescript/bin/tsc", "--noEmit", "-p", "."]);
+  console.log(code === 0 ? "typecheck passed" : "typecheck failed");
+  if (code === 0) passed++;
+  else failed++;
+}
 if (only !== "browser") {
   const file = `${results}/node-counts.json`;
   const files = process.argv.slice(3).length > 0 && only === "node" ? process.argv.slice(3) : ["test/node/*.test.ts"];
@@ -38,8 +47,6 @@ if (only !== "node") {
   suites.push({ name: "browser", file, code });
 }
 
-let passed = 0;
-let failed = 0;
 for (const suite of suites) {
   try {
     const counts = JSON.parse(await readFile(suite.file, "utf8"));
