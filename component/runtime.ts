@@ -199,7 +199,7 @@ export class Replica {
 
   /** The whole state in a canonical form: the same state gives the same text on every replica. */
   serialize(): string {
-    const document = {
+    const saved = {
       format: 1,
       sessionId: this.sessionId,
       seq: this.seq,
@@ -214,16 +214,16 @@ export class Replica {
       subscriptions: [...this.subscriptions].flatMap(([key, list]) => list.map(({ model, method }) => [...key.split("\u0000"), model, method])),
       futures: this.futures.map(({ time, order, model, method, args }) => [time, order, model, method, args]),
     };
-    return JSON.stringify(toCanonical(document as unknown as StateValue, "state"));
+    return JSON.stringify(toCanonical(saved as unknown as StateValue, "state"));
   }
 
   /** Rebuilds a replica from `serialize()` output. */
   static restore(text: string): Replica {
-    const document = JSON.parse(text);
-    if (document.format !== 1) throw new Error(`unknown state format ${document.format}`);
-    const replica = new Replica(document.sessionId, document.random);
-    Object.assign(replica, { seq: document.seq, time: document.time, nextModel: document.nextModel, nextFuture: document.nextFuture });
-    const stored = Object.entries(document.models as Record<string, { class: string; state: Record<string, unknown> }>);
+    const saved = JSON.parse(text);
+    if (saved.format !== 1) throw new Error(`unknown state format ${saved.format}`);
+    const replica = new Replica(saved.sessionId, saved.random);
+    Object.assign(replica, { seq: saved.seq, time: saved.time, nextModel: saved.nextModel, nextFuture: saved.nextFuture });
+    const stored = Object.entries(saved.models as Record<string, { class: string; state: Record<string, unknown> }>);
     for (const [id, { class: name }] of stored) {
       const Class = registry.get(name);
       if (Class === undefined) throw new Error(`state names model class ${name}, which is not registered`);
@@ -231,9 +231,9 @@ export class Replica {
     }
     const resolve = (value: unknown) => fromCanonical(value, replica.models);
     for (const [id, { state }] of stored) Object.assign(replica.models.get(id)!, resolve(state));
-    replica.root = replica.models.get(document.root)!;
-    for (const [scope, event, model, method] of document.subscriptions) replica.subscribe(scope, event, model, method);
-    replica.futures = document.futures.map(([time, order, model, method, args]: [number, number, string, string, unknown[]]) => ({
+    replica.root = replica.models.get(saved.root)!;
+    for (const [scope, event, model, method] of saved.subscriptions) replica.subscribe(scope, event, model, method);
+    replica.futures = saved.futures.map(([time, order, model, method, args]: [number, number, string, string, unknown[]]) => ({
       time,
       order,
       model,
