@@ -26,6 +26,7 @@ const reflectorPlugin = {
  * Actions: open (room) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id).
  */
 const demoPages = new Map();
+let demoPagesOpened = 0;
 const demoPagePlugin = {
   name: "demo-page",
   async executeCommand({ command, payload, session }) {
@@ -35,7 +36,7 @@ const demoPagePlugin = {
       const context = await session.browser.getPage(session.id).context().browser().newContext();
       const page = await context.newPage();
       await page.goto(`http://${reflector.host}/?room=${encodeURIComponent(room)}`);
-      const pageId = String(demoPages.size + 1);
+      const pageId = String(++demoPagesOpened);
       demoPages.set(pageId, page);
       return pageId;
     }

@@ -46,8 +46,9 @@ function currentReplica(action: string): Replica {
   return executing;
 }
 
+const TOPIC_SEPARATOR = "\u0000";
 /** The key of a (scope, event) pair in subscription tables, for models and views alike. */
-export const topicKey = (scope: string, event: string) => `${scope}\u0000${event}`;
+export const topicKey = (scope: string, event: string) => `${scope}${TOPIC_SEPARATOR}${event}`;
 
 /**
  * Base class of replicated models. Subclasses keep their state in own fields holding `StateValue`s, do their
@@ -211,7 +212,7 @@ export class Replica {
       models: Object.fromEntries(
         [...this.models].map(([id, model]) => [id, { class: registeredNames.get(model.constructor as ModelClass)!, state: ownState(model) }]),
       ),
-      subscriptions: [...this.subscriptions].flatMap(([key, list]) => list.map(({ model, method }) => [...key.split("\u0000"), model, method])),
+      subscriptions: [...this.subscriptions].flatMap(([key, list]) => list.map(({ model, method }) => [...key.split(TOPIC_SEPARATOR), model, method])),
       futures: this.futures.map(({ time, order, model, method, args }) => [time, order, model, method, args]),
     };
     return JSON.stringify(toCanonical(saved as unknown as StateValue, "state"));

@@ -57,8 +57,7 @@ export class Session extends EventTarget {
     this.ready = new Promise((resolve) => this.addEventListener("welcome", () => resolve(), { once: true }));
     this.socket.addEventListener("message", (event) => this.receive(String((event as MessageEvent).data)));
     this.socket.addEventListener("close", () => {
-      if (this.left) return;
-      this.setStatus(isOffline() ? "offline" : this.clientId === undefined ? "connecting" : "reconnecting");
+      if (!this.left) this.setStatus(this.disconnectedStatus());
     });
     this.watchOnline();
   }
@@ -152,6 +151,12 @@ export class Session extends EventTarget {
     this.dispatchEvent(new Event("status"));
   }
 
+  /** The status while the socket is not open. */
+  private disconnectedStatus(): SessionStatus {
+    if (isOffline()) return "offline";
+    return this.clientId === undefined ? "connecting" : "reconnecting";
+  }
+
   /**
    * In a browser, the status says offline as soon as the network is gone (the socket may take a while to notice),
    * and the socket reconnects at once when it is back instead of waiting out its backoff.
@@ -163,7 +168,7 @@ export class Session extends EventTarget {
       if (this.socket.readyState === PartySocket.OPEN) {
         this.setStatus(this.clientId === undefined ? "connecting" : "connected");
       } else {
-        this.setStatus(this.clientId === undefined ? "connecting" : "reconnecting");
+        this.setStatus(this.disconnectedStatus());
         this.socket.reconnect();
       }
     };
