@@ -2,7 +2,7 @@ import { css, html, LitElement, nothing, svg } from "lit";
 import { repeat } from "lit/directives/repeat.js";
 import { create as createQrCode } from "qrcode/lib/core/qrcode.js";
 import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry } from "./chat-model.js";
-import { Session, type SessionStatus } from "./session.js";
+import { Session, type PendingEvent, type SessionStatus } from "./session.js";
 
 const TAG = "multiuser-chat";
 const ROOM_PARAMETER = "room";
@@ -23,6 +23,8 @@ const scriptUrl = new URL(import.meta.url);
  * @csspart log - the scrolling list of messages and notices
  * @csspart message - one post
  * @csspart notice - one join, leave or reset notice
+ * @csspart pending - one post typed here that has not reached the others yet
+ * @csspart warning - the warning shown when this copy of the chat disagrees with the others
  * @csspart users - the list of connected users
  * @csspart user - one user
  * @csspart qr - the QR code and the join link
@@ -113,6 +115,7 @@ export class MultiuserChat extends LitElement {
       padding: 0;
     }
     [part="message"],
+    [part="pending"],
     [part="notice"] {
       margin: calc(var(--_spacing) / 2) 0;
       overflow-wrap: anywhere;
@@ -121,6 +124,9 @@ export class MultiuserChat extends LitElement {
     [part="notice"] {
       color: var(--_muted);
       font-style: italic;
+    }
+    [part="pending"] {
+      opacity: 0.6;
     }
     .nickname {
       color: var(--_accent);
@@ -178,7 +184,8 @@ export class MultiuserChat extends LitElement {
       color: var(--multiuser-chat-accent-contrast, #ffffff);
       cursor: pointer;
     }
-    [part="error"] {
+    [part="error"],
+    [part="warning"] {
       margin: 0;
       padding: 0 var(--_spacing) var(--_spacing);
       color: var(--multiuser-chat-error-color, #b3261e);
@@ -240,6 +247,7 @@ export class MultiuserChat extends LitElement {
         <div part="log" role="log" aria-label="Chat messages" tabindex="0">
           <ol>
             ${repeat(model?.history ?? [], (entry) => entry.n, (entry) => this.entryTemplate(entry))}
+            ${repeat(this.pendingPosts(), (pending) => pending.id, (pending) => this.pendingTemplate(pending))}
           </ol>
         </div>
         <aside>${this.usersTemplate(model)} ${this.qrTemplate()}</aside>
@@ -249,7 +257,27 @@ export class MultiuserChat extends LitElement {
         <button part="button" type="submit">Send</button>
       </form>
       <p part="error" role="alert" ?hidden=${this.refusal === undefined}>${this.refusal ?? nothing}</p>
+      ${this.warningTemplate()}
     `;
+  }
+
+  /** The reader's own posts that wait for the connection, shown where they will appear. */
+  private pendingPosts(): PendingEvent[] {
+    return (this.session?.pending ?? []).filter((pending) => pending.scope === CHAT_SCOPE && pending.event === "post");
+  }
+
+  private pendingTemplate(pending: PendingEvent) {
+    const text = (pending.data as { text?: string } | null)?.text ?? "";
+    return html`<li part="pending"><span class="nickname">${this.model?.nicknameOf(this.session?.clientId ?? "") ?? "You"}</span>: ${text} <em>(sending…)</em></li>`;
+  }
+
+  private warningTemplate() {
+    const divergence = this.session?.divergence;
+    if (divergence === undefined) return nothing;
+    const text = divergence.outvoted
+      ? `This copy of the chat no longer matches the others (after event ${divergence.seq}), so what you see may be wrong. Reload the page to get the shared version.`
+      : `Another copy of this chat stopped matching after event ${divergence.seq}. Yours matches the majority.`;
+    return html`<p part="warning" role="alert">${text}</p>`;
   }
 
   private entryTemplate(entry: ChatEntry) {
@@ -312,7 +340,7 @@ export class MultiuserChat extends LitElement {
       model: ChatModel,
     });
     const update = () => this.requestUpdate();
-    for (const type of ["welcome", "status", "update"]) session.addEventListener(type, update);
+    for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
     session.subscribe(CHAT_SCOPE, "refused", (data) => {
       const { client, message } = data as { client: string; message: string };
       if (client === session.clientId) this.refusal = message;

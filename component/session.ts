@@ -1,13 +1,15 @@
 /**
  * A client's connection to a session: it joins the reflector's room with partysocket, builds a replica from the
- * welcome, applies reflected events in sequence order and hands model-to-view notifications to the view after each
- * batch. The view talks to the model only through `publish`, which goes through the reflector.
+ * welcome (a snapshot and the events after it), applies reflected events in sequence order and hands
+ * model-to-view notifications to the view after each batch. The view talks to the model only through `publish`,
+ * which goes through the reflector exactly once, however often the connection drops.
  *
  * The same class runs in the browser and, given a WebSocket implementation such as `ws`, headless in Node.
  */
 import { PartySocket } from "partysocket";
-import { encodePublish, parseServerFrame, type ServerFrame } from "../party/protocol.js";
+import { encodeClientFrame, parseServerFrame, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
+import { sha256Hex } from "./state-hash.js";
 
 export type SessionStatus = "connecting" | "connected" | "reconnecting" | "offline";
 
@@ -27,21 +29,61 @@ export interface SessionOptions {
   WebSocket?: unknown;
 }
 
+/** An event this client published that the reflector has not yet put in the order. */
+export interface PendingEvent {
+  /** Numbers this client's posts; the reflector sequences each id once, so a resend cannot duplicate it. */
+  id: number;
+  scope: string;
+  event: string;
+  data: unknown;
+}
+
+/** What the reflector reported when replicas' state hashes differed at a snapshot point. */
+export interface Divergence {
+  seq: number;
+  votes: Vote[];
+  /** This replica's hash at `seq`, when it had one. */
+  ownHash: string | undefined;
+  /** True when this replica is not among the majority (or there is none). */
+  outvoted: boolean;
+}
+
 type ViewHandler = (data: unknown) => void;
 
+/** A replica being brought up to date after a welcome; it becomes the session's replica once it reaches `last`. */
+interface CatchUp {
+  welcome: Welcome;
+  replica: Replica | undefined;
+  parts: string[];
+}
+
 /**
- * Events: `status` (the status changed), `welcome` (a new replica was built: re-render everything), `update`
- * (a batch of events was applied), `reflector-error` (the reflector refused a frame; `detail` has code and message).
+ * Events: `status` (the status changed), `welcome` (a replica is ready after a (re)connection: re-render
+ * everything), `update` (a batch of events was applied), `pending` (the list of unsent posts changed),
+ * `divergence` (replicas disagreed; see `divergence`), `reflector-error` (the reflector refused a frame;
+ * `detail` has code and message).
  */
 export class Session extends EventTarget {
   status: SessionStatus = "connecting";
-  /** This window's client id, given by the reflector in the welcome. */
+  /** This client's id, given by the reflector; it survives reconnections within the grace period. */
   clientId: string | undefined;
   replica: Replica | undefined;
+  /** Set when the reflector reported that replicas disagree. */
+  divergence: Divergence | undefined;
 
   private readonly socket: PartySocket;
   private readonly viewHandlers = new Map<string, Set<ViewHandler>>();
   private readonly ready: Promise<void>;
+  private secret: string | undefined;
+  /** True once the current socket's welcome is applied: only then may posts go out on it. */
+  private welcomed = false;
+  private catchUp: CatchUp | undefined;
+  private outbox: PendingEvent[] = [];
+  private nextPostId = 1;
+  /** The state at the last snapshot point, kept until the reflector stores a snapshot or asks for this one. */
+  private kept: { seq: number; text: string; hash?: string } | undefined;
+  private lastHeard = 0;
+  private watchdog: ReturnType<typeof setInterval> | undefined;
   private removeOnlineListeners = () => {};
   private left = false;
 
@@ -52,11 +94,19 @@ export class Session extends EventTarget {
       room: options.room,
       party: options.party,
       protocol: options.protocol,
+      // Come back well within the reflector's grace period, and keep trying at a modest pace when it is down.
+      minReconnectionDelay: 250,
+      maxReconnectionDelay: 4000,
+      minUptime: 2000,
       ...(options.WebSocket === undefined ? {} : { WebSocket: options.WebSocket }),
     });
     this.ready = new Promise((resolve) => this.addEventListener("welcome", () => resolve(), { once: true }));
+    this.socket.addEventListener("open", () => this.hello());
     this.socket.addEventListener("message", (event) => this.receive(String((event as MessageEvent).data)));
     this.socket.addEventListener("close", () => {
+      this.welcomed = false;
+      this.catchUp = undefined;
+      this.stopWatchdog();
       if (!this.left) this.setStatus(this.disconnectedStatus());
     });
     this.watchOnline();
@@ -77,9 +127,20 @@ export class Session extends EventTarget {
     return this.replica?.root;
   }
 
-  /** Sends an event to the models of every replica, this one included, through the reflector. */
+  /** Events published by this client that are not yet in the order, oldest first. */
+  get pending(): readonly PendingEvent[] {
+    return this.outbox;
+  }
+
+  /**
+   * Sends an event to the models of every replica, this one included, through the reflector. While disconnected
+   * it waits in `pending` and goes out on reconnection; either way it reaches the order exactly once.
+   */
   publish(scope: string, event: string, data?: unknown): void {
-    this.socket.send(encodePublish(encodeModelEvent(scope, event, data)));
+    const pending: PendingEvent = { id: this.nextPostId++, scope, event, data: data ?? null };
+    this.outbox.push(pending);
+    if (this.welcomed) this.send(pending);
+    this.dispatchEvent(new Event("pending"));
   }
 
   /** Calls `handler(data)` for each model-to-view event in `scope`/`event`. Returns a function that unsubscribes. */
@@ -91,14 +152,27 @@ export class Session extends EventTarget {
     return () => handlers.delete(handler);
   }
 
-  /** Leaves the room for good. */
+  /** Leaves the room for good: the others see this client leave at once, without waiting for a grace period. */
   leave(): void {
+    if (this.left) return;
     this.left = true;
+    if (this.welcomed) this.socket.send(encodeClientFrame({ type: "leave" }));
+    this.stopWatchdog();
     this.removeOnlineListeners();
     this.socket.close();
   }
 
+  private hello(): void {
+    const resume = this.clientId !== undefined && this.secret !== undefined ? { client: this.clientId, secret: this.secret, seq: this.replica?.seq ?? 0 } : undefined;
+    this.socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) }));
+  }
+
+  private send(pending: PendingEvent): void {
+    this.socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload: encodeModelEvent(pending.scope, pending.event, pending.data) }));
+  }
+
   private receive(data: string): void {
+    this.lastHeard = Date.now();
     let frame: ServerFrame;
     try {
       frame = parseServerFrame(data);
@@ -106,31 +180,32 @@ export class Session extends EventTarget {
       console.error("multiuser-chat: cannot read a frame from the reflector", error);
       return;
     }
+    if (this.catchUp !== undefined) return this.continueCatchUp(this.catchUp, frame);
     switch (frame.type) {
-      case "welcome": {
-        const replica = Replica.create(frame.room, this.options.model, this.options.modelOptions);
-        for (const event of frame.events) replica.apply(event);
-        replica.advanceTo(frame.time);
-        // Notifications from catching up describe the past; the view renders the whole state instead.
-        replica.takeViewEvents();
-        this.replica = replica;
-        this.clientId = frame.client;
-        this.setStatus("connected");
-        this.dispatchEvent(new Event("welcome"));
-        return;
-      }
+      case "welcome":
+        return this.startCatchUp(frame);
       case "tick":
         this.replica?.advanceTo(frame.time);
         break;
-      case "error":
-        console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
-        this.dispatchEvent(new CustomEvent("reflector-error", { detail: { code: frame.code, message: frame.message } }));
-        return;
       case "message":
       case "user-enter":
       case "user-exit":
         this.replica?.apply(frame);
+        if (frame.type === "message" && frame.client === this.clientId) this.acknowledge(frame.id);
         break;
+      case "snapshot-due":
+        return this.hashState(frame.seq);
+      case "snapshot-request":
+        return this.uploadSnapshot(frame.seq);
+      case "snapshot-stored":
+        if (this.kept !== undefined && this.kept.seq <= frame.seq) this.kept = undefined;
+        return;
+      case "divergence":
+        return this.reportDivergence(frame.seq, frame.votes);
+      case "error":
+        console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
+        this.dispatchEvent(new CustomEvent("reflector-error", { detail: { code: frame.code, message: frame.message } }));
+        return;
       default:
         console.warn("multiuser-chat: ignoring a frame of unknown type from the reflector", frame);
         return;
@@ -138,11 +213,116 @@ export class Session extends EventTarget {
     this.deliverToView(this.replica?.takeViewEvents() ?? []);
   }
 
+  /**
+   * A welcome: the posts the reflector already has leave the outbox, and a replica is brought up to date from
+   * the snapshot that follows, from nothing, or (when resumed) from this session's own replica.
+   */
+  private startCatchUp(welcome: Welcome): void {
+    this.outbox = this.outbox.filter((pending) => pending.id > welcome.acked);
+    if (!welcome.resumed) {
+      // A new client id numbers its posts afresh.
+      this.outbox = this.outbox.map((pending, index) => ({ ...pending, id: index + 1 }));
+      this.nextPostId = this.outbox.length + 1;
+      this.kept = undefined;
+    }
+    this.clientId = welcome.client;
+    this.secret = welcome.secret;
+    let replica: Replica | undefined;
+    if (welcome.snapshot === null) {
+      replica = welcome.resumed && welcome.from > 0 ? this.replica : Replica.create(this.options.room, this.options.model, this.options.modelOptions);
+    }
+    this.catchUp = { welcome, replica, parts: [] };
+    this.continueCatchUp(this.catchUp, undefined);
+  }
+
+  private continueCatchUp(catchUp: CatchUp, frame: ServerFrame | undefined): void {
+    const { welcome } = catchUp;
+    if (frame?.type === "snapshot") {
+      catchUp.parts.push(frame.data);
+      if (catchUp.parts.length === welcome.snapshot?.parts) catchUp.replica = Replica.restore(catchUp.parts.join(""));
+    } else if (frame?.type === "message" || frame?.type === "user-enter" || frame?.type === "user-exit") {
+      catchUp.replica!.apply(frame);
+      if (frame.type === "message" && frame.client === welcome.client) this.acknowledge(frame.id);
+    } else if (frame !== undefined) {
+      console.warn(`multiuser-chat: a ${frame.type} frame arrived before the welcome's events; ignoring it`);
+    }
+    const replica = catchUp.replica;
+    if (replica === undefined || replica.seq < welcome.last) return;
+    replica.advanceTo(welcome.time);
+    // Notifications from catching up describe the past; the view renders the whole state instead.
+    replica.takeViewEvents();
+    this.replica = replica;
+    this.catchUp = undefined;
+    this.welcomed = true;
+    for (const pending of this.outbox) this.send(pending);
+    this.startWatchdog(welcome.tick);
+    this.setStatus("connected");
+    this.dispatchEvent(new Event("pending"));
+    this.dispatchEvent(new Event("welcome"));
+  }
+
+  /** Own posts up to `id` are in the order now. */
+  private acknowledge(id: number): void {
+    const before = this.outbox.length;
+    this.outbox = this.outbox.filter((pending) => pending.id > id);
+    if (this.outbox.length !== before) this.dispatchEvent(new Event("pending"));
+  }
+
+  /** A snapshot point: keep the state exactly as it is after event `seq`, and report its hash. */
+  private hashState(seq: number): void {
+    const replica = this.replica;
+    if (replica === undefined || replica.seq !== seq) {
+      console.warn(`multiuser-chat: a snapshot is due at ${seq} but this replica is at ${replica?.seq}`);
+      return;
+    }
+    const kept: { seq: number; text: string; hash?: string } = { seq, text: replica.serialize() };
+    this.kept = kept;
+    sha256Hex(kept.text).then((hash) => {
+      kept.hash = hash;
+      if (this.welcomed && this.kept === kept) this.socket.send(encodeClientFrame({ type: "hash", seq, hash }));
+    });
+  }
+
+  private uploadSnapshot(seq: number): void {
+    if (this.kept?.seq !== seq) return;
+    const parts = splitSnapshot(this.kept.text);
+    parts.forEach((data, part) => this.socket.send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
+  }
+
+  private reportDivergence(seq: number, votes: Vote[]): void {
+    const ownHash = this.kept?.seq === seq ? this.kept.hash : undefined;
+    const winner = votes[0]!;
+    const total = votes.reduce((sum, vote) => sum + vote.clients.length, 0);
+    const outvoted = ownHash === undefined || winner.hash !== ownHash || winner.clients.length * 2 <= total;
+    this.divergence = { seq, votes, ownHash, outvoted };
+    console.error(
+      `multiuser-chat: replicas of room ${this.options.room} hold different states after event ${seq}. ` +
+        `This replica's hash is ${ownHash ?? "unknown"}; ${outvoted ? "it is not the majority's" : "it is the majority's"}. ` +
+        "A model is not deterministic: look for Math.random, Date.now, timers or unordered iteration in model code.",
+      votes,
+    );
+    this.dispatchEvent(new Event("divergence"));
+  }
+
   private deliverToView(events: ViewEvent[]): void {
     for (const { scope, event, data } of events) {
       for (const handler of this.viewHandlers.get(topicKey(scope, event)) ?? []) handler(data);
     }
     if (events.length > 0) this.dispatchEvent(new Event("update"));
+  }
+
+  /** The reflector ticks a quiet room, so a connection silent for several ticks is dead even if no close arrived. */
+  private startWatchdog(tick: number): void {
+    this.stopWatchdog();
+    const limit = Math.max(3 * tick, tick + 5000);
+    this.watchdog = setInterval(() => {
+      if (Date.now() - this.lastHeard > limit) this.socket.reconnect();
+    }, tick);
+  }
+
+  private stopWatchdog(): void {
+    clearInterval(this.watchdog);
+    this.watchdog = undefined;
   }
 
   private setStatus(status: SessionStatus): void {
@@ -159,18 +339,14 @@ export class Session extends EventTarget {
 
   /**
    * In a browser, the status says offline as soon as the network is gone (the socket may take a while to notice),
-   * and the socket reconnects at once when it is back instead of waiting out its backoff.
+   * and the session reconnects at once when it is back instead of trusting a socket that lived through the outage.
    */
   private watchOnline(): void {
     if (typeof window === "undefined") return;
     const offline = () => this.setStatus("offline");
     const online = () => {
-      if (this.socket.readyState === PartySocket.OPEN) {
-        this.setStatus(this.clientId === undefined ? "connecting" : "connected");
-      } else {
-        this.setStatus(this.disconnectedStatus());
-        this.socket.reconnect();
-      }
+      this.setStatus(this.disconnectedStatus());
+      this.socket.reconnect();
     };
     window.addEventListener("offline", offline);
     window.addEventListener("online", online);

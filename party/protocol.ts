@@ -4,7 +4,7 @@
  */
 
 /** Bumped whenever a frame changes shape; a client and a reflector speaking different versions refuse each other. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /**
  * Largest client frame the reflector accepts, in UTF-16 code units, as received. Storage keeps a string in at most
@@ -13,25 +13,83 @@ export const PROTOCOL_VERSION = 1;
  */
 export const MAX_FRAME_LENGTH = 60 * 1024;
 
+/**
+ * Largest piece of a snapshot in one frame, in UTF-16 code units. A part is stored as it arrives, so the frame
+ * limit applies to it as well; this leaves room for the frame's own fields.
+ */
+export const SNAPSHOT_PART_LENGTH = 56 * 1024;
+/** A snapshot has at most this many parts (about 14 MB of UTF-16 text). */
+export const MAX_SNAPSHOT_PARTS = 256;
+/** Longest client id, resume secret or state hash a client may send. */
+const MAX_TOKEN_LENGTH = 128;
+
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
-  | { type: "message"; seq: number; time: number; client: string; payload: string }
+  | { type: "message"; seq: number; time: number; client: string; id: number; payload: string }
   | { type: "user-enter"; seq: number; time: number; client: string }
   | { type: "user-exit"; seq: number; time: number; client: string };
 
 export type EventType = ReflectedEvent["type"];
 
+/** The first frame on a connection, and what follows it. */
+export interface Welcome {
+  type: "welcome";
+  version: number;
+  /** This connection's client id: the old one when `resumed`, else a new one. */
+  client: string;
+  /** Proves on a later connection that it is the same client (see `hello.resume`). Never shown to others. */
+  secret: string;
+  /** True when the client id and everything about the client carried over from an earlier connection. */
+  resumed: boolean;
+  /** Highest post id the reflector has sequenced for the client named in `hello.resume`; 0 when none or unknown. */
+  acked: number;
+  /** The reflector's current time; a replica advances to it once caught up. */
+  time: number;
+  /** Milliseconds of silence after which the reflector sends a tick: a connection quiet for much longer is dead. */
+  tick: number;
+  /** A snapshot to restore first, sent as `parts` `snapshot` frames right after this one; null when none is needed. */
+  snapshot: { seq: number; parts: number } | null;
+  /** The events that follow (after the snapshot parts) are those after `from`, up to and including `last`. */
+  from: number;
+  last: number;
+}
+
+/** One vote per hash at a snapshot point: which clients reported it. */
+export interface Vote {
+  hash: string;
+  clients: string[];
+}
+
 /** Frames the reflector sends. */
 export type ServerFrame =
   | ReflectedEvent
-  | { type: "welcome"; version: number; room: string; client: string; time: number; events: ReflectedEvent[] }
+  | Welcome
+  | SnapshotPart
   | { type: "tick"; time: number }
+  | { type: "snapshot-due"; seq: number }
+  | { type: "snapshot-request"; seq: number }
+  | { type: "snapshot-stored"; seq: number }
+  | { type: "divergence"; seq: number; votes: Vote[] }
   | { type: "error"; code: ErrorCode; message: string };
 
-/** Frames a client sends. */
-export type ClientFrame = { type: "publish"; payload: string };
+/** A piece of a snapshot: uploaded by a client when asked, sent to a client after its welcome. */
+export interface SnapshotPart {
+  type: "snapshot";
+  seq: number;
+  part: number;
+  parts: number;
+  data: string;
+}
 
-export type ErrorCode = "bad-frame" | "frame-too-large";
+/** Frames a client sends. */
+export type ClientFrame =
+  | { type: "hello"; version: number; resume?: { client: string; secret: string; seq: number } }
+  | { type: "publish"; id: number; payload: string }
+  | { type: "hash"; seq: number; hash: string }
+  | SnapshotPart
+  | { type: "leave" };
+
+export type ErrorCode = "bad-frame" | "frame-too-large" | "version-mismatch" | "out-of-turn";
 
 /** Raised for a frame that does not follow this protocol; `code` goes back to the sender in an error frame. */
 export class ProtocolError extends Error {
@@ -49,28 +107,36 @@ export function encodeEvent(event: ReflectedEvent): string {
   return JSON.stringify(event);
 }
 
-/**
- * Encodes a welcome around events that are already encoded, so a join costs one string concatenation
- * per stored event instead of re-serializing the log.
- */
-export function encodeWelcome(welcome: { room: string; client: string; time: number }, encodedEvents: readonly string[]): string {
-  const head = JSON.stringify({ type: "welcome", version: PROTOCOL_VERSION, room: welcome.room, client: welcome.client, time: welcome.time });
-  return `${head.slice(0, -1)},"events":[${encodedEvents.join(",")}]}`;
+export function encodeWelcome(welcome: Omit<Welcome, "type" | "version">): string {
+  return JSON.stringify({ type: "welcome", version: PROTOCOL_VERSION, ...welcome } satisfies Welcome);
+}
+
+export function encodeSnapshotPart(seq: number, part: number, parts: number, data: string): string {
+  return JSON.stringify({ type: "snapshot", seq, part, parts, data } satisfies SnapshotPart);
 }
 
 export function encodeTick(time: number): string {
   return JSON.stringify({ type: "tick", time });
 }
 
+/** The snapshot notices that carry only a sequence number. */
+export function encodeSnapshotNotice(type: "snapshot-due" | "snapshot-request" | "snapshot-stored", seq: number): string {
+  return JSON.stringify({ type, seq });
+}
+
+export function encodeDivergence(seq: number, votes: Vote[]): string {
+  return JSON.stringify({ type: "divergence", seq, votes });
+}
+
 export function encodeError(code: ErrorCode, message: string): string {
   return JSON.stringify({ type: "error", code, message });
 }
 
-export function encodePublish(payload: string): string {
-  return JSON.stringify({ type: "publish", payload } satisfies ClientFrame);
+export function encodeClientFrame(frame: ClientFrame): string {
+  return JSON.stringify(frame);
 }
 
-/** Validates a frame from a client. The payload stays an opaque string: the reflector never looks inside it. */
+/** Validates a frame from a client. Payloads and snapshot data stay opaque strings: the reflector never looks inside. */
 export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView): ClientFrame {
   if (typeof data !== "string") throw new ProtocolError("bad-frame", "binary frames are not part of this protocol; send JSON text");
   if (data.length > MAX_FRAME_LENGTH) throw new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${MAX_FRAME_LENGTH}`);
@@ -81,10 +147,66 @@ export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView): 
     throw new ProtocolError("bad-frame", "frame is not valid JSON");
   }
   if (typeof frame !== "object" || frame === null || Array.isArray(frame)) throw new ProtocolError("bad-frame", "frame must be a JSON object");
-  const { type, payload } = frame as Record<string, unknown>;
-  if (type !== "publish") throw new ProtocolError("bad-frame", `unknown frame type ${JSON.stringify(type)}`);
-  if (typeof payload !== "string") throw new ProtocolError("bad-frame", "publish.payload must be a string");
-  return { type, payload };
+  const fields = frame as Record<string, unknown>;
+  switch (fields.type) {
+    case "hello": {
+      if (fields.version !== PROTOCOL_VERSION) {
+        throw new ProtocolError("version-mismatch", `this reflector speaks protocol version ${PROTOCOL_VERSION}, not ${JSON.stringify(fields.version)}`);
+      }
+      if (fields.resume === undefined) return { type: "hello", version: PROTOCOL_VERSION };
+      const resume = fields.resume as Record<string, unknown> | null;
+      if (typeof resume !== "object" || resume === null) throw new ProtocolError("bad-frame", "hello.resume must be an object");
+      return {
+        type: "hello",
+        version: PROTOCOL_VERSION,
+        resume: { client: token(resume.client, "hello.resume.client"), secret: token(resume.secret, "hello.resume.secret"), seq: count(resume.seq, "hello.resume.seq", 0) },
+      };
+    }
+    case "publish":
+      if (typeof fields.payload !== "string") throw new ProtocolError("bad-frame", "publish.payload must be a string");
+      return { type: "publish", id: count(fields.id, "publish.id", 1), payload: fields.payload };
+    case "hash":
+      return { type: "hash", seq: count(fields.seq, "hash.seq", 1), hash: token(fields.hash, "hash.hash") };
+    case "snapshot": {
+      const parts = count(fields.parts, "snapshot.parts", 1);
+      if (parts > MAX_SNAPSHOT_PARTS) throw new ProtocolError("bad-frame", `snapshot.parts is ${parts}; a snapshot has at most ${MAX_SNAPSHOT_PARTS} parts`);
+      const part = count(fields.part, "snapshot.part", 0);
+      if (part >= parts) throw new ProtocolError("bad-frame", `snapshot.part ${part} is not below snapshot.parts ${parts}`);
+      if (typeof fields.data !== "string") throw new ProtocolError("bad-frame", "snapshot.data must be a string");
+      return { type: "snapshot", seq: count(fields.seq, "snapshot.seq", 1), part, parts, data: fields.data };
+    }
+    case "leave":
+      return { type: "leave" };
+    default:
+      throw new ProtocolError("bad-frame", `unknown frame type ${JSON.stringify(fields.type)}`);
+  }
+}
+
+/**
+ * Splits a snapshot into parts whose frames stay within the frame limit, however much escaping JSON adds to them.
+ * Joining the parts gives the text back.
+ */
+export function splitSnapshot(text: string): string[] {
+  const parts: string[] = [];
+  for (let start = 0; start < text.length; ) {
+    let size = Math.min(SNAPSHOT_PART_LENGTH, text.length - start);
+    while (JSON.stringify(text.slice(start, start + size)).length > SNAPSHOT_PART_LENGTH) size = Math.ceil(size / 2);
+    parts.push(text.slice(start, start + size));
+    start += size;
+  }
+  return parts.length > 0 ? parts : [""];
+}
+
+function token(value: unknown, name: string): string {
+  if (typeof value !== "string" || value.length === 0 || value.length > MAX_TOKEN_LENGTH) {
+    throw new ProtocolError("bad-frame", `${name} must be a string of 1 to ${MAX_TOKEN_LENGTH} characters`);
+  }
+  return value;
+}
+
+function count(value: unknown, name: string, min: number): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) throw new ProtocolError("bad-frame", `${name} must be an integer of at least ${min}`);
+  return value;
 }
 
 /** Parses a frame from the reflector. Throws on anything this client version does not understand. */

@@ -1,137 +1,454 @@
-import { EventLog, type LogStorage } from "./event-log.js";
-import { encodeError, encodeTick, encodeWelcome, parseClientFrame, ProtocolError, type ReflectedEvent } from "./protocol.js";
+import {
+  encodeDivergence,
+  encodeError,
+  encodeSnapshotNotice,
+  encodeSnapshotPart,
+  encodeTick,
+  encodeWelcome,
+  parseClientFrame,
+  ProtocolError,
+  type ClientFrame,
+  type ErrorCode,
+  type ReflectedEvent,
+  type SnapshotPart,
+  type Vote,
+} from "./protocol.js";
+import { RoomStore, type RoomStorage } from "./room-store.js";
 
 /** Anything the reflector can send a text frame to: a PartyKit connection, or a plain object in tests. */
 export interface ClientSocket {
   send(text: string): void;
+  close(code?: number, reason?: string): void;
 }
 
-export interface ReflectorOptions {
-  /** The room id; one room is one session. */
-  room: string;
-  storage: LogStorage;
-  /** Milliseconds of silence after which the reflector sends a tick. */
+/** The room's timings, all in milliseconds; each can be set per deployment (see `docs/protocol.md`). */
+export interface ReflectorSettings {
+  /** Silence after which the reflector sends a tick. */
   tickInterval: number;
+  /** How long a client whose socket dropped stays present, waiting for it to resume. */
+  grace: number;
+  /** A snapshot falls due after this many events... */
+  snapshotEvents: number;
+  /** ...or after this long with at least one event, whichever comes first. */
+  snapshotInterval: number;
+  /** How long the reflector waits for hashes, and then for an upload, before it gives up on a snapshot. */
+  voteTimeout: number;
+}
+
+export const DEFAULT_SETTINGS: ReflectorSettings = {
+  tickInterval: 1000,
+  grace: 10_000,
+  snapshotEvents: 500,
+  snapshotInterval: 60_000,
+  voteTimeout: 10_000,
+};
+
+export interface ReflectorOptions extends ReflectorSettings {
+  storage: RoomStorage;
   /** The server's clock, in milliseconds since the epoch. */
   clock: () => number;
-  /** Makes a fresh, unguessable client id. */
-  newClientId: () => string;
+  /** Makes a fresh, unguessable token: client ids and resume secrets. */
+  newToken: () => string;
 }
 
-export const DEFAULT_TICK_INTERVAL = 1000;
+/** Close code for a socket whose client resumed on a newer socket. */
+export const CLOSE_REPLACED = 4000;
+/** How long, and for how many clients, the reflector remembers a client after its grace period ended. */
+const RETIRED_MEMORY = 60 * 60 * 1000;
+const MAX_RETIRED = 1000;
 
-/** Clients present after replaying `events`, in the order they entered. */
-export function presentClients(events: Iterable<ReflectedEvent>): string[] {
-  const present = new Set<string>();
-  for (const event of events) {
-    if (event.type === "user-enter") present.add(event.client);
-    else if (event.type === "user-exit") present.delete(event.client);
-  }
-  return [...present];
+/** One client of the room: present with a socket, or away within its grace period. */
+interface Client<Socket> {
+  id: string;
+  secret: string;
+  /** Highest post id sequenced for this client: a post with an id not above it is a resend. */
+  lastPost: number;
+  socket: Socket | undefined;
+  /** While the socket is gone: when the grace period ends. */
+  awayUntil: number | undefined;
+}
+
+/** A snapshot point in progress: first the hashes, then one upload from a client of the majority. */
+interface SnapshotRound {
+  seq: number;
+  /** Clients expected to report a hash, in the order they joined. */
+  voters: string[];
+  hashes: Map<string, string>;
+  deadline: number;
+  /** Set once the hashes are counted: clients holding the majority's state, in the order they will be asked. */
+  candidates?: string[];
+  uploader?: string;
+  parts?: (string | undefined)[];
 }
 
 /** Replicated time never runs backwards, even when the server's clock is adjusted. */
 export const stampTime = (clock: number, lastTime: number) => Math.max(clock, lastTime);
 
+/** Groups the hashes reported at a snapshot point, the most common first. */
+export function countVotes(hashes: Map<string, string>): Vote[] {
+  const byHash = new Map<string, string[]>();
+  for (const [client, hash] of hashes) byHash.set(hash, [...(byHash.get(hash) ?? []), client]);
+  return [...byHash].map(([hash, clients]) => ({ hash, clients })).sort((a, b) => b.clients.length - a.clients.length);
+}
+
+/** The hash more than half of the votes agree on, if any. */
+export function majority(votes: Vote[]): Vote | undefined {
+  const total = votes.reduce((sum, vote) => sum + vote.clients.length, 0);
+  return votes[0] !== undefined && votes[0].clients.length * 2 > total ? votes[0] : undefined;
+}
+
+/** What a room's retention alarm should do: delete an idle empty room, or look again when it would become idle. */
+export function retentionAction(now: number, lastActivity: number, retention: number, empty: boolean): { delete: boolean; alarmAt?: number } {
+  if (!empty) return { delete: false };
+  if (now >= lastActivity + retention) return { delete: true };
+  return { delete: false, alarmAt: lastActivity + retention };
+}
+
+/** Compares secrets in time independent of where they differ. */
+function sameSecret(a: string, b: string): boolean {
+  let difference = a.length ^ b.length;
+  for (let index = 0; index < Math.max(a.length, b.length); index++) difference |= (a.charCodeAt(index) | 0) ^ (b.charCodeAt(index) | 0);
+  return difference === 0;
+}
+
 /**
  * One room's reflector: gives every event the next sequence number and the server's time, stores it and sends it
- * to every client, the sender included. It decides client ids and emits `user-enter` / `user-exit` into the same
- * order. Payloads pass through as opaque strings.
+ * to every client, the sender included. It decides client ids, emits `user-enter` / `user-exit` into the same
+ * order, keeps clients through short disconnections, and collects snapshots. Payloads and snapshots pass through
+ * as opaque strings.
  *
  * Everything here is synchronous: a sequence number is assigned the moment a frame arrives.
  */
 export class Reflector<Socket extends ClientSocket> {
-  /** Connected sockets and the client id the reflector gave each. Keyed by socket, never by the client-chosen `_pk`. */
-  private readonly clients = new Map<Socket, string>();
+  /** Every open socket; undefined until it says hello. Keyed by socket, never by the client-chosen `_pk`. */
+  private readonly sockets = new Map<Socket, Client<Socket> | undefined>();
+  /** Present and away clients by id, in the order they joined. */
+  private readonly clients = new Map<string, Client<Socket>>();
+  /** Clients whose grace period ended: a return within RETIRED_MEMORY learns which of its posts got through. */
+  private readonly retired = new Map<string, { secret: string; lastPost: number; until: number }>();
   private time: number;
   private lastSentAt: number;
+  private lastDueSeq: number;
+  private lastDueAt: number;
+  private round: SnapshotRound | undefined;
 
   private constructor(
     private readonly options: ReflectorOptions,
-    private readonly log: EventLog,
+    private readonly store: RoomStore,
   ) {
-    this.time = log.lastTime;
-    this.lastSentAt = options.clock();
+    const now = options.clock();
+    this.time = store.lastTime;
+    this.lastSentAt = now;
+    this.lastDueSeq = store.lastSeq;
+    this.lastDueAt = now;
   }
 
   /**
-   * Loads the room's log. Clients the log still lists as present were connected to an earlier run of the server
-   * and are gone now, so each gets its `user-exit` before anyone new is welcomed.
+   * Loads the room. Clients it still counts as present were connected to an earlier run of the server: each gets a
+   * grace period from now to come back as itself, as after any dropped socket.
    */
   static async open<Socket extends ClientSocket>(options: ReflectorOptions): Promise<Reflector<Socket>> {
-    const reflector = new Reflector<Socket>(options, await EventLog.load(options.storage));
-    for (const client of presentClients(reflector.log.replay())) reflector.record({ type: "user-exit", client });
+    const store = await RoomStore.load(options.storage);
+    const reflector = new Reflector<Socket>(options, store);
+    const lastPosts = new Map(Object.entries(store.snapshot?.lastPosts ?? {}));
+    for (const event of store.replay()) if (event.type === "message") lastPosts.set(event.client, event.id);
+    const awayUntil = options.clock() + options.grace;
+    for (const [id, secret] of store.clients) {
+      reflector.clients.set(id, { id, secret, lastPost: lastPosts.get(id) ?? 0, socket: undefined, awayUntil });
+    }
     return reflector;
   }
 
+  /** Sockets that have said hello, i.e. clients that are present now. */
   get clientCount(): number {
-    return this.clients.size;
+    let count = 0;
+    for (const client of this.sockets.values()) if (client !== undefined) count++;
+    return count;
   }
 
-  /** Welcomes a new socket: its id and the whole log, ending with its own `user-enter`, which everyone else also gets. */
-  connect(socket: Socket): string {
-    const present = new Set(this.clients.values());
-    let client = this.options.newClientId();
-    while (present.has(client)) client = this.options.newClientId();
-    const enter = this.record({ type: "user-enter", client });
-    // A socket that is already closing still becomes a client here, so its close records the matching user-exit.
-    trySend(socket, encodeWelcome({ room: this.options.room, client, time: this.time }, this.log.encoded));
-    this.broadcast(enter);
-    this.clients.set(socket, client);
-    return client;
+  /** True when no client is present or within its grace period: the room is idle. */
+  get isEmpty(): boolean {
+    return this.clients.size === 0;
   }
 
-  /** Handles one frame from a connected socket. A bad frame gets an error frame back and changes nothing. */
+  /** Time of the room's last event. */
+  get lastActivity(): number {
+    return this.store.lastTime;
+  }
+
+  /** A socket opened; it becomes a client when it says hello. */
+  connect(socket: Socket): void {
+    this.sockets.set(socket, undefined);
+  }
+
+  /** Handles one frame from a socket. A bad frame gets an error frame back and changes nothing. */
   receive(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
-    const client = this.clients.get(socket);
-    if (client === undefined) return;
-    let frame;
+    if (!this.sockets.has(socket)) return;
+    let frame: ClientFrame;
     try {
       frame = parseClientFrame(data);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
-      trySend(socket, encodeError(error.code, error.message));
+      refuse(socket, error.code, error.message);
       return;
     }
-    this.broadcast(this.record({ type: "message", client, payload: frame.payload }));
+    const client = this.sockets.get(socket);
+    if (client === undefined) {
+      if (frame.type === "hello") this.welcome(socket, frame);
+      else refuse(socket, "out-of-turn", `send hello before ${frame.type}`);
+      return;
+    }
+    switch (frame.type) {
+      case "hello":
+        return refuse(socket, "out-of-turn", "this connection has already said hello");
+      case "publish":
+        return this.post(client, frame.id, frame.payload);
+      case "hash":
+        return this.vote(client, frame.seq, frame.hash);
+      case "snapshot":
+        return this.upload(client, frame);
+      case "leave":
+        // A deliberate goodbye needs no grace period.
+        this.sockets.delete(socket);
+        client.socket = undefined;
+        this.leaveRound(client.id);
+        return this.exit(client, this.options.clock());
+    }
   }
 
-  /** A socket closed or failed: its client leaves the room. Closing an unknown socket twice is harmless. */
+  /** A socket closed or failed: its client is away until it resumes or its grace period ends. */
   disconnect(socket: Socket): void {
-    const client = this.clients.get(socket);
-    if (client === undefined) return;
-    this.clients.delete(socket);
-    this.broadcast(this.record({ type: "user-exit", client }));
+    const client = this.sockets.get(socket);
+    this.sockets.delete(socket);
+    if (client === undefined || client.socket !== socket) return;
+    client.socket = undefined;
+    client.awayUntil = this.options.clock() + this.options.grace;
+    this.leaveRound(client.id);
   }
 
-  /** Milliseconds until a tick is due, or undefined while nobody is there to receive one. */
-  nextTickIn(): number | undefined {
-    if (this.clients.size === 0) return undefined;
-    return Math.max(0, this.lastSentAt + this.options.tickInterval - this.options.clock());
-  }
-
-  /** Sends a tick if the room has been quiet for a tick interval. Ticks advance time but are not stored. */
-  tick(): boolean {
+  /** Milliseconds until `wake` has something to do, or undefined when nothing is pending. */
+  nextWakeIn(): number | undefined {
     const now = this.options.clock();
-    if (this.clients.size === 0 || now - this.lastSentAt < this.options.tickInterval) return false;
-    this.time = stampTime(now, this.time);
-    this.broadcast(encodeTick(this.time));
-    return true;
+    const due: number[] = [];
+    if (this.clientCount > 0) due.push(this.lastSentAt + this.options.tickInterval);
+    for (const client of this.clients.values()) if (client.awayUntil !== undefined) due.push(client.awayUntil);
+    if (this.round !== undefined) due.push(this.round.deadline);
+    return due.length === 0 ? undefined : Math.max(0, Math.min(...due) - now);
+  }
+
+  /** Does what is due: ends grace periods, gives up on a stalled snapshot, and ticks a quiet room. */
+  wake(): void {
+    const now = this.options.clock();
+    for (const client of [...this.clients.values()]) {
+      if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
+    }
+    for (const [id, { until }] of this.retired) if (until <= now) this.retired.delete(id);
+    if (this.round !== undefined && this.round.deadline <= now) {
+      if (this.round.candidates === undefined) this.countRound();
+      else this.requestUpload(this.round.uploader);
+    }
+    if (this.clientCount > 0 && now - this.lastSentAt >= this.options.tickInterval) {
+      this.time = stampTime(now, this.time);
+      this.broadcast(encodeTick(this.time));
+    }
+  }
+
+  private welcome(socket: Socket, hello: Extract<ClientFrame, { type: "hello" }>): void {
+    let acked = 0;
+    if (hello.resume !== undefined) {
+      const { client: id, secret, seq } = hello.resume;
+      const known = this.clients.get(id);
+      if (known !== undefined && sameSecret(known.secret, secret)) return this.resume(socket, known, seq);
+      const retired = this.retired.get(id);
+      if (retired !== undefined && sameSecret(retired.secret, secret)) acked = retired.lastPost;
+    }
+    let id = this.options.newToken();
+    while (this.clients.has(id) || this.retired.has(id)) id = this.options.newToken();
+    const client: Client<Socket> = { id, secret: this.options.newToken(), lastPost: 0, socket: undefined, awayUntil: undefined };
+    this.clients.set(id, client);
+    this.store.rememberClient(id, client.secret);
+    const enter = this.record({ type: "user-enter", client: id });
+    this.sendWelcome(socket, client, false, acked, 0);
+    this.broadcast(enter);
+    this.attach(client, socket);
+    this.snapshotIfDue();
+  }
+
+  /** The same client on a new socket: no exit and no enter, only the events it missed. */
+  private resume(socket: Socket, client: Client<Socket>, seq: number): void {
+    if (client.socket !== undefined) {
+      // The old socket has not noticed that it is dead; the client knows better.
+      const old = client.socket;
+      this.sockets.delete(old);
+      try {
+        old.close(CLOSE_REPLACED, "this client resumed on a newer connection");
+      } catch {
+        // already closing
+      }
+    }
+    client.awayUntil = undefined;
+    this.sendWelcome(socket, client, true, client.lastPost, seq);
+    this.attach(client, socket);
+  }
+
+  private attach(client: Client<Socket>, socket: Socket): void {
+    client.socket = socket;
+    this.sockets.set(socket, client);
+  }
+
+  /**
+   * The welcome, then the snapshot parts when the client needs them, then every event after its starting point.
+   * A client that already holds events from `seq` on (and the log still has them) gets only what follows.
+   */
+  private sendWelcome(socket: Socket, client: Client<Socket>, resumed: boolean, acked: number, seq: number): void {
+    const store = this.store;
+    const fromHeld = seq > 0 && seq >= store.snapshotSeq && seq <= store.lastSeq;
+    const snapshot = fromHeld ? undefined : store.snapshot;
+    const from = fromHeld ? seq : store.snapshotSeq;
+    const frames = [
+      encodeWelcome({
+        client: client.id,
+        secret: client.secret,
+        resumed,
+        acked,
+        time: this.time,
+        tick: this.options.tickInterval,
+        snapshot: snapshot === undefined ? null : { seq: snapshot.seq, parts: snapshot.parts.length },
+        from,
+        last: store.lastSeq,
+      }),
+      ...(snapshot?.parts.map((data, part) => encodeSnapshotPart(snapshot.seq, part, snapshot.parts.length, data)) ?? []),
+      ...store.eventsAfter(from),
+    ];
+    try {
+      for (const frame of frames) socket.send(frame);
+    } catch {
+      // The socket is closing; its close makes the client away.
+    }
+  }
+
+  private post(client: Client<Socket>, id: number, payload: string): void {
+    // A resend of a post that is already in the order: the client learns so from the event or its next welcome.
+    if (id <= client.lastPost) return;
+    client.lastPost = id;
+    this.broadcast(this.record({ type: "message", client: client.id, id, payload }));
+    this.snapshotIfDue();
+  }
+
+  private exit(client: Client<Socket>, now: number): void {
+    this.clients.delete(client.id);
+    this.store.forgetClient(client.id);
+    this.retired.set(client.id, { secret: client.secret, lastPost: client.lastPost, until: now + RETIRED_MEMORY });
+    if (this.retired.size > MAX_RETIRED) this.retired.delete(this.retired.keys().next().value!);
+    this.broadcast(this.record({ type: "user-exit", client: client.id }));
+    this.snapshotIfDue();
+  }
+
+  /** Starts a snapshot round after the latest event when enough events or time have passed since the last one. */
+  private snapshotIfDue(): void {
+    if (this.round !== undefined || this.clientCount === 0) return;
+    const now = this.options.clock();
+    const since = this.store.lastSeq - this.lastDueSeq;
+    if (since === 0 || (since < this.options.snapshotEvents && now - this.lastDueAt < this.options.snapshotInterval)) return;
+    const seq = this.store.lastSeq;
+    const voters = [...this.clients.values()].filter((client) => client.socket !== undefined).map((client) => client.id);
+    this.round = { seq, voters, hashes: new Map(), deadline: now + this.options.voteTimeout };
+    this.lastDueSeq = seq;
+    this.lastDueAt = now;
+    // Sent right after event `seq` on every socket, so every replica hashes its state at exactly that point.
+    this.broadcast(encodeSnapshotNotice("snapshot-due", seq));
+  }
+
+  private vote(client: Client<Socket>, seq: number, hash: string): void {
+    const round = this.round;
+    if (round === undefined || round.seq !== seq || round.candidates !== undefined || !round.voters.includes(client.id)) {
+      // A hash for a round that has just closed is a harmless race; one for a round that never opened is not.
+      if (seq > this.lastDueSeq) refuse(client.socket!, "out-of-turn", `no snapshot is due at ${seq}`);
+      return;
+    }
+    round.hashes.set(client.id, hash);
+    if (round.voters.every((voter) => round.hashes.has(voter))) this.countRound();
+  }
+
+  /** Compares the hashes; tells the room when they differ, and asks the majority for the snapshot. */
+  private countRound(): void {
+    const round = this.round!;
+    const votes = countVotes(round.hashes);
+    if (votes.length > 1) this.broadcast(encodeDivergence(round.seq, votes));
+    const winner = majority(votes);
+    if (winner === undefined) {
+      this.round = undefined;
+      return;
+    }
+    round.candidates = [...winner.clients];
+    this.requestUpload(undefined);
+  }
+
+  /** Asks the next client of the majority for the snapshot, after `failed` did not deliver it. */
+  private requestUpload(failed: string | undefined): void {
+    const round = this.round!;
+    round.candidates = round.candidates!.filter((id) => id !== failed);
+    const uploader = round.candidates.map((id) => this.clients.get(id)).find((client) => client?.socket !== undefined);
+    if (uploader === undefined) {
+      this.round = undefined;
+      return;
+    }
+    round.uploader = uploader.id;
+    round.parts = undefined;
+    round.deadline = this.options.clock() + this.options.voteTimeout;
+    trySend(uploader.socket!, encodeSnapshotNotice("snapshot-request", round.seq));
+  }
+
+  private upload(client: Client<Socket>, frame: SnapshotPart): void {
+    const round = this.round;
+    if (round === undefined || round.uploader !== client.id || round.seq !== frame.seq) {
+      if (frame.seq > this.lastDueSeq) refuse(client.socket!, "out-of-turn", `no snapshot was requested at ${frame.seq}`);
+      return;
+    }
+    round.parts ??= new Array<string | undefined>(frame.parts).fill(undefined);
+    if (round.parts.length !== frame.parts) return refuse(client.socket!, "bad-frame", `snapshot ${frame.seq} has ${round.parts.length} parts, not ${frame.parts}`);
+    round.parts[frame.part] = frame.data;
+    if (round.parts.some((part) => part === undefined)) return;
+    const lastPosts = Object.fromEntries([...this.clients.values()].map((known) => [known.id, known.lastPost]));
+    this.store.storeSnapshot({ seq: round.seq, parts: round.parts as string[], lastPosts });
+    this.round = undefined;
+    this.broadcast(encodeSnapshotNotice("snapshot-stored", frame.seq));
+    this.snapshotIfDue();
+  }
+
+  /** A client that went away is no longer waited for in the snapshot round. */
+  private leaveRound(id: string): void {
+    const round = this.round;
+    if (round === undefined) return;
+    if (round.candidates === undefined) {
+      round.voters = round.voters.filter((voter) => voter !== id || round.hashes.has(voter));
+      if (round.voters.every((voter) => round.hashes.has(voter))) this.countRound();
+    } else if (round.uploader === id) {
+      this.requestUpload(id);
+    }
   }
 
   /** Stamps, stores and returns the encoded event. */
-  private record(event: { type: "message"; client: string; payload: string } | { type: "user-enter" | "user-exit"; client: string }): string {
+  private record(event: { type: "message"; client: string; id: number; payload: string } | { type: "user-enter" | "user-exit"; client: string }): string {
     this.time = stampTime(this.options.clock(), this.time);
-    const { type, client } = event;
-    const stamped = { type, seq: this.log.lastSeq + 1, time: this.time, client };
-    return this.log.append((event.type === "message" ? { ...stamped, payload: event.payload } : stamped) as ReflectedEvent);
+    const seq = this.store.lastSeq + 1;
+    // Built field by field so that every event's keys come in the documented order.
+    const stamped: ReflectedEvent =
+      event.type === "message"
+        ? { type: "message", seq, time: this.time, client: event.client, id: event.id, payload: event.payload }
+        : { type: event.type, seq, time: this.time, client: event.client };
+    return this.store.append(stamped);
   }
 
   /** Our own loop: one closing socket must not stop the others from receiving (PartyKit's broadcast throws halfway). */
   private broadcast(text: string): void {
     this.lastSentAt = this.options.clock();
-    for (const socket of this.clients.keys()) trySend(socket, text);
+    for (const client of this.sockets.values()) if (client !== undefined) trySend(client.socket!, text);
   }
+}
+
+function refuse(socket: ClientSocket, code: ErrorCode, message: string): void {
+  trySend(socket, encodeError(code, message));
 }
 
 function trySend(socket: ClientSocket, text: string): void {

@@ -19,6 +19,8 @@ export interface PartykitDevOptions {
   vars?: Record<string, string>;
   /** Another script than the project's reflector (the benchmark's baseline room). */
   script?: string;
+  /** Listen on this port (to restart a server where its clients expect it); by default a free one. */
+  port?: number;
 }
 
 export interface PartykitDev {
@@ -45,7 +47,7 @@ export async function freePort(): Promise<number> {
 
 export async function startPartykitDev(options: PartykitDevOptions = {}): Promise<PartykitDev> {
   const persistDir = options.persistDir ?? (await mkdtemp(join(tmpdir(), "multiuser-chat-persist-")));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const args = [partykitBin, "dev", "--port", String(port), "--persist", persistDir, "--disable-request-cf-fetch", "--no-hotkeys"];
   for (const [name, value] of Object.entries(options.vars ?? {})) args.push("--var", `${name}=${value}`);
   if (options.script !== undefined) args.push(options.script);

@@ -1,0 +1,154 @@
+import { encodeEvent, type ReflectedEvent } from "./protocol.js";
+
+/** The part of PartyKit's room storage the reflector needs; a Map-backed object with the same methods drives it in Node tests. */
+export interface RoomStorage {
+  get(key: string): Promise<unknown>;
+  put(key: string, value: unknown): Promise<void>;
+  /** Deletes at most 128 keys per call, as Durable Object storage does. */
+  delete(keys: string[]): Promise<number>;
+  list(options: { prefix: string }): Promise<Map<string, unknown>>;
+}
+
+/** The latest snapshot a majority of replicas agreed on: opaque text, in the parts it was uploaded in. */
+export interface StoredSnapshot {
+  seq: number;
+  /** The reflector's time when it was stored; the log's time when no event follows it. */
+  time: number;
+  parts: string[];
+  /** Highest post id sequenced per client when it was stored, since the events that carried them are trimmed. */
+  lastPosts: Record<string, number>;
+}
+
+const EVENT_PREFIX = "event:";
+const SNAPSHOT_KEY = "snapshot";
+/** Zero-padded so that storage's lexicographic key order is sequence order. */
+const pad = (n: number) => String(n).padStart(12, "0");
+const eventKey = (seq: number) => EVENT_PREFIX + pad(seq);
+const snapshotPartPrefix = (seq: number) => `${SNAPSHOT_KEY}:${pad(seq)}:`;
+const snapshotPartKey = (seq: number, index: number) => snapshotPartPrefix(seq) + String(index).padStart(4, "0");
+const CLIENT_PREFIX = "client:";
+const DELETE_BATCH = 128;
+
+/**
+ * What a room keeps: its ordered log (the latest snapshot and every event after it) and the secrets of the clients
+ * it counts as present. All of it lives in memory for welcomes and in room storage, so the room survives every
+ * client leaving and a server restart. Each event is its own storage value, which MAX_FRAME_LENGTH keeps below
+ * the 128 KiB limit; so is each snapshot part.
+ *
+ * Writes are started without awaiting them: awaiting inside a message handler would let later messages overtake
+ * this one. Storage operations themselves stay in call order, so a crash leaves a prefix of them done, and the
+ * snapshot's record is written only after all its parts.
+ */
+export class RoomStore {
+  private constructor(
+    private readonly storage: RoomStorage,
+    private latest: StoredSnapshot | undefined,
+    /** Every event after the snapshot as sent on the wire, oldest first, so a welcome never re-encodes them. */
+    private readonly encoded: string[],
+    private seq: number,
+    private time: number,
+    /** Secret of every client that is present or within its grace period, by client id. */
+    readonly clients: Map<string, string>,
+  ) {}
+
+  static async load(storage: RoomStorage): Promise<RoomStore> {
+    const record = (await storage.get(SNAPSHOT_KEY)) as Omit<StoredSnapshot, "parts"> & { parts: number } | undefined;
+    let snapshot: StoredSnapshot | undefined;
+    if (record !== undefined) {
+      const parts = [...(await storage.list({ prefix: snapshotPartPrefix(record.seq) })).values()].map(String);
+      if (parts.length !== record.parts) throw new Error(`room storage holds ${parts.length} of the ${record.parts} parts of snapshot ${record.seq}`);
+      snapshot = { ...record, parts };
+    }
+    const base = snapshot?.seq ?? 0;
+    const stored = await storage.list({ prefix: EVENT_PREFIX });
+    const encoded: string[] = [];
+    const stale: string[] = [];
+    for (const [key, value] of stored) {
+      if (Number(key.slice(EVENT_PREFIX.length)) > base) encoded.push(String(value));
+      else stale.push(key);
+    }
+    const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, secret]) => [key.slice(CLIENT_PREFIX.length), String(secret)]));
+    const store = new RoomStore(storage, snapshot, encoded, base, snapshot?.time ?? 0, clients);
+    // Left over when a server stopped between storing a snapshot and trimming the events it covers.
+    store.deleteKeys(stale);
+    const last = encoded.length > 0 ? (JSON.parse(encoded.at(-1)!) as ReflectedEvent) : undefined;
+    if (last !== undefined) {
+      store.seq = last.seq;
+      store.time = last.time;
+    }
+    return store;
+  }
+
+  /** Sequence number of the last event; 0 for an empty log. */
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  get lastTime(): number {
+    return this.time;
+  }
+
+  get snapshot(): StoredSnapshot | undefined {
+    return this.latest;
+  }
+
+  /** Sequence number the snapshot covers; events after it are kept. */
+  get snapshotSeq(): number {
+    return this.latest?.seq ?? 0;
+  }
+
+  /** Events after `seq`, encoded; `seq` must not be below the snapshot's. */
+  eventsAfter(seq: number): string[] {
+    if (seq < this.snapshotSeq) throw new Error(`events up to ${this.snapshotSeq} are trimmed; send the snapshot instead`);
+    return this.encoded.slice(seq - this.snapshotSeq);
+  }
+
+  /** The events after the snapshot, decoded anew: only needed when a room starts. */
+  replay(): ReflectedEvent[] {
+    return this.encoded.map((text) => JSON.parse(text) as ReflectedEvent);
+  }
+
+  append(event: ReflectedEvent): string {
+    const text = encodeEvent(event);
+    this.encoded.push(text);
+    this.seq = event.seq;
+    this.time = event.time;
+    this.write(this.storage.put(eventKey(event.seq), text), `storing event ${event.seq}`);
+    return text;
+  }
+
+  /** Keeps `snapshot` as the room's starting point and trims every event it covers, in memory and in storage. */
+  storeSnapshot(snapshot: Omit<StoredSnapshot, "time">): void {
+    const previous = this.latest;
+    const { seq, parts, lastPosts } = snapshot;
+    if (seq <= this.snapshotSeq || seq > this.seq) throw new Error(`snapshot ${seq} is not between ${this.snapshotSeq} and ${this.seq}`);
+    parts.forEach((part, index) => this.write(this.storage.put(snapshotPartKey(seq, index), part), `storing snapshot ${seq}`));
+    this.write(this.storage.put(SNAPSHOT_KEY, { seq, time: this.time, parts: parts.length, lastPosts }), `storing snapshot ${seq}`);
+    const trimmed = this.encoded.splice(0, seq - this.snapshotSeq).length;
+    const keys = Array.from({ length: trimmed }, (_, index) => eventKey(seq - trimmed + 1 + index));
+    if (previous !== undefined) keys.push(...previous.parts.map((_, index) => snapshotPartKey(previous.seq, index)));
+    this.latest = { seq, time: this.time, parts, lastPosts };
+    this.deleteKeys(keys);
+  }
+
+  /** Records a client the room counts as present until `forgetClient`, so a restarted server can resume it. */
+  rememberClient(id: string, secret: string): void {
+    this.clients.set(id, secret);
+    this.write(this.storage.put(CLIENT_PREFIX + id, secret), "storing a client");
+  }
+
+  forgetClient(id: string): void {
+    this.clients.delete(id);
+    this.deleteKeys([CLIENT_PREFIX + id]);
+  }
+
+  private deleteKeys(keys: string[]): void {
+    for (let start = 0; start < keys.length; start += DELETE_BATCH) {
+      this.write(this.storage.delete(keys.slice(start, start + DELETE_BATCH)), "deleting old keys");
+    }
+  }
+
+  private write(operation: Promise<unknown>, what: string): void {
+    operation.catch((error: unknown) => console.error(`room store: ${what} failed`, error));
+  }
+}
