@@ -97,9 +97,12 @@ export function majority(votes: Vote[]): Vote | undefined {
   return votes[0] !== undefined && votes[0].clients.length * 2 > total ? votes[0] : undefined;
 }
 
-/** What a room's retention alarm should do: delete an idle empty room, or look again when it would become idle. */
-export function retentionAction(now: number, lastActivity: number, retention: number, empty: boolean): { delete: boolean; alarmAt?: number } {
-  if (!empty) return { delete: false };
+/**
+ * What a room's retention alarm should do: delete an idle empty room, or look again when it would become idle.
+ * A room with no clients and no history has nothing to delete and needs no alarm.
+ */
+export function retentionAction(now: number, lastActivity: number | undefined, retention: number, empty: boolean): { delete: boolean; alarmAt?: number } {
+  if (!empty || lastActivity === undefined) return { delete: false };
   if (now >= lastActivity + retention) return { delete: true };
   return { delete: false, alarmAt: lastActivity + retention };
 }
@@ -171,9 +174,9 @@ export class Reflector<Socket extends ClientSocket> {
     return this.clients.size === 0;
   }
 
-  /** Time of the room's last event. */
-  get lastActivity(): number {
-    return this.store.lastTime;
+  /** Time of the room's last event; undefined while the room has no history. */
+  get lastActivity(): number | undefined {
+    return this.store.lastSeq === 0 ? undefined : this.store.lastTime;
   }
 
   /** A socket opened; it becomes a client when it says hello. */

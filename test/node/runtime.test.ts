@@ -97,6 +97,7 @@ const message = (seq: number, time: number, scope: string, event: string, data: 
   seq,
   time,
   client,
+  id: seq,
   payload: encodeModelEvent(scope, event, data),
 });
 
@@ -187,8 +188,8 @@ describe("replica", () => {
 
   test("skips payloads that are not model events alike on every replica", () => {
     const replica = Replica.create("session", Probe);
-    replica.apply({ type: "message", seq: 1, time: 1, client: "c", payload: "not json" });
-    replica.apply({ type: "message", seq: 2, time: 2, client: "c", payload: '{"scope":1}' });
+    replica.apply({ type: "message", seq: 1, time: 1, client: "c", id: 1, payload: "not json" });
+    replica.apply({ type: "message", seq: 2, time: 2, client: "c", id: 2, payload: '{"scope":1}' });
     assert.equal(replica.seq, 2);
     assert.deepEqual((replica.root as Probe).log, []);
   });
