@@ -12,7 +12,8 @@ let reflector;
 const reflectorPlugin = {
   name: "partykit-dev",
   async serverStart() {
-    reflector = await startPartykitDev();
+    // Snapshots fall due often here, so the browser tests run through snapshot rounds too.
+    reflector = await startPartykitDev({ vars: { SNAPSHOT_EVENTS: "20" } });
   },
   async serverStop() {
     await reflector?.stop();

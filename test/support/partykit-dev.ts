@@ -100,7 +100,6 @@ async function waitUntilServing(port: number, exited: Promise<void>, output: () 
 
 /** Ends the whole process group we started (partykit's node process and its workerd). */
 async function stopGroup(child: ChildProcess, exited: Promise<void>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
   const signal = (name: NodeJS.Signals) => {
     try {
       process.kill(-child.pid!, name);
@@ -110,8 +109,8 @@ async function stopGroup(child: ChildProcess, exited: Promise<void>): Promise<vo
   };
   signal("SIGTERM");
   const timeout = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), 5000));
-  if ((await Promise.race([exited, timeout])) === "timeout") {
-    signal("SIGKILL");
-    await exited;
-  }
+  await Promise.race([exited, timeout]);
+  // workerd sometimes outlives partykit's node process and ignores SIGTERM; the group is ours, so end all of it.
+  signal("SIGKILL");
+  await exited;
 }
