@@ -1,257 +1,1112 @@
+/**
+ * The reflector on its own: driven frame by frame through fake sockets, over Map-backed room storage, with a clock
+ * the test moves by hand. No network and no timers: `wake()` is called where PartyKit's timer would call it.
+ */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { LogStorage } from "../../party/event-log.js";
-import { MAX_FRAME_LENGTH, PROTOCOL_VERSION, type ServerFrame } from "../../party/protocol.js";
-import { Reflector } from "../../party/reflector.js";
+import {
+  MAX_FRAME_LENGTH,
+  MAX_SNAPSHOT_PARTS,
+  PROTOCOL_VERSION,
+  type ClientFrame,
+  type ErrorCode,
+  type ReflectedEvent,
+  type ServerFrame,
+  type Welcome,
+} from "../../party/protocol.js";
+import {
+  CLOSE_REPLACED,
+  countVotes,
+  majority,
+  Reflector,
+  retentionAction,
+  stampTime,
+  type ClientSocket,
+  type ReflectorSettings,
+} from "../../party/reflector.js";
+import type { RoomStorage } from "../../party/room-store.js";
 
-/** Room storage as PartyKit's: a key-ordered map of values. */
-class MemoryStorage implements LogStorage {
+// ---------------------------------------------------------------------------------------------------------------
+// Fakes
+
+/**
+ * Room storage as PartyKit's Durable Object storage behaves for the reflector: values are copied in and out (so an
+ * object kept by reference cannot pass for a stored one), `list` is in key order, and `delete` refuses more than
+ * 128 keys at once. That refusal throws synchronously so that it fails the test instead of being logged.
+ */
+class MemoryStorage implements RoomStorage {
   readonly values = new Map<string, unknown>();
-  async put(key: string, value: string): Promise<void> {
-    this.values.set(key, value);
+  async get(key: string): Promise<unknown> {
+    return structuredClone(this.values.get(key));
+  }
+  async put(key: string, value: unknown): Promise<void> {
+    this.values.set(key, structuredClone(value));
+  }
+  delete(keys: string[]): Promise<number> {
+    if (keys.length > 128) throw new Error(`storage.delete got ${keys.length} keys; the limit is 128`);
+    let deleted = 0;
+    for (const key of keys) if (this.values.delete(key)) deleted++;
+    return Promise.resolve(deleted);
   }
   async list({ prefix }: { prefix: string }): Promise<Map<string, unknown>> {
-    return new Map([...this.values].filter(([key]) => key.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)));
+    return new Map(this.keys(prefix).map((key) => [key, structuredClone(this.values.get(key))]));
+  }
+  /** Stored keys under `prefix`, sorted. */
+  keys(prefix = ""): string[] {
+    return [...this.values.keys()].filter((key) => key.startsWith(prefix)).sort();
+  }
+  /** The stored log, decoded. */
+  events(): ReflectedEvent[] {
+    return this.keys("event:").map((key) => JSON.parse(String(this.values.get(key))) as ReflectedEvent);
   }
 }
 
-class FakeSocket {
+/** A socket that records every frame sent to it, decoded, and how it was closed. */
+class FakeSocket implements ClientSocket {
   readonly frames: ServerFrame[] = [];
+  closed: { code: number | undefined; reason: string | undefined } | undefined;
+  /** Set to make `send` throw, as a closing PartyKit connection does. */
+  failing = false;
   send(text: string): void {
-    this.frames.push(JSON.parse(text));
+    if (this.failing) throw new Error("socket is closing");
+    this.frames.push(JSON.parse(text) as ServerFrame);
   }
-  ofType<T extends ServerFrame["type"]>(type: T) {
+  close(code?: number, reason?: string): void {
+    this.closed = { code, reason };
+  }
+  ofType<T extends ServerFrame["type"]>(type: T): Extract<ServerFrame, { type: T }>[] {
     return this.frames.filter((frame): frame is Extract<ServerFrame, { type: T }> => frame.type === type);
   }
+  /** Returns a function giving the frames received after this call: "what came after X". */
+  mark(): () => ServerFrame[] {
+    const start = this.frames.length;
+    return () => this.frames.slice(start);
+  }
 }
 
-/** A reflector over memory storage with a clock the test moves by hand. */
-async function openRoom(storage = new MemoryStorage(), start = 1_000_000) {
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers
+
+const START = 1_000_000;
+/** Snapshots effectively off, so that tests about something else see no snapshot frames. */
+const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000 };
+const GRACE = TEST_SETTINGS.grace;
+const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
+
+/** Unique across the whole file, so that a room reopened on the same storage never hands out a token twice. */
+let tokens = 0;
+const newToken = () => `token-${++tokens}`;
+
+type Resume = { client: string; secret: string; seq: number };
+/** A socket that has been welcomed, with the identity the welcome gave it. */
+interface Member {
+  socket: FakeSocket;
+  welcome: Welcome;
+  id: string;
+  secret: string;
+}
+
+const send = (reflector: Reflector<FakeSocket>, socket: FakeSocket, frame: ClientFrame | Record<string, unknown>) => reflector.receive(socket, JSON.stringify(frame));
+
+/** Connects `socket`, says hello (resuming when asked to) and returns the welcome it got. */
+function hello(reflector: Reflector<FakeSocket>, socket = new FakeSocket(), resume?: Resume): Member {
+  reflector.connect(socket);
+  const after = socket.mark();
+  send(reflector, socket, resume === undefined ? { type: "hello", version: PROTOCOL_VERSION } : { type: "hello", version: PROTOCOL_VERSION, resume });
+  const welcome = after()[0];
+  assert.ok(welcome?.type === "welcome", `expected a welcome, got ${JSON.stringify(welcome)}`);
+  return { socket, welcome, id: welcome.client, secret: welcome.secret };
+}
+
+/** A reflector over `storage` with a clock the test moves by hand. */
+async function openRoom(settings: Partial<ReflectorSettings> = {}, storage = new MemoryStorage(), start = START, makeToken = newToken) {
   const clock = { now: start };
-  let ids = 0;
-  const reflector = await Reflector.open<FakeSocket>({
-    room: "room-1",
+  const reflector = await Reflector.open<FakeSocket>({ ...TEST_SETTINGS, ...settings, storage, clock: () => clock.now, newToken: makeToken });
+  return {
+    reflector,
     storage,
-    tickInterval: 1000,
-    clock: () => clock.now,
-    newClientId: () => `client-${++ids}`,
-  });
-  return { reflector, clock, storage };
+    clock,
+    hello: (socket?: FakeSocket, resume?: Resume) => hello(reflector, socket, resume),
+    send: (member: Member, frame: ClientFrame | Record<string, unknown>) => send(reflector, member.socket, frame),
+    post: (member: Member, id: number, payload = `post ${id}`) => send(reflector, member.socket, { type: "publish", id, payload }),
+    hash: (member: Member, seq: number, hash: string) => send(reflector, member.socket, { type: "hash", seq, hash }),
+    /** Uploads `parts` as the snapshot at `seq`, in the given order of part indexes. */
+    upload: (member: Member, seq: number, parts: string[], order = parts.map((_, index) => index)) => {
+      for (const part of order) send(reflector, member.socket, { type: "snapshot", seq, part, parts: parts.length, data: parts[part]! });
+    },
+    advance: (ms: number) => {
+      clock.now += ms;
+    },
+  };
 }
 
-const publish = (payload: unknown) => JSON.stringify({ type: "publish", payload });
+const isEvent = (frame: ServerFrame): frame is ReflectedEvent => frame.type === "message" || frame.type === "user-enter" || frame.type === "user-exit";
+/** Events as [seq, type, client]: enough to compare orders at a glance. */
+const brief = (events: ReflectedEvent[]) => events.map((event) => [event.seq, event.type, event.client]);
+const eventsIn = (frames: ServerFrame[]) => brief(frames.filter(isEvent));
+/** Frames as their types, with events shown by seq: for checking what follows what. */
+const shape = (frames: ServerFrame[]) => frames.map((frame) => (isEvent(frame) ? `${frame.type} ${frame.seq}` : "seq" in frame ? `${frame.type} ${frame.seq}` : frame.type));
+const exitsAndEnters = (socket: FakeSocket) => eventsIn(socket.frames).filter(([, type]) => type !== "message");
 
-describe("reflector", () => {
+/** `count` posts by `member` with ids from `firstId` on: the quick way to reach a snapshot point. */
+function postMany(room: Awaited<ReturnType<typeof openRoom>>, member: Member, count: number, firstId = 1) {
+  for (let id = firstId; id < firstId + count; id++) room.post(member, id);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("reflector: ordering and stamping", () => {
   test("stamps every message with the next sequence number and the server time, and sends it to everyone, sender included", async () => {
-    const { reflector, clock } = await openRoom();
-    const [a, b] = [new FakeSocket(), new FakeSocket()];
-    reflector.connect(a);
-    reflector.connect(b);
-    clock.now += 5;
-    reflector.receive(a, publish("first"));
-    clock.now += 7;
-    reflector.receive(b, publish("second"));
-    for (const socket of [a, b]) {
-      const messages = socket.ofType("message");
-      assert.deepEqual(messages, [
-        { type: "message", seq: 3, time: 1_000_005, client: "client-1", payload: "first" },
-        { type: "message", seq: 4, time: 1_000_012, client: "client-2", payload: "second" },
-      ]);
-    }
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.advance(5);
+    room.post(a, 1, "first");
+    room.advance(7);
+    room.post(b, 1, "second");
+    const expected = [
+      { type: "message", seq: 3, time: START + 5, client: a.id, id: 1, payload: "first" },
+      { type: "message", seq: 4, time: START + 12, client: b.id, id: 1, payload: "second" },
+    ];
+    for (const member of [a, b]) assert.deepEqual(member.socket.ofType("message"), expected);
+    // Every socket sees one and the same order, and it is the stored one.
+    assert.deepEqual(eventsIn(a.socket.frames), brief(room.storage.events()));
+    assert.deepEqual(eventsIn(b.socket.frames), brief(room.storage.events()));
+    assert.deepEqual(room.storage.events().slice(2), expected);
   });
 
   test("keeps time from running backwards when the server clock does", async () => {
-    const { reflector, clock } = await openRoom();
-    const socket = new FakeSocket();
-    reflector.connect(socket);
-    clock.now -= 60_000;
-    reflector.receive(socket, publish("after the clock jumped back"));
-    assert.equal(socket.ofType("message")[0]!.time, 1_000_000);
+    const room = await openRoom();
+    const a = room.hello();
+    room.advance(-60_000);
+    room.post(a, 1, "after the clock jumped back");
+    assert.equal(a.socket.ofType("message")[0]!.time, START);
   });
 
-  test("welcomes a newcomer with its reflector-chosen id, the version, the room and the whole log ending with its own entry", async () => {
-    const { reflector } = await openRoom();
-    const first = new FakeSocket();
-    reflector.connect(first);
-    reflector.receive(first, publish("before the newcomer"));
-    const newcomer = new FakeSocket();
-    const id = reflector.connect(newcomer);
-    const [welcome] = newcomer.frames;
-    assert.ok(welcome?.type === "welcome");
-    assert.equal(welcome.client, id);
-    assert.equal(welcome.version, PROTOCOL_VERSION);
-    assert.equal(welcome.room, "room-1");
-    assert.deepEqual(
-      welcome.events.map((event) => [event.seq, event.type, event.client]),
-      [
-        [1, "user-enter", "client-1"],
-        [2, "message", "client-1"],
-        [3, "user-enter", id],
-      ],
-    );
-    assert.equal(newcomer.frames.length, 1, "the newcomer gets its own entry only inside the welcome");
-    assert.deepEqual(first.ofType("user-enter"), [{ type: "user-enter", seq: 3, time: 1_000_000, client: id }]);
-  });
-
-  test("chooses client ids itself and never gives one to two present clients", async () => {
-    const storage = new MemoryStorage();
-    const reflector = await Reflector.open<FakeSocket>({
-      room: "r",
-      storage,
-      tickInterval: 1000,
-      clock: () => 0,
-      newClientId: (() => {
-        const ids = ["same", "same", "other"];
-        return () => ids.shift()!;
-      })(),
+  test("welcomes a newcomer with a fresh identity and the whole log, ending with its own entry", async () => {
+    const room = await openRoom();
+    const first = room.hello();
+    room.post(first, 1, "before the newcomer");
+    const newcomer = room.hello();
+    assert.deepEqual(newcomer.welcome, {
+      type: "welcome",
+      version: PROTOCOL_VERSION,
+      client: newcomer.id,
+      secret: newcomer.secret,
+      resumed: false,
+      acked: 0,
+      time: START,
+      tick: TEST_SETTINGS.tickInterval,
+      snapshot: null,
+      from: 0,
+      last: 3,
     });
-    assert.equal(reflector.connect(new FakeSocket()), "same");
-    assert.equal(reflector.connect(new FakeSocket()), "other");
+    assert.notEqual(newcomer.secret, newcomer.id);
+    assert.deepEqual(eventsIn(newcomer.socket.frames), [
+      [1, "user-enter", first.id],
+      [2, "message", first.id],
+      [3, "user-enter", newcomer.id],
+    ]);
+    assert.equal(newcomer.socket.frames.length, 4, "the newcomer gets its own entry once, after the welcome");
+    assert.deepEqual(first.socket.ofType("user-enter").at(-1), { type: "user-enter", seq: 3, time: START, client: newcomer.id });
+    // The secret proves identity, so nobody else may ever see it.
+    assert.ok(!JSON.stringify(first.socket.frames).includes(newcomer.secret));
   });
 
-  test("emits user-exit to the others when a socket closes, once", async () => {
-    const { reflector } = await openRoom();
-    const [stayer, leaver] = [new FakeSocket(), new FakeSocket()];
-    reflector.connect(stayer);
-    const leaverId = reflector.connect(leaver);
-    reflector.disconnect(leaver);
-    reflector.disconnect(leaver);
-    assert.deepEqual(stayer.ofType("user-exit"), [{ type: "user-exit", seq: 3, time: 1_000_000, client: leaverId }]);
-    assert.equal(reflector.clientCount, 1);
-    reflector.receive(leaver, publish("from a closed socket"));
-    assert.equal(stayer.ofType("message").length, 0);
+  test("chooses client ids itself, never giving one to two clients, nor reusing a retired one", async () => {
+    const issued = ["same", "secret-1", "same", "other", "secret-2", "other", "fresh", "secret-3"];
+    const room = await openRoom({}, new MemoryStorage(), START, () => issued.shift()!);
+    assert.equal(room.hello().id, "same");
+    const other = room.hello();
+    assert.equal(other.id, "other");
+    room.send(other, { type: "leave" });
+    // A retired id may still come back with its secret to learn its acked posts: it must not name someone new.
+    assert.equal(room.hello().id, "fresh");
+    assert.deepEqual(issued, []);
   });
 
-  test("answers a bad frame with an error to its sender only, and keeps the room working", async () => {
-    const { reflector } = await openRoom();
-    const [sender, other] = [new FakeSocket(), new FakeSocket()];
-    reflector.connect(sender);
-    reflector.connect(other);
-    const before = other.frames.length;
-    const bad: [string | Uint8Array, string][] = [
-      ["{not json", "frame is not valid JSON"],
-      [new Uint8Array([1, 2, 3]), "binary frames are not part of this protocol; send JSON text"],
-      ["[1,2]", "frame must be a JSON object"],
-      [JSON.stringify({ type: "kick", client: "client-2" }), 'unknown frame type "kick"'],
-      [JSON.stringify({ type: "publish", payload: { text: "not a string" } }), "publish.payload must be a string"],
-    ];
-    for (const [frame] of bad) reflector.receive(sender, frame);
+  test("passes payloads through untouched, even ones that look like frames", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const payloads = ['{"type":"user-exit","client":"client-1"}', "", "\u0000 ünïcødé 🎈", "not json at all"];
+    payloads.forEach((payload, index) => room.post(a, index + 1, payload));
     assert.deepEqual(
-      sender.ofType("error").map((error) => error.message),
-      bad.map(([, message]) => message),
+      a.socket.ofType("message").map((message) => message.payload),
+      payloads,
     );
-    assert.ok(sender.ofType("error").every((error) => error.code === "bad-frame"));
-    assert.equal(other.frames.length, before, "other clients see nothing of bad frames");
-    reflector.receive(sender, publish("still works"));
-    assert.equal(other.ofType("message")[0]?.seq, 3);
+    assert.equal(a.socket.ofType("user-exit").length, 0);
+  });
+
+  test("keeps sending to the others when one socket throws on send", async () => {
+    const room = await openRoom();
+    const closing = room.hello();
+    const healthy = room.hello();
+    closing.socket.failing = true;
+    room.post(healthy, 1, "still delivered");
+    assert.equal(healthy.socket.ofType("message").length, 1);
+    assert.equal(room.storage.events().length, 3);
+  });
+
+  test("a socket that fails while being welcomed still gets its user-exit once its grace period ends", async () => {
+    const room = await openRoom();
+    const stayer = room.hello();
+    const failing = new FakeSocket();
+    failing.failing = true;
+    room.reflector.connect(failing);
+    send(room.reflector, failing, { type: "hello", version: PROTOCOL_VERSION });
+    const failingId = stayer.socket.ofType("user-enter").at(-1)!.client;
+    room.reflector.disconnect(failing);
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.deepEqual(exitsAndEnters(stayer.socket).slice(1), [
+      [2, "user-enter", failingId],
+      [3, "user-exit", failingId],
+    ]);
+  });
+});
+
+describe("reflector: hello and bad frames", () => {
+  test("a socket is no client until it says hello: anything else first is out of turn and changes nothing", async () => {
+    const room = await openRoom();
+    const member = room.hello();
+    const stranger = new FakeSocket();
+    room.reflector.connect(stranger);
+    const seen = member.socket.mark();
+    const frames = [
+      { type: "publish", id: 1, payload: "too early" },
+      { type: "hash", seq: 1, hash: "h" },
+      { type: "snapshot", seq: 1, part: 0, parts: 1, data: "" },
+      { type: "leave" },
+    ];
+    for (const frame of frames) send(room.reflector, stranger, frame);
+    assert.deepEqual(
+      stranger.frames.map((frame) => frame.type === "error" && frame.code),
+      frames.map(() => "out-of-turn"),
+    );
+    assert.deepEqual(seen(), []);
+    assert.equal(room.storage.events().length, 1);
+    assert.equal(room.reflector.clientCount, 1);
+    // It can still say hello afterwards.
+    assert.equal(hello(room.reflector, stranger).welcome.last, 2);
+  });
+
+  test("a hello with another protocol version is refused with version-mismatch; the socket may try again", async () => {
+    const room = await openRoom();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION - 1 });
+    send(room.reflector, socket, { type: "hello" });
+    assert.deepEqual(
+      socket.frames.map((frame) => frame.type === "error" && frame.code),
+      ["version-mismatch", "version-mismatch"],
+    );
+    assert.equal(room.reflector.clientCount, 0);
+    assert.deepEqual(room.storage.events(), []);
+    assert.equal(hello(room.reflector, socket).welcome.version, PROTOCOL_VERSION);
+  });
+
+  test("a hello with a malformed resume is a bad frame", async () => {
+    const room = await openRoom();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    for (const resume of [null, { client: "", secret: "s", seq: 0 }, { client: "c", secret: "s", seq: -1 }, { client: "c", secret: "x".repeat(129), seq: 0 }]) {
+      send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume });
+    }
+    assert.deepEqual(
+      socket.frames.map((frame) => frame.type === "error" && frame.code),
+      ["bad-frame", "bad-frame", "bad-frame", "bad-frame"],
+    );
+    assert.equal(room.reflector.clientCount, 0);
+  });
+
+  test("a second hello on the same connection is out of turn and makes no new client", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.send(a, { type: "hello", version: PROTOCOL_VERSION });
+    assert.deepEqual(a.socket.frames.at(-1), { type: "error", code: "out-of-turn", message: "this connection has already said hello" });
+    assert.equal(room.storage.events().length, 1);
+  });
+
+  test("answers each malformed frame with its error, to its sender only, and changes nothing", async () => {
+    const room = await openRoom();
+    const sender = room.hello();
+    const other = room.hello();
+    const tooLong = JSON.stringify({ type: "publish", id: 1, payload: "x".repeat(MAX_FRAME_LENGTH) });
+    const cases: [string, string | Uint8Array, ErrorCode][] = [
+      ["not JSON", "{not json", "bad-frame"],
+      ["a JSON array", "[1,2]", "bad-frame"],
+      ["publish without an id", JSON.stringify({ type: "publish", payload: "x" }), "bad-frame"],
+      ["publish with a string id", JSON.stringify({ type: "publish", id: "7", payload: "x" }), "bad-frame"],
+      ["publish with id 0", JSON.stringify({ type: "publish", id: 0, payload: "x" }), "bad-frame"],
+      ["publish with a fractional id", JSON.stringify({ type: "publish", id: 1.5, payload: "x" }), "bad-frame"],
+      ["publish with a non-string payload", JSON.stringify({ type: "publish", id: 7, payload: { text: "x" } }), "bad-frame"],
+      ["hash with seq 0", JSON.stringify({ type: "hash", seq: 0, hash: "h" }), "bad-frame"],
+      ["hash with a string seq", JSON.stringify({ type: "hash", seq: "2", hash: "h" }), "bad-frame"],
+      ["hash with an empty hash", JSON.stringify({ type: "hash", seq: 2, hash: "" }), "bad-frame"],
+      ["snapshot part not below parts", JSON.stringify({ type: "snapshot", seq: 2, part: 2, parts: 2, data: "" }), "bad-frame"],
+      ["snapshot with too many parts", JSON.stringify({ type: "snapshot", seq: 2, part: 0, parts: MAX_SNAPSHOT_PARTS + 1, data: "" }), "bad-frame"],
+      ["snapshot with non-string data", JSON.stringify({ type: "snapshot", seq: 2, part: 0, parts: 1, data: 5 }), "bad-frame"],
+      ["unknown type", JSON.stringify({ type: "kick", client: other.id }), "bad-frame"],
+      ["binary frame", new Uint8Array([1, 2, 3]), "bad-frame"],
+      ["frame above MAX_FRAME_LENGTH", tooLong, "frame-too-large"],
+    ];
+    const stored = JSON.stringify([...room.storage.values]);
+    const seenByOther = other.socket.mark();
+    for (const [name, frame, code] of cases) {
+      const reply = sender.socket.mark();
+      room.reflector.receive(sender.socket, frame);
+      const frames = reply();
+      assert.equal(frames.length, 1, `${name}: exactly one frame back`);
+      assert.equal(frames[0]!.type === "error" && frames[0]!.code, code, `${name}: error code`);
+    }
+    // A binary frame would fail JSON.parse anyway; the message shows it was recognised as binary.
+    const binaryError = sender.socket.ofType("error")[cases.findIndex(([name]) => name === "binary frame")];
+    assert.match(binaryError!.message, /binary/);
+    assert.deepEqual(seenByOther(), [], "other clients see nothing of bad frames");
+    assert.equal(JSON.stringify([...room.storage.values]), stored, "storage is untouched");
+    // No malformed publish counted as a post id: post 1 is still new.
+    room.post(sender, 1, "still works");
+    assert.deepEqual(eventsIn(other.socket.frames).at(-1), [3, "message", sender.id]);
   });
 
   test("accepts a frame of exactly the limit and refuses one character more", async () => {
-    const { reflector } = await openRoom();
-    const socket = new FakeSocket();
-    reflector.connect(socket);
-    const atLimit = publish("x".repeat(MAX_FRAME_LENGTH - publish("").length));
+    const room = await openRoom();
+    const a = room.hello();
+    const publish = (id: number, payload: string) => JSON.stringify({ type: "publish", id, payload });
+    const atLimit = publish(1, "x".repeat(MAX_FRAME_LENGTH - publish(1, "").length));
     assert.equal(atLimit.length, MAX_FRAME_LENGTH);
-    reflector.receive(socket, atLimit);
-    reflector.receive(socket, publish("x".repeat(MAX_FRAME_LENGTH - publish("").length + 1)));
-    assert.equal(socket.ofType("message").length, 1);
-    assert.deepEqual(socket.ofType("error"), [
+    room.reflector.receive(a.socket, atLimit);
+    room.reflector.receive(a.socket, publish(2, "x".repeat(MAX_FRAME_LENGTH - publish(2, "").length + 1)));
+    assert.equal(a.socket.ofType("message").length, 1);
+    assert.deepEqual(a.socket.ofType("error"), [
       { type: "error", code: "frame-too-large", message: `frame is ${MAX_FRAME_LENGTH + 1} characters; the limit is ${MAX_FRAME_LENGTH}` },
     ]);
   });
 
-  test("passes payloads through untouched, even ones that look like frames", async () => {
-    const { reflector } = await openRoom();
-    const socket = new FakeSocket();
-    reflector.connect(socket);
-    const payloads = ['{"type":"user-exit","client":"client-1"}', "", "\u0000 ünïcødé 🎈", "not json at all"];
-    for (const payload of payloads) reflector.receive(socket, publish(payload));
+  test("a hash or snapshot upload for a point that was never due is out of turn", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.hash(a, 99, "h");
+    room.upload(a, 99, ["data"]);
     assert.deepEqual(
-      socket.ofType("message").map((message) => message.payload),
-      payloads,
+      a.socket.ofType("error").map((error) => error.code),
+      ["out-of-turn", "out-of-turn"],
     );
-    assert.equal(socket.ofType("user-exit").length, 0);
+    assert.deepEqual(room.storage.keys("snapshot"), []);
   });
 
-  test("sends a tick only after a quiet tick interval, and never stores it", async () => {
-    const { reflector, clock, storage } = await openRoom();
-    assert.equal(reflector.nextTickIn(), undefined, "no ticks for an empty room");
-    const socket = new FakeSocket();
-    reflector.connect(socket);
-    assert.equal(reflector.nextTickIn(), 1000);
-    clock.now += 999;
-    assert.equal(reflector.tick(), false);
-    reflector.receive(socket, publish("activity resets the interval"));
-    clock.now += 999;
-    assert.equal(reflector.tick(), false);
-    assert.equal(reflector.nextTickIn(), 1);
-    clock.now += 1;
-    assert.equal(reflector.tick(), true);
-    assert.deepEqual(socket.ofType("tick"), [{ type: "tick", time: 1_001_999 }]);
-    assert.equal(storage.values.size, 2, "the enter and the message are stored; the tick is not");
-    const later = new FakeSocket();
-    reflector.connect(later);
-    const welcome = later.ofType("welcome")[0]!;
-    assert.equal(welcome.time, 1_001_999);
+  test("ignores frames from a socket it does not know", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const unknown = new FakeSocket();
+    send(room.reflector, unknown, { type: "hello", version: PROTOCOL_VERSION });
+    assert.deepEqual(unknown.frames, []);
+    assert.equal(room.storage.events().length, 1);
+    assert.equal(a.socket.frames.length, 2);
+  });
+});
+
+describe("reflector: ticks", () => {
+  test("sends a tick only after a quiet tick interval, to every client, and never stores it", async () => {
+    const room = await openRoom();
+    const { reflector } = room;
+    assert.equal(reflector.nextWakeIn(), undefined, "nothing to do in an empty room");
+    const a = room.hello();
+    const b = room.hello();
+    assert.equal(reflector.nextWakeIn(), 1000);
+    room.advance(999);
+    reflector.wake();
+    room.post(a, 1, "activity resets the interval");
+    room.advance(999);
+    reflector.wake();
+    assert.equal(a.socket.ofType("tick").length, 0);
+    assert.equal(reflector.nextWakeIn(), 1);
+    room.advance(1);
+    reflector.wake();
+    for (const member of [a, b]) assert.deepEqual(member.socket.ofType("tick"), [{ type: "tick", time: START + 1999 }]);
+    assert.equal(reflector.nextWakeIn(), 1000, "the next tick is a whole interval later");
+    assert.equal(room.storage.events().length, 3, "the enters and the message are stored; the tick is not");
+    assert.equal(reflector.lastActivity, START + 999, "a tick is no activity");
+    // A tick advances replicated time: a later newcomer starts from it.
+    const later = room.hello();
+    assert.equal(later.welcome.time, START + 1999);
+    assert.deepEqual(eventsIn(later.socket.frames).map(([, type]) => type), ["user-enter", "user-enter", "message", "user-enter"]);
+  });
+
+  test("a room whose only client is away sends no ticks, but wakes for the end of the grace period", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.reflector.disconnect(a.socket);
+    assert.equal(room.reflector.nextWakeIn(), GRACE);
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.equal(a.socket.ofType("tick").length, 0);
+    assert.equal(room.reflector.nextWakeIn(), undefined);
+  });
+});
+
+describe("reflector: disconnects, grace and resume", () => {
+  test("a dropped socket's client stays present for the grace period, then gets exactly one user-exit", async () => {
+    const room = await openRoom();
+    const stayer = room.hello();
+    const leaver = room.hello();
+    room.reflector.disconnect(leaver.socket);
+    room.reflector.disconnect(leaver.socket);
+    assert.equal(room.reflector.clientCount, 1);
+    assert.deepEqual(stayer.socket.ofType("user-exit"), [], "no exit before the grace period ends");
+    room.reflector.receive(leaver.socket, JSON.stringify({ type: "publish", id: 1, payload: "from a closed socket" }));
+    assert.equal(stayer.socket.ofType("message").length, 0);
+
+    room.advance(GRACE - 1);
+    room.reflector.wake();
+    assert.deepEqual(stayer.socket.ofType("user-exit"), []);
+    room.advance(1);
+    room.reflector.wake();
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.deepEqual(stayer.socket.ofType("user-exit"), [{ type: "user-exit", seq: 3, time: START + GRACE, client: leaver.id }]);
+    assert.deepEqual(brief(room.storage.events()).at(-1), [3, "user-exit", leaver.id]);
+  });
+
+  test("the room is not empty while a client is within its grace period, and is once it ends", async () => {
+    const room = await openRoom();
+    assert.equal(room.reflector.isEmpty, true);
+    const a = room.hello();
+    room.reflector.disconnect(a.socket);
+    assert.equal(room.reflector.isEmpty, false);
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.equal(room.reflector.isEmpty, true);
+    assert.deepEqual(room.storage.keys("client:"), [], "a departed client's secret is forgotten");
+  });
+
+  test("resuming within the grace period keeps the identity and sends exactly the events after the resume point", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1, "before the drop"); // seq 3: the last event a holds
+    room.reflector.disconnect(a.socket);
+    room.advance(GRACE / 2);
+    room.post(b, 1, "while a is away"); // seq 4
+    room.reflector.wake();
+
+    const again = room.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 3 });
+    assert.deepEqual(again.welcome, {
+      type: "welcome",
+      version: PROTOCOL_VERSION,
+      client: a.id,
+      secret: a.secret,
+      resumed: true,
+      acked: 1,
+      time: START + GRACE / 2,
+      tick: TEST_SETTINGS.tickInterval,
+      snapshot: null,
+      from: 3,
+      last: 4,
+    });
+    assert.deepEqual(again.socket.frames.slice(1), [b.socket.ofType("message").at(-1)], "only the missed event follows the welcome");
+
+    // Long after the old grace period: no exit, no enter, anywhere.
+    room.advance(GRACE);
+    room.reflector.wake();
+    room.post(again, 2, "back");
+    assert.deepEqual(exitsAndEnters(b.socket), [
+      [1, "user-enter", a.id],
+      [2, "user-enter", b.id],
+    ]);
     assert.deepEqual(
-      welcome.events.map((event) => event.type),
-      ["user-enter", "message", "user-enter"],
+      room.storage.events().map((event) => event.type),
+      ["user-enter", "user-enter", "message", "message", "message"],
+    );
+    assert.deepEqual(eventsIn(b.socket.frames).at(-1), [5, "message", a.id]);
+    assert.equal(room.reflector.clientCount, 2);
+  });
+
+  test("a resume from nothing held (seq 0) gets the whole log", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.post(a, 1);
+    room.reflector.disconnect(a.socket);
+    const again = room.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 0 });
+    assert.equal(again.welcome.resumed, true);
+    assert.equal(again.welcome.from, 0);
+    assert.deepEqual(eventsIn(again.socket.frames), brief(room.storage.events()));
+  });
+
+  test("a resume with a wrong secret gets a new identity, and leaves the real client alone", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    const impostor = room.hello(new FakeSocket(), { client: a.id, secret: "guessed", seq: 2 });
+    assert.notEqual(impostor.id, a.id);
+    assert.equal(impostor.welcome.resumed, false);
+    assert.equal(impostor.welcome.acked, 0);
+    assert.deepEqual(b.socket.ofType("user-enter").at(-1)?.client, impostor.id);
+    assert.equal(a.socket.closed, undefined);
+    room.post(b, 1);
+    assert.equal(a.socket.ofType("message").length, 1, "the real client still receives");
+  });
+
+  test("a resume of an away client with a wrong secret does not save it from its user-exit", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.reflector.disconnect(a.socket);
+    const other = room.hello(new FakeSocket(), { client: a.id, secret: `${a.secret}x`, seq: 2 });
+    assert.notEqual(other.id, a.id);
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.deepEqual(exitsAndEnters(b.socket).slice(2), [
+      [3, "user-enter", other.id],
+      [4, "user-exit", a.id],
+    ]);
+  });
+
+  test("a resume naming an unknown client is a new client", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const stranger = room.hello(new FakeSocket(), { client: "nobody", secret: "anything", seq: 0 });
+    assert.notEqual(stranger.id, "nobody");
+    assert.equal(stranger.welcome.resumed, false);
+    assert.equal(stranger.welcome.acked, 0);
+    assert.deepEqual(eventsIn(a.socket.frames).at(-1), [2, "user-enter", stranger.id]);
+  });
+
+  test("a resume while the old socket is still attached closes the old socket, which hears nothing more", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1);
+    const replacement = room.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 3 });
+    assert.equal(replacement.id, a.id);
+    assert.equal(replacement.welcome.resumed, true);
+    assert.equal(a.socket.closed?.code, CLOSE_REPLACED);
+    const heardByOld = a.socket.mark();
+
+    room.post(b, 1, "after the replacement");
+    room.reflector.receive(a.socket, JSON.stringify({ type: "publish", id: 2, payload: "from the replaced socket" }));
+    assert.deepEqual(heardByOld(), []);
+    assert.deepEqual(eventsIn(replacement.socket.frames), [[4, "message", b.id]]);
+    assert.equal(b.socket.ofType("message").filter((message) => message.client === a.id).length, 1, "the replaced socket cannot post");
+
+    // The old socket's close event arrives late: it must not make the resumed client away.
+    room.reflector.disconnect(a.socket);
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.deepEqual(exitsAndEnters(b.socket), [
+      [1, "user-enter", a.id],
+      [2, "user-enter", b.id],
+    ]);
+    assert.equal(room.reflector.clientCount, 2);
+  });
+
+  test("after the grace period the old credentials make a new client, told which of its posts got through", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1);
+    room.post(a, 2);
+    room.reflector.disconnect(a.socket);
+    room.advance(GRACE);
+    room.reflector.wake();
+    room.reflector.wake();
+    assert.deepEqual(b.socket.ofType("user-exit").map((exit) => exit.client), [a.id]);
+
+    const late = room.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 5 });
+    assert.notEqual(late.id, a.id);
+    assert.equal(late.welcome.resumed, false);
+    assert.equal(late.welcome.acked, 2);
+    assert.deepEqual(eventsIn(b.socket.frames).at(-1), [6, "user-enter", late.id]);
+  });
+
+  test("a leave frame exits at once, with no grace period", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    const heardByA = a.socket.mark();
+    room.send(a, { type: "leave" });
+    assert.deepEqual(b.socket.ofType("user-exit"), [{ type: "user-exit", seq: 3, time: START, client: a.id }]);
+    assert.equal(room.reflector.clientCount, 1);
+    // Nothing is left waiting for a: the socket's close and the grace period add nothing.
+    room.reflector.disconnect(a.socket);
+    room.advance(GRACE);
+    room.reflector.wake();
+    room.post(b, 1);
+    assert.equal(b.socket.ofType("user-exit").length, 1);
+    assert.deepEqual(heardByA(), []);
+
+    room.send(b, { type: "leave" });
+    assert.equal(room.reflector.isEmpty, true);
+    assert.equal(room.reflector.nextWakeIn(), undefined);
+  });
+});
+
+describe("reflector: exactly-once posts", () => {
+  test("drops a post whose id is not above the client's last sequenced one, silently", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    for (const id of [1, 1, 2, 2, 1, 5, 4, 5, 6]) room.post(a, id, `id ${id}`);
+    assert.deepEqual(
+      b.socket.ofType("message").map((message) => message.payload),
+      ["id 1", "id 2", "id 5", "id 6"],
+    );
+    assert.deepEqual(a.socket.ofType("error"), [], "a resend is normal, not an error");
+    // Ids are per client: b's first post is new even though a used id 1.
+    room.post(b, 1);
+    assert.equal(b.socket.ofType("message").length, 5);
+  });
+
+  test("dedupes across a resume, and the resume welcome acks the last sequenced id", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1);
+    room.post(a, 2);
+    room.reflector.disconnect(a.socket);
+    const again = room.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 3 });
+    assert.equal(again.welcome.acked, 2);
+    room.post(again, 2, "resent after the resume");
+    room.post(again, 3, "new after the resume");
+    assert.deepEqual(
+      b.socket.ofType("message").map((message) => message.payload),
+      ["post 1", "post 2", "new after the resume"],
+    );
+  });
+});
+
+describe("reflector: snapshots", () => {
+  test("announces snapshot-due right after the event that makes it due, once", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 2);
+    assert.equal(a.socket.ofType("snapshot-due").length + b.socket.ofType("snapshot-due").length, 0);
+    room.post(a, 3);
+    room.post(a, 4);
+    for (const member of [a, b]) {
+      assert.deepEqual(shape(member.socket.frames).slice(-3), ["message 5", "snapshot-due 5", "message 6"]);
+      assert.deepEqual(member.socket.ofType("snapshot-due"), [{ type: "snapshot-due", seq: 5 }]);
+    }
+  });
+
+  test("a unanimous round asks one client for the snapshot, stores it, trims the log, and welcomes from it", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 3); // seq 3..5: due at 5
+    room.hash(a, 5, "same");
+    assert.equal(a.socket.ofType("snapshot-request").length, 0, "waits for every voter");
+    room.hash(b, 5, "same");
+    const requests = [a, b].flatMap((member) => member.socket.ofType("snapshot-request").map((request) => [member.id, request.seq]));
+    assert.equal(requests.length, 1);
+    const uploader = requests[0]![0] === a.id ? a : b;
+    assert.equal(requests[0]![1], 5);
+    assert.deepEqual(a.socket.ofType("divergence"), [], "no divergence when all agree");
+
+    room.post(b, 1, "after the snapshot point"); // seq 6
+    const parts = ["part zero|", "part one|", "part two"];
+    room.upload(uploader, 5, parts, [2, 0]);
+    assert.equal(a.socket.ofType("snapshot-stored").length, 0, "stored only once every part is in");
+    assert.equal(room.storage.values.get("snapshot"), undefined);
+    room.upload(uploader, 5, parts, [1]);
+    for (const member of [a, b]) assert.deepEqual(member.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 5 }]);
+
+    const record = room.storage.values.get("snapshot") as { seq: number; parts: number; lastPosts: Record<string, number> };
+    assert.equal(record.seq, 5);
+    assert.equal(record.parts, 3);
+    assert.equal(record.lastPosts[a.id], 3);
+    assert.deepEqual(
+      room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)),
+      parts,
+    );
+    assert.deepEqual(room.storage.keys("event:"), ["event:000000000006"], "the events the snapshot covers are trimmed");
+
+    const newcomer = room.hello();
+    assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 3 });
+    assert.equal(newcomer.welcome.from, 5);
+    assert.equal(newcomer.welcome.last, 7);
+    assert.deepEqual(newcomer.socket.frames.slice(1, 4), parts.map((data, part) => ({ type: "snapshot", seq: 5, part, parts: 3, data })));
+    assert.deepEqual(eventsIn(newcomer.socket.frames.slice(4)), [
+      [6, "message", b.id],
+      [7, "user-enter", newcomer.id],
+    ]);
+    assert.equal(newcomer.socket.frames.length, 6);
+  });
+
+  test("a resume behind the snapshot gets the snapshot; one past it gets only what it missed", async () => {
+    const room = await openRoom({ snapshotEvents: 4 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 2); // due at 4
+    room.hash(a, 4, "h");
+    room.hash(b, 4, "h");
+    room.upload(a, 4, ["state"]);
+    room.post(a, 3); // seq 5
+    room.reflector.disconnect(b.socket);
+
+    const behind = room.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 3 });
+    assert.deepEqual(behind.welcome.snapshot, { seq: 4, parts: 1 });
+    assert.deepEqual(shape(behind.socket.frames), ["welcome", "snapshot 4", "message 5"]);
+
+    room.reflector.disconnect(behind.socket);
+    const past = room.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 4 });
+    assert.equal(past.welcome.snapshot, null);
+    assert.deepEqual(shape(past.socket.frames), ["welcome", "message 5"]);
+  });
+
+  test("a snapshot falls due after snapshotInterval even with fewer than snapshotEvents events", async () => {
+    const room = await openRoom({ snapshotEvents: 100, snapshotInterval: 60_000 });
+    const a = room.hello(); // seq 1
+    room.post(a, 1); // seq 2
+    room.advance(59_999);
+    room.post(a, 2); // seq 3
+    assert.deepEqual(a.socket.ofType("snapshot-due"), []);
+    room.advance(1);
+    room.post(a, 3); // seq 4
+    assert.deepEqual(shape(a.socket.frames).slice(-2), ["message 4", "snapshot-due 4"]);
+    room.hash(a, 4, "h");
+    assert.deepEqual(a.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 4 }]);
+  });
+
+  test("only the clients present at the due point vote; a later newcomer is not waited for", async () => {
+    const room = await openRoom({ snapshotEvents: 3 });
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1); // seq 3: due
+    const c = room.hello(); // seq 4
+    room.hash(c, 3, "different");
+    room.hash(a, 3, "h");
+    room.hash(b, 3, "h");
+    assert.deepEqual(a.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 3 }]);
+    assert.deepEqual(c.socket.ofType("divergence"), [], "the newcomer's hash did not count");
+    assert.deepEqual(c.socket.ofType("error"), [], "a hash for a round it missed is a harmless race");
+  });
+
+  test("a second snapshot replaces the first in storage", async () => {
+    const room = await openRoom({ snapshotEvents: 3 });
+    const a = room.hello();
+    postMany(room, a, 2); // due at 3
+    room.hash(a, 3, "h");
+    room.upload(a, 3, ["one", "two"]);
+    postMany(room, a, 3, 3); // due at 6
+    room.hash(a, 6, "h");
+    room.upload(a, 6, ["three"]);
+    assert.deepEqual(room.storage.keys("snapshot"), ["snapshot", "snapshot:000000000006:0000"]);
+    assert.deepEqual(room.storage.keys("event:"), []);
+    assert.equal((room.storage.values.get("snapshot") as { seq: number }).seq, 6);
+  });
+
+  test("trims more events than storage deletes at once, in batches", async () => {
+    const room = await openRoom({ snapshotEvents: 300 });
+    const a = room.hello();
+    postMany(room, a, 299); // due at 300
+    room.hash(a, 300, "h");
+    room.upload(a, 300, ["state"]);
+    assert.deepEqual(room.storage.keys("event:"), []);
+  });
+
+  test("an upload with a different part count than it started with is a bad frame", async () => {
+    const room = await openRoom({ snapshotEvents: 2 });
+    const a = room.hello();
+    room.post(a, 1); // due at 2
+    room.hash(a, 2, "h");
+    room.send(a, { type: "snapshot", seq: 2, part: 0, parts: 2, data: "x" });
+    room.send(a, { type: "snapshot", seq: 2, part: 2, parts: 3, data: "y" });
+    assert.deepEqual(a.socket.ofType("error").map((error) => error.code), ["bad-frame"]);
+    assert.equal(room.storage.values.get("snapshot"), undefined);
+  });
+});
+
+describe("reflector: divergence", () => {
+  test("one differing hash among three: everyone hears of it, and only a majority client is asked to upload", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    // The odd one out joins first, so that "ask the first voter" would pick the wrong state.
+    const odd = room.hello();
+    const b = room.hello();
+    const c = room.hello();
+    postMany(room, b, 2); // seq 4, 5: due
+    room.hash(odd, 5, "minority");
+    room.hash(b, 5, "majority");
+    room.hash(c, 5, "majority");
+    const divergence = {
+      type: "divergence",
+      seq: 5,
+      votes: [
+        { hash: "majority", clients: [b.id, c.id] },
+        { hash: "minority", clients: [odd.id] },
+      ],
+    };
+    for (const member of [odd, b, c]) assert.deepEqual(member.socket.ofType("divergence"), [divergence]);
+    assert.deepEqual(odd.socket.ofType("snapshot-request"), []);
+    assert.equal(b.socket.ofType("snapshot-request").length + c.socket.ofType("snapshot-request").length, 1);
+  });
+
+  test("two voters that disagree: divergence is reported and nobody is asked for a snapshot", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 3); // due at 5
+    room.hash(a, 5, "x");
+    room.hash(b, 5, "y");
+    for (const member of [a, b]) {
+      assert.equal(member.socket.ofType("divergence").length, 1);
+      assert.deepEqual(member.socket.ofType("snapshot-request"), []);
+    }
+    // The round is over: the next due point opens a new one.
+    postMany(room, a, 5, 4);
+    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5, 10]);
+  });
+
+  test("a voter that disconnects is not waited for, whether it goes before or after the others vote", async () => {
+    for (const when of ["before", "after"] as const) {
+      const room = await openRoom({ snapshotEvents: 5 });
+      const a = room.hello();
+      const b = room.hello();
+      const c = room.hello();
+      postMany(room, a, 2); // due at 5
+      if (when === "before") room.reflector.disconnect(c.socket);
+      room.hash(a, 5, "h");
+      room.hash(b, 5, "h");
+      if (when === "after") {
+        assert.deepEqual(a.socket.ofType("snapshot-request"), [], "still waiting for c");
+        room.reflector.disconnect(c.socket);
+      }
+      assert.deepEqual(a.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 5 }], `c disconnecting ${when}`);
+    }
+  });
+
+  test("a voter that sends leave is not waited for either", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    const c = room.hello();
+    postMany(room, a, 2); // due at 5
+    room.hash(a, 5, "h");
+    room.hash(b, 5, "h");
+    room.send(c, { type: "leave" });
+    assert.deepEqual(a.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 5 }]);
+  });
+
+  test("an uploader that sends leave makes the reflector ask the next majority client", async () => {
+    const room = await openRoom({ snapshotEvents: 4 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 2); // due at 4
+    room.hash(a, 4, "h");
+    room.hash(b, 4, "h");
+    assert.equal(a.socket.ofType("snapshot-request").length, 1);
+    room.send(a, { type: "leave" });
+    assert.deepEqual(b.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 4 }]);
+  });
+
+  test("a round whose voters never answer is abandoned at voteTimeout", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 3); // due at 5
+    room.advance(VOTE_TIMEOUT - 1);
+    room.reflector.wake();
+    room.advance(1);
+    assert.equal(room.reflector.nextWakeIn(), 0, "the deadline is due");
+    room.reflector.wake();
+    // Late hashes no longer count, and are no error: the round just closed.
+    room.hash(a, 5, "h");
+    room.hash(b, 5, "h");
+    for (const member of [a, b]) {
+      assert.deepEqual(member.socket.ofType("snapshot-request"), []);
+      assert.deepEqual(member.socket.ofType("error"), []);
+    }
+    // The abandoned round no longer blocks the next one.
+    postMany(room, a, 5, 4);
+    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5, 10]);
+  });
+
+  test("an uploader that disconnects makes the reflector ask the next majority client", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    const c = room.hello();
+    postMany(room, a, 2); // due at 5
+    for (const member of [a, b, c]) room.hash(member, 5, "h");
+    const first = [a, b, c].find((member) => member.socket.ofType("snapshot-request").length > 0)!;
+    const rest = [a, b, c].filter((member) => member !== first);
+    room.upload(first, 5, ["from the first uploader", "never finished"], [0]);
+    room.reflector.disconnect(first.socket);
+    const second = rest.filter((member) => member.socket.ofType("snapshot-request").length > 0);
+    assert.equal(second.length, 1);
+    room.upload(second[0]!, 5, ["from the second ", "uploader"]);
+    for (const member of rest) assert.deepEqual(member.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 5 }]);
+    assert.deepEqual(
+      room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)),
+      ["from the second ", "uploader"],
     );
   });
 
-  test("survives a restart: the log is reloaded and clients of the old run get their user-exit first", async () => {
+  test("an uploader that does not deliver within voteTimeout is passed over, and its late parts are ignored", async () => {
+    const room = await openRoom({ snapshotEvents: 4 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 2); // due at 4
+    room.hash(a, 4, "h");
+    room.hash(b, 4, "h");
+    assert.equal(a.socket.ofType("snapshot-request").length, 1);
+    room.advance(VOTE_TIMEOUT);
+    room.reflector.wake();
+    assert.deepEqual(b.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 4 }]);
+    room.upload(a, 4, ["stale"]);
+    assert.equal(room.storage.values.get("snapshot"), undefined);
+    assert.deepEqual(a.socket.ofType("error"), []);
+    room.upload(b, 4, ["fresh"]);
+    assert.deepEqual(
+      room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)),
+      ["fresh"],
+    );
+  });
+});
+
+describe("reflector: restart from storage", () => {
+  test("reloads the log; clients of the old run keep their place for a grace period, then exit", async () => {
     const storage = new MemoryStorage();
-    const first = await openRoom(storage);
-    const socket = new FakeSocket();
-    const oldId = first.reflector.connect(socket);
-    first.reflector.receive(socket, publish("before the restart"));
-    await Promise.resolve();
+    const first = await openRoom({}, storage);
+    const old = first.hello();
+    first.post(old, 1, "before the restart");
 
-    const second = await openRoom(storage, 2_000_000);
-    const newcomer = new FakeSocket();
-    second.reflector.connect(newcomer);
-    const welcome = newcomer.ofType("welcome")[0]!;
-    assert.deepEqual(
-      welcome.events.map((event) => [event.seq, event.type, event.client, event.time]),
-      [
-        [1, "user-enter", oldId, 1_000_000],
-        [2, "message", oldId, 1_000_000],
-        [3, "user-exit", oldId, 2_000_000],
-        [4, "user-enter", welcome.client, 2_000_000],
-      ],
-    );
-    assert.deepEqual([...storage.values.keys()], ["event:000000000001", "event:000000000002", "event:000000000003", "event:000000000004"]);
+    const second = await openRoom({}, storage, START + 5000);
+    const newcomer = second.hello();
+    assert.deepEqual(eventsIn(newcomer.socket.frames), [
+      [1, "user-enter", old.id],
+      [2, "message", old.id],
+      [3, "user-enter", newcomer.id],
+    ]);
+    assert.equal(second.reflector.nextWakeIn(), 1000, "the tick comes before the grace period ends");
+    second.advance(GRACE);
+    second.reflector.wake();
+    assert.deepEqual(newcomer.socket.ofType("user-exit"), [{ type: "user-exit", seq: 4, time: START + 5000 + GRACE, client: old.id }]);
+    assert.deepEqual(storage.keys("event:"), ["event:000000000001", "event:000000000002", "event:000000000003", "event:000000000004"]);
+    assert.deepEqual(storage.keys("client:"), [`client:${newcomer.id}`]);
   });
 
-  test("keeps sending to the others when one socket throws on send", async () => {
-    const { reflector } = await openRoom();
-    const closing = new FakeSocket();
-    const healthy = new FakeSocket();
-    reflector.connect(closing);
-    reflector.connect(healthy);
-    closing.send = () => {
-      throw new Error("socket is closing");
-    };
-    reflector.receive(healthy, publish("still delivered"));
-    assert.equal(healthy.ofType("message").length, 1);
+  test("restores the snapshot and the tail; old clients resume with their secrets and their post ids stay deduped", async () => {
+    const storage = new MemoryStorage();
+    const first = await openRoom({ snapshotEvents: 5 }, storage);
+    const a = first.hello();
+    const b = first.hello();
+    const gone = first.hello();
+    postMany(first, a, 2); // seq 4, 5: due
+    for (const member of [a, b, gone]) first.hash(member, 5, "h");
+    first.upload(a, 5, ["snap", "shot"]);
+    first.post(b, 1, "in the tail"); // seq 6
+    // a's last post id now lives only in the snapshot record; b's only in the tail.
+    assert.deepEqual(storage.keys("event:"), ["event:000000000006"]);
+
+    const second = await openRoom({ snapshotEvents: 5 }, storage, first.clock.now + 1000);
+    const newcomer = second.hello();
+    assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 2 });
+    assert.deepEqual(shape(newcomer.socket.frames), ["welcome", "snapshot 5", "snapshot 5", "message 6", "user-enter 7"]);
+    assert.deepEqual(
+      newcomer.socket.ofType("snapshot").map((part) => part.data),
+      ["snap", "shot"],
+    );
+
+    const a2 = second.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 5 });
+    const b2 = second.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 6 });
+    assert.deepEqual([a2.id, a2.welcome.resumed, a2.welcome.acked], [a.id, true, 2]);
+    assert.deepEqual([b2.id, b2.welcome.resumed, b2.welcome.acked], [b.id, true, 1]);
+    assert.deepEqual(shape(a2.socket.frames), ["welcome", "message 6", "user-enter 7"]);
+    assert.deepEqual(shape(b2.socket.frames), ["welcome", "user-enter 7"]);
+
+    second.post(a2, 2, "resent by a");
+    second.post(b2, 1, "resent by b");
+    second.post(a2, 3, "new from a");
+    assert.deepEqual(
+      newcomer.socket.ofType("message").map((message) => message.payload),
+      ["in the tail", "new from a"],
+    );
+
+    second.advance(GRACE);
+    second.reflector.wake();
+    assert.deepEqual(exitsAndEnters(newcomer.socket).slice(-2), [
+      [7, "user-enter", newcomer.id],
+      [9, "user-exit", gone.id],
+    ]);
+    assert.equal(newcomer.socket.ofType("user-exit").length, 1, "only the client that did not come back exits");
   });
 
-  test("a socket that fails while being welcomed still gets its user-exit when it closes", async () => {
-    const { reflector } = await openRoom();
-    const stayer = new FakeSocket();
-    reflector.connect(stayer);
-    const failing = new FakeSocket();
-    failing.send = () => {
-      throw new Error("socket is closing");
-    };
-    const failingId = reflector.connect(failing);
-    reflector.disconnect(failing);
+  test("resumes after a restart from storage alone: a new Reflector shares no memory with the old one", async () => {
+    const storage = new MemoryStorage();
+    const first = await openRoom({}, storage);
+    const a = first.hello();
+    first.post(a, 7);
+    const second = await openRoom({}, storage, START + 1);
+    const again = second.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 2 });
+    assert.equal(again.welcome.resumed, true);
+    assert.equal(again.welcome.acked, 7);
+    assert.equal(again.welcome.time, START, "replicated time continues from the log");
+    assert.equal(second.reflector.isEmpty, false);
+  });
+
+  test("removes events a snapshot covers that a stopped server had not trimmed yet", async () => {
+    const storage = new MemoryStorage();
+    const first = await openRoom({ snapshotEvents: 3 }, storage);
+    const a = first.hello();
+    postMany(first, a, 2); // due at 3
+    first.hash(a, 3, "h");
+    first.upload(a, 3, ["state"]);
+    first.post(a, 3); // seq 4
+    // As if the server had stopped between storing the snapshot and deleting event 2.
+    storage.values.set("event:000000000002", JSON.stringify({ type: "message", seq: 2, time: START, client: a.id, id: 1, payload: "post 1" }));
+
+    const second = await openRoom({}, storage, START + 1);
+    assert.deepEqual(storage.keys("event:"), ["event:000000000004"]);
+    const newcomer = second.hello();
+    assert.deepEqual(shape(newcomer.socket.frames), ["welcome", "snapshot 3", "message 4", "user-enter 5"]);
+  });
+});
+
+describe("reflector: pure functions", () => {
+  test("stampTime never goes below the last time", () => {
+    assert.equal(stampTime(5, 3), 5);
+    assert.equal(stampTime(3, 5), 5);
+    assert.equal(stampTime(4, 4), 4);
+  });
+
+  test("countVotes groups clients by hash, the most common first, in the order they voted", () => {
+    assert.deepEqual(countVotes(new Map()), []);
     assert.deepEqual(
-      stayer.frames.slice(1).map((frame) => frame.type === "user-enter" || frame.type === "user-exit" ? [frame.type, frame.client] : frame.type),
+      countVotes(
+        new Map([
+          ["a", "x"],
+          ["b", "y"],
+          ["c", "y"],
+          ["d", "z"],
+        ]),
+      ),
       [
-        ["user-enter", failingId],
-        ["user-exit", failingId],
+        { hash: "y", clients: ["b", "c"] },
+        { hash: "x", clients: ["a"] },
+        { hash: "z", clients: ["d"] },
       ],
     );
+  });
+
+  test("majority needs more than half of all votes, not just the most", () => {
+    const vote = (hash: string, ...clients: string[]) => ({ hash, clients });
+    assert.equal(majority([]), undefined);
+    assert.deepEqual(majority([vote("x", "a")]), vote("x", "a"));
+    assert.deepEqual(majority([vote("x", "a", "b"), vote("y", "c")]), vote("x", "a", "b"));
+    assert.equal(majority([vote("x", "a"), vote("y", "b")]), undefined);
+    assert.equal(majority([vote("x", "a", "b"), vote("y", "c", "d")]), undefined);
+    assert.equal(majority([vote("x", "a", "b"), vote("y", "c"), vote("z", "d")]), undefined, "a plurality is not a majority");
+    assert.deepEqual(majority([vote("x", "a", "b", "c"), vote("y", "d"), vote("z", "e")]), vote("x", "a", "b", "c"));
+  });
+
+  test("retentionAction keeps a room with clients, deletes an idle empty one, and otherwise says when to look again", () => {
+    const day = 24 * 60 * 60 * 1000;
+    assert.deepEqual(retentionAction(100 * day, 0, 30 * day, false), { delete: false });
+    assert.deepEqual(retentionAction(30 * day, 0, 30 * day, true), { delete: true });
+    assert.deepEqual(retentionAction(31 * day, 0, 30 * day, true), { delete: true });
+    assert.deepEqual(retentionAction(30 * day - 1, 0, 30 * day, true), { delete: false, alarmAt: 30 * day });
+    assert.deepEqual(retentionAction(5 * day, 2 * day, 30 * day, true), { delete: false, alarmAt: 32 * day });
   });
 });
