@@ -348,11 +348,17 @@ export class Session extends EventTarget {
       this.setStatus(this.disconnectedStatus());
       this.socket.reconnect();
     };
+    // A closed tab says goodbye at once instead of leaving the others to wait out its grace period.
+    const pagehide = (event: PageTransitionEvent) => {
+      if (!event.persisted) this.leave();
+    };
     window.addEventListener("offline", offline);
     window.addEventListener("online", online);
+    window.addEventListener("pagehide", pagehide);
     this.removeOnlineListeners = () => {
       window.removeEventListener("offline", offline);
       window.removeEventListener("online", online);
+      window.removeEventListener("pagehide", pagehide);
     };
   }
 }
