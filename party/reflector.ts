@@ -127,8 +127,11 @@ export class Reflector<Socket extends ClientSocket> {
   private readonly sockets = new Map<Socket, Client<Socket> | undefined>();
   /** Present and away clients by id, in the order they joined. */
   private readonly clients = new Map<string, Client<Socket>>();
-  /** Clients whose grace period ended: a return within RETIRED_MEMORY learns which of its posts got through. */
-  private readonly retired = new Map<string, { secret: string; lastPost: number; until: number }>();
+  /**
+   * Clients whose grace period ended: a return within RETIRED_MEMORY learns which of its posts got through. The
+   * store's map, kept in room storage: a client that returns after a server restart must not resend its posts.
+   */
+  private readonly retired: ReadonlyMap<string, { secret: string; lastPost: number; until: number }>;
   private time: number;
   private lastSentAt: number;
   private lastDueSeq: number;
@@ -140,6 +143,7 @@ export class Reflector<Socket extends ClientSocket> {
     private readonly store: RoomStore,
   ) {
     const now = options.clock();
+    this.retired = store.retired;
     this.time = store.lastTime;
     this.lastSentAt = now;
     this.lastDueSeq = store.lastSeq;
@@ -245,7 +249,7 @@ export class Reflector<Socket extends ClientSocket> {
     for (const client of [...this.clients.values()]) {
       if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
     }
-    for (const [id, { until }] of this.retired) if (until <= now) this.retired.delete(id);
+    for (const [id, { until }] of [...this.retired]) if (until <= now) this.store.forgetRetired(id);
     if (this.round !== undefined && this.round.deadline <= now) {
       if (this.round.candidates === undefined) this.countRound();
       else this.requestUpload(this.round.uploader);
@@ -341,8 +345,8 @@ export class Reflector<Socket extends ClientSocket> {
   private exit(client: Client<Socket>, now: number): void {
     this.clients.delete(client.id);
     this.store.forgetClient(client.id);
-    this.retired.set(client.id, { secret: client.secret, lastPost: client.lastPost, until: now + RETIRED_MEMORY });
-    if (this.retired.size > MAX_RETIRED) this.retired.delete(this.retired.keys().next().value!);
+    this.store.rememberRetired(client.id, { secret: client.secret, lastPost: client.lastPost, until: now + RETIRED_MEMORY });
+    if (this.retired.size > MAX_RETIRED) this.store.forgetRetired(this.retired.keys().next().value!);
     this.broadcast(this.record({ type: "user-exit", client: client.id }));
     this.snapshotIfDue();
   }

@@ -9,6 +9,14 @@ export interface RoomStorage {
   list(options: { prefix: string }): Promise<Map<string, unknown>>;
 }
 
+/** A client whose grace period ended, remembered so that a late return learns which of its posts got through. */
+export interface RetiredClient {
+  secret: string;
+  lastPost: number;
+  /** When the room forgets it. */
+  until: number;
+}
+
 /** The latest snapshot a majority of replicas agreed on: opaque text, in the parts it was uploaded in. */
 export interface StoredSnapshot {
   seq: number;
@@ -27,6 +35,7 @@ const eventKey = (seq: number) => EVENT_PREFIX + pad(seq);
 const snapshotPartPrefix = (seq: number) => `${SNAPSHOT_KEY}:${pad(seq)}:`;
 const snapshotPartKey = (seq: number, index: number) => snapshotPartPrefix(seq) + String(index).padStart(4, "0");
 const CLIENT_PREFIX = "client:";
+const RETIRED_PREFIX = "retired:";
 const DELETE_BATCH = 128;
 
 /**
@@ -49,6 +58,8 @@ export class RoomStore {
     private time: number,
     /** Secret of every client that is present or within its grace period, by client id. */
     readonly clients: Map<string, string>,
+    /** Clients whose grace period ended, by client id; kept in storage so that a restart does not forget them. */
+    readonly retired: Map<string, RetiredClient>,
   ) {}
 
   static async load(storage: RoomStorage): Promise<RoomStore> {
@@ -68,7 +79,8 @@ export class RoomStore {
       else stale.push(key);
     }
     const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, secret]) => [key.slice(CLIENT_PREFIX.length), String(secret)]));
-    const store = new RoomStore(storage, snapshot, encoded, base, snapshot?.time ?? 0, clients);
+    const retired = new Map([...(await storage.list({ prefix: RETIRED_PREFIX }))].map(([key, record]) => [key.slice(RETIRED_PREFIX.length), record as RetiredClient]));
+    const store = new RoomStore(storage, snapshot, encoded, base, snapshot?.time ?? 0, clients, retired);
     // Left over when a server stopped between storing a snapshot and trimming the events it covers.
     store.deleteKeys(stale);
     const last = encoded.length > 0 ? (JSON.parse(encoded.at(-1)!) as ReflectedEvent) : undefined;
@@ -140,6 +152,17 @@ export class RoomStore {
   forgetClient(id: string): void {
     this.clients.delete(id);
     this.deleteKeys([CLIENT_PREFIX + id]);
+  }
+
+  /** Records a client whose grace period ended, with the last post the room ordered for it. */
+  rememberRetired(id: string, record: RetiredClient): void {
+    this.retired.set(id, record);
+    this.write(this.storage.put(RETIRED_PREFIX + id, { ...record }), "storing a retired client");
+  }
+
+  forgetRetired(id: string): void {
+    this.retired.delete(id);
+    this.deleteKeys([RETIRED_PREFIX + id]);
   }
 
   private deleteKeys(keys: string[]): void {
