@@ -98,6 +98,9 @@ export class Session extends EventTarget {
       minReconnectionDelay: 250,
       maxReconnectionDelay: 4000,
       minUptime: 2000,
+      // Never queue a frame for a later connection: partysocket would send it there before our hello, and the
+      // reflector refuses it (out-of-turn). Everything a connection needs is resent after its welcome.
+      maxEnqueuedMessages: 0,
       ...(options.WebSocket === undefined ? {} : { WebSocket: options.WebSocket }),
     });
     this.ready = new Promise((resolve) => this.addEventListener("welcome", () => resolve(), { once: true }));
