@@ -12,7 +12,8 @@ export class TestNetwork {
   down = false;
   /** Sockets made through this network that are not closed yet. */
   readonly sockets = new Set<WebSocket>();
-  readonly WebSocket: typeof WebSocket;
+  /** Pass this to `Session.join` as its `WebSocket`. */
+  readonly WebSocket: new (url: string | URL, protocols?: string | string[]) => WebSocket;
 
   constructor() {
     const network = this;
