@@ -2,10 +2,13 @@ import { css, html, LitElement, nothing, svg } from "lit";
 import { repeat } from "lit/directives/repeat.js";
 import { create as createQrCode } from "qrcode/lib/core/qrcode.js";
 import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry } from "./chat-model.js";
+import { newRoomSecret } from "./room-key.js";
 import { Session, type PendingEvent, type SessionStatus } from "./session.js";
 
 const TAG = "multiuser-chat";
 const ROOM_PARAMETER = "room";
+/** In the URL fragment, which browsers never send to a server. */
+const KEY_PARAMETER = "key";
 
 /** Where this script was served from: by default the reflector is the same host. */
 const scriptUrl = new URL(import.meta.url);
@@ -16,6 +19,8 @@ const scriptUrl = new URL(import.meta.url);
  *
  * @attr host - the reflector's `host[:port]`; by default the host that served this script
  * @attr room - the room (session) id; by default the page URL's `room` parameter, else a new random room
+ * @attr key - the room's secret key (base64url, 128 bits or more); by default the page URL's `#key=`, made anew
+ *   with a new room; a room without one is encrypted with a key derived from its name, which is not private
  * @attr party - the PartyKit party; `main` by default
  *
  * @csspart header - the bar with the title and the status
@@ -50,6 +55,7 @@ export class MultiuserChat extends LitElement {
   static override properties = {
     host: { type: String },
     room: { type: String },
+    key: { type: String },
     party: { type: String },
     refusal: { state: true },
   };
@@ -194,6 +200,7 @@ export class MultiuserChat extends LitElement {
 
   declare host: string | undefined;
   declare room: string | undefined;
+  declare key: string | undefined;
   declare party: string | undefined;
   /** Why the reader's last post was not sent, shown until they edit or send again. */
   declare protected refusal: string | undefined;
@@ -202,7 +209,9 @@ export class MultiuserChat extends LitElement {
   /** Encoded once per join URL: the QR code does not change while the room stays the same. */
   private qrCode: ReturnType<typeof qrSvg> | typeof nothing = nothing;
   /** The attribute values of the current session, so changing any of them joins anew. */
-  private joinedWith: { host?: string; room?: string; party?: string } | undefined;
+  private joinedWith: { host?: string; room?: string; key?: string; party?: string } | undefined;
+  /** Why the element could not join: a key that is not valid, or one that does not open this room. */
+  private failure: string | undefined;
   private joinUrl = "";
   private stickToBottom = true;
 
@@ -223,7 +232,7 @@ export class MultiuserChat extends LitElement {
 
   protected override willUpdate(): void {
     const joined = this.joinedWith;
-    if (this.isConnected && joined !== undefined && (joined.host !== this.host || joined.room !== this.room || joined.party !== this.party)) {
+    if (this.isConnected && joined !== undefined && (joined.host !== this.host || joined.room !== this.room || joined.key !== this.key || joined.party !== this.party)) {
       this.join();
     }
     const log = this.logElement;
@@ -256,7 +265,7 @@ export class MultiuserChat extends LitElement {
         <input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.clearRefusal} />
         <button part="button" type="submit">Send</button>
       </form>
-      <p part="error" role="alert" ?hidden=${this.refusal === undefined}>${this.refusal ?? nothing}</p>
+      <p part="error" role="alert" ?hidden=${this.refusal === undefined && this.failure === undefined}>${this.failure ?? this.refusal ?? nothing}</p>
       ${this.warningTemplate()}
     `;
   }
@@ -329,24 +338,37 @@ export class MultiuserChat extends LitElement {
 
   private join(): void {
     this.leave();
-    const room = this.room ?? roomFromPage();
-    this.joinUrl = joinUrlFor(room);
+    const { room, key } = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room) };
+    this.joinUrl = joinUrlFor(room, key);
     this.qrCode = qrSvg(this.joinUrl);
-    const session = Session.join({
-      host: this.host ?? scriptUrl.host,
-      protocol: this.host === undefined ? (scriptUrl.protocol === "https:" ? "wss" : "ws") : undefined,
-      room,
-      party: this.party,
-      model: ChatModel,
-    });
+    this.joinedWith = { host: this.host, room: this.room, key: this.key, party: this.party };
+    this.failure = undefined;
+    let session: Session;
+    try {
+      session = Session.join({
+        host: this.host ?? scriptUrl.host,
+        protocol: this.host === undefined ? (scriptUrl.protocol === "https:" ? "wss" : "ws") : undefined,
+        room,
+        key,
+        party: this.party,
+        model: ChatModel,
+      });
+    } catch (error) {
+      this.failure = `This link's key is not valid: ${(error as Error).message.replace(/^multiuser-chat: /, "")}.`;
+      this.requestUpdate();
+      return;
+    }
     const update = () => this.requestUpdate();
     for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
+    session.addEventListener("key-mismatch", () => {
+      this.failure = "This link's key does not match the room. Ask for the link again: the part after # must be complete.";
+      this.requestUpdate();
+    });
     session.subscribe(CHAT_SCOPE, "refused", (data) => {
       const { client, message } = data as { client: string; message: string };
       if (client === session.clientId) this.refusal = message;
     });
     this.session = session;
-    this.joinedWith = { host: this.host, room: this.room, party: this.party };
     this.requestUpdate();
   }
 
@@ -366,21 +388,41 @@ const statusText: Record<SessionStatus, string> = {
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
-/** The page URL's room, or a new random one written into the page URL so a reload and the QR code keep it. */
-function roomFromPage(): string {
+/**
+ * The page URL's room and key, or a new random room with a new secret key, written into the page URL (the key
+ * into its fragment) so that a reload and the QR code keep them.
+ */
+function roomFromPage(): { room: string; key: string | undefined } {
   const url = new URL(location.href);
   const existing = url.searchParams.get(ROOM_PARAMETER);
-  if (existing) return existing;
+  if (existing) return { room: existing, key: keyFromPage(existing) };
   const room = [...crypto.getRandomValues(new Uint8Array(8))].map((byte) => byte.toString(36).padStart(2, "0")).join("");
+  const key = newRoomSecret();
   url.searchParams.set(ROOM_PARAMETER, room);
+  url.hash = fragmentWith(url.hash, key);
   history.replaceState(history.state, "", url);
-  return room;
+  return { room, key };
 }
 
-/** This page with the room in its query: opening it joins the same chat. */
-function joinUrlFor(room: string): string {
+/** The page URL fragment's key, unless the page URL names another room than `room`. */
+function keyFromPage(room: string): string | undefined {
+  const pageRoom = new URL(location.href).searchParams.get(ROOM_PARAMETER);
+  if (pageRoom !== null && pageRoom !== room) return undefined;
+  return new URLSearchParams(location.hash.slice(1)).get(KEY_PARAMETER) ?? undefined;
+}
+
+/** The fragment with `key=` set, keeping anything else the page keeps there. */
+function fragmentWith(hash: string, key: string): string {
+  const fragment = new URLSearchParams(hash.slice(1));
+  fragment.set(KEY_PARAMETER, key);
+  return fragment.toString();
+}
+
+/** This page with the room in its query and the key in its fragment: opening it joins the same chat. */
+function joinUrlFor(room: string, key: string | undefined): string {
   const url = new URL(location.href);
   url.searchParams.set(ROOM_PARAMETER, room);
+  if (key !== undefined) url.hash = fragmentWith(url.hash, key);
   return url.href;
 }
 

@@ -4,10 +4,13 @@
  * model-to-view notifications to the view after each batch. The view talks to the model only through `publish`,
  * which goes through the reflector exactly once, however often the connection drops.
  *
- * The same class runs in the browser and, given a WebSocket implementation such as `ws`, headless in Node.
+ * Every payload and snapshot is encrypted end to end with the room's key (see `room-key.ts`); the reflector
+ * relays ciphertext only. The same class runs in the browser and, given a WebSocket implementation such as
+ * `ws`, headless in Node.
  */
 import { PartySocket } from "partysocket";
 import { encodeClientFrame, parseServerFrame, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
+import { isRoomSecret, RoomKey, WrongKeyError } from "./room-key.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
 import { sha256Hex } from "./state-hash.js";
 
@@ -17,6 +20,11 @@ export interface SessionOptions {
   /** The reflector's `host[:port]`. */
   host: string;
   room: string;
+  /**
+   * The room's secret (base64url, at least 128 bits), from the join link's `#key=`. Without one the key is derived
+   * from the room name: encrypted, but readable by anyone who knows the name.
+   */
+  key?: string;
   /** The PartyKit party; defaults to `main`. */
   party?: string;
   /** The root model class; every client of a room must use the same one. */
@@ -50,6 +58,11 @@ export interface Divergence {
 
 type ViewHandler = (data: unknown) => void;
 
+/** A pending event with its payload, encrypted once: every resend carries the same ciphertext. */
+interface Outgoing extends PendingEvent {
+  sealed: Promise<string>;
+}
+
 /** A replica being brought up to date after a welcome; it becomes the session's replica once it reaches `last`. */
 interface CatchUp {
   welcome: Welcome;
@@ -60,8 +73,9 @@ interface CatchUp {
 /**
  * Events: `status` (the status changed), `welcome` (a replica is ready after a (re)connection: re-render
  * everything), `update` (a batch of events was applied), `pending` (the list of unsent posts changed),
- * `divergence` (replicas disagreed; see `divergence`), `reflector-error` (the reflector refused a frame;
- * `detail` has code and message).
+ * `divergence` (replicas disagreed; see `divergence`), `key-mismatch` (this client's key cannot open the room's
+ * data: it has left; see `keyMismatch`), `reflector-error` (the reflector refused a frame; `detail` has code and
+ * message).
  */
 export class Session extends EventTarget {
   status: SessionStatus = "connecting";
@@ -70,6 +84,8 @@ export class Session extends EventTarget {
   replica: Replica | undefined;
   /** Set when the reflector reported that replicas disagree. */
   divergence: Divergence | undefined;
+  /** True once the room's data turned out to be encrypted with another key; the session has then left. */
+  keyMismatch = false;
 
   private readonly socket: PartySocket;
   private readonly viewHandlers = new Map<string, Set<ViewHandler>>();
@@ -78,7 +94,7 @@ export class Session extends EventTarget {
   /** True once the current socket's welcome is applied: only then may posts go out on it. */
   private welcomed = false;
   private catchUp: CatchUp | undefined;
-  private outbox: PendingEvent[] = [];
+  private outbox: Outgoing[] = [];
   private nextPostId = 1;
   /** The state at the last snapshot point, kept until the reflector stores a snapshot or asks for this one. */
   private kept: { seq: number; text: string; hash?: string } | undefined;
@@ -86,9 +102,21 @@ export class Session extends EventTarget {
   private watchdog: ReturnType<typeof setInterval> | undefined;
   private removeOnlineListeners = () => {};
   private left = false;
+  private readonly roomKey: Promise<RoomKey>;
+  /** True once this key has opened data of the room (a snapshot, or a message). */
+  private keyProven = false;
+  /**
+   * Socket events are handled one after the other, each to its end: decryption is asynchronous, and events
+   * must still reach the replica in order.
+   */
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: SessionOptions) {
     super();
+    if (options.key !== undefined && !isRoomSecret(options.key)) {
+      throw new Error("multiuser-chat: the room key must be base64url text of at least 128 bits (22 characters or more)");
+    }
+    this.roomKey = RoomKey.derive(options.room, options.key);
     this.socket = new PartySocket({
       host: options.host,
       room: options.room,
@@ -104,14 +132,20 @@ export class Session extends EventTarget {
       ...(options.WebSocket === undefined ? {} : { WebSocket: options.WebSocket }),
     });
     this.ready = new Promise((resolve) => this.addEventListener("welcome", () => resolve(), { once: true }));
-    this.socket.addEventListener("open", () => this.hello());
-    this.socket.addEventListener("message", (event) => this.receive(String((event as MessageEvent).data)));
-    this.socket.addEventListener("close", () => {
-      this.welcomed = false;
-      this.catchUp = undefined;
-      this.stopWatchdog();
-      if (!this.left) this.setStatus(this.disconnectedStatus());
+    this.socket.addEventListener("open", () => this.enqueue(() => this.hello()));
+    this.socket.addEventListener("message", (event) => {
+      this.lastHeard = Date.now();
+      const data = String((event as MessageEvent).data);
+      this.enqueue(() => this.receive(data));
     });
+    this.socket.addEventListener("close", () =>
+      this.enqueue(() => {
+        this.welcomed = false;
+        this.catchUp = undefined;
+        this.stopWatchdog();
+        if (!this.left) this.setStatus(this.disconnectedStatus());
+      }),
+    );
     this.watchOnline();
   }
 
@@ -132,7 +166,7 @@ export class Session extends EventTarget {
 
   /** Events published by this client that are not yet in the order, oldest first. */
   get pending(): readonly PendingEvent[] {
-    return this.outbox;
+    return this.outbox.map(({ id, scope, event, data }) => ({ id, scope, event, data }));
   }
 
   /**
@@ -140,9 +174,11 @@ export class Session extends EventTarget {
    * it waits in `pending` and goes out on reconnection; either way it reaches the order exactly once.
    */
   publish(scope: string, event: string, data?: unknown): void {
-    const pending: PendingEvent = { id: this.nextPostId++, scope, event, data: data ?? null };
+    if (this.left) return;
+    const plain = encodeModelEvent(scope, event, data);
+    const pending: Outgoing = { id: this.nextPostId++, scope, event, data: data ?? null, sealed: this.roomKey.then((key) => key.encrypt(plain)) };
     this.outbox.push(pending);
-    if (this.welcomed) this.send(pending);
+    if (this.welcomed) this.enqueue(() => this.send(pending));
     this.dispatchEvent(new Event("pending"));
   }
 
@@ -170,12 +206,18 @@ export class Session extends EventTarget {
     this.socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) }));
   }
 
-  private send(pending: PendingEvent): void {
-    this.socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload: encodeModelEvent(pending.scope, pending.event, pending.data) }));
+  private enqueue(task: () => void | Promise<void>): void {
+    this.queue = this.queue.then(task).catch((error: unknown) => console.error("multiuser-chat: handling a frame failed", error));
   }
 
-  private receive(data: string): void {
-    this.lastHeard = Date.now();
+  /** Sends a pending event on the current connection, if it is still welcomed and the event still pending. */
+  private async send(pending: Outgoing): Promise<void> {
+    const payload = await pending.sealed;
+    if (this.welcomed && this.outbox.includes(pending)) this.socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
+  }
+
+  private async receive(data: string): Promise<void> {
+    if (this.left) return;
     let frame: ServerFrame;
     try {
       frame = parseServerFrame(data);
@@ -184,6 +226,7 @@ export class Session extends EventTarget {
       return;
     }
     if (this.catchUp !== undefined) return this.continueCatchUp(this.catchUp, frame);
+    if (frame.type === "message") frame = await this.open(frame);
     switch (frame.type) {
       case "welcome":
         return this.startCatchUp(frame);
@@ -199,7 +242,7 @@ export class Session extends EventTarget {
       case "snapshot-due":
         return this.hashState(frame.seq);
       case "snapshot-request":
-        return this.uploadSnapshot(frame.seq);
+        return await this.uploadSnapshot(frame.seq);
       case "snapshot-stored":
         if (this.kept !== undefined && this.kept.seq <= frame.seq) this.kept = undefined;
         return;
@@ -220,7 +263,7 @@ export class Session extends EventTarget {
    * A welcome: the posts the reflector already has leave the outbox, and a replica is brought up to date from
    * the snapshot that follows, from nothing, or (when resumed) from this session's own replica.
    */
-  private startCatchUp(welcome: Welcome): void {
+  private async startCatchUp(welcome: Welcome): Promise<void> {
     this.outbox = this.outbox.filter((pending) => pending.id > welcome.acked);
     if (!welcome.resumed) {
       // A new client id numbers its posts afresh.
@@ -235,16 +278,20 @@ export class Session extends EventTarget {
       replica = welcome.resumed && welcome.from > 0 ? this.replica : Replica.create(this.options.room, this.options.model, this.options.modelOptions);
     }
     this.catchUp = { welcome, replica, parts: [] };
-    this.continueCatchUp(this.catchUp, undefined);
+    await this.continueCatchUp(this.catchUp, undefined);
   }
 
-  private continueCatchUp(catchUp: CatchUp, frame: ServerFrame | undefined): void {
+  private async continueCatchUp(catchUp: CatchUp, frame: ServerFrame | undefined): Promise<void> {
     const { welcome } = catchUp;
     if (frame?.type === "snapshot") {
       catchUp.parts.push(frame.data);
-      if (catchUp.parts.length === welcome.snapshot?.parts) catchUp.replica = Replica.restore(catchUp.parts.join(""));
+      if (catchUp.parts.length === welcome.snapshot?.parts) {
+        const text = await this.openSnapshot(catchUp.parts.join(""));
+        if (text === undefined) return;
+        catchUp.replica = Replica.restore(text);
+      }
     } else if (frame?.type === "message" || frame?.type === "user-enter" || frame?.type === "user-exit") {
-      catchUp.replica!.apply(frame);
+      catchUp.replica!.apply(frame.type === "message" ? await this.open(frame) : frame);
       if (frame.type === "message" && frame.client === welcome.client) this.acknowledge(frame.id);
     } else if (frame !== undefined) {
       console.warn(`multiuser-chat: a ${frame.type} frame arrived before the welcome's events; ignoring it`);
@@ -257,7 +304,7 @@ export class Session extends EventTarget {
     this.replica = replica;
     this.catchUp = undefined;
     this.welcomed = true;
-    for (const pending of this.outbox) this.send(pending);
+    for (const pending of this.outbox) await this.send(pending);
     this.startWatchdog(welcome.tick);
     this.setStatus("connected");
     this.dispatchEvent(new Event("pending"));
@@ -286,10 +333,49 @@ export class Session extends EventTarget {
     });
   }
 
-  private uploadSnapshot(seq: number): void {
-    if (this.kept?.seq !== seq) return;
-    const parts = splitSnapshot(this.kept.text);
+  private async uploadSnapshot(seq: number): Promise<void> {
+    const kept = this.kept;
+    if (kept?.seq !== seq) return;
+    const parts = splitSnapshot(await (await this.roomKey).encrypt(kept.text));
     parts.forEach((data, part) => this.socket.send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
+  }
+
+  /**
+   * A message's payload, decrypted. One that does not open with this key reaches no model: it becomes a payload
+   * every replica skips. When well-formed ciphertext of the room does not open before this key has opened
+   * anything, the key is the wrong one.
+   */
+  private async open(event: Extract<ServerFrame, { type: "message" }>): Promise<Extract<ServerFrame, { type: "message" }>> {
+    try {
+      const payload = await (await this.roomKey).decrypt(event.payload);
+      this.keyProven = true;
+      return { ...event, payload };
+    } catch (error) {
+      if (!(error instanceof WrongKeyError)) throw error;
+      if (!this.keyProven && error.sealed) this.wrongKey();
+      return { ...event, payload: "" };
+    }
+  }
+
+  /** The snapshot's serialized state, or undefined when this key cannot open it. */
+  private async openSnapshot(sealed: string): Promise<string | undefined> {
+    try {
+      const text = await (await this.roomKey).decrypt(sealed);
+      this.keyProven = true;
+      return text;
+    } catch (error) {
+      if (!(error instanceof WrongKeyError)) throw error;
+      this.wrongKey();
+      return undefined;
+    }
+  }
+
+  private wrongKey(): void {
+    if (this.keyMismatch) return;
+    this.keyMismatch = true;
+    console.error(`multiuser-chat: this link's key does not match room ${this.options.room}; leaving it`);
+    this.dispatchEvent(new Event("key-mismatch"));
+    this.leave();
   }
 
   private reportDivergence(seq: number, votes: Vote[]): void {

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
+import { RoomKey } from "../../component/room-key.js";
 import { Replica, type ModelClass } from "../../component/runtime.js";
 import { Session } from "../../component/session.js";
 import { sha256Hex, stateHash } from "../../component/state-hash.js";
@@ -20,8 +21,11 @@ import { waitFor } from "../support/wait-for.js";
 
 const GRACE_MS = 2000;
 const SNAPSHOT_EVENTS = 500;
-/** No ticks and no time-driven snapshots: ticks move replicated time, and the tests compare whole states. */
-const QUIET = { TICK_INTERVAL_MS: "600000", SNAPSHOT_INTERVAL_MS: "600000" };
+/**
+ * No ticks and no time-driven snapshots: ticks move replicated time, and the tests compare whole states. Clients
+ * here post in bursts of hundreds, which the default rate limit is there to stop; test/node/limits.test.ts covers it.
+ */
+const QUIET = { TICK_INTERVAL_MS: "600000", SNAPSHOT_INTERVAL_MS: "600000", RATE_LIMIT: "100000", RATE_BURST: "100000" };
 const MAIN_VARS = { ...QUIET, GRACE_MS: String(GRACE_MS), SNAPSHOT_EVENTS: String(SNAPSHOT_EVENTS), VOTE_TIMEOUT_MS: "5000" };
 const SMALL_SNAPSHOT_EVENTS = 10;
 const RETENTION_MS = 1500;
@@ -30,6 +34,12 @@ const MODEL_OPTIONS = { maxHistory: 100 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 type EventFrame = Extract<ServerFrame, ReflectedEvent>;
+/** The key every client of `room` derives when no secret is given: payloads and snapshots on the wire are sealed with it. */
+const keyOf = (room: string) => RoomKey.derive(room, undefined);
+/** A message as a replica applies it, its payload decrypted. */
+async function opened(key: RoomKey, event: EventFrame): Promise<EventFrame> {
+  return event.type === "message" ? { ...event, payload: await key.decrypt(event.payload) } : event;
+}
 const isEvent = (frame: ServerFrame): frame is EventFrame => frame.type === "message" || frame.type === "user-enter" || frame.type === "user-exit";
 
 /** What went over one socket. */
@@ -220,10 +230,13 @@ describe("continuity against a real partykit dev", () => {
       Array.from({ length: rawWelcome.last - stored }, (_, index) => stored + 1 + index),
     );
     assert.ok(events.length < SNAPSHOT_EVENTS, `${events.length} events after the snapshot`);
-    const snapshotText = parts.map((part) => part.data).join("");
+    const key = await keyOf(room);
+    const sealed = parts.map((part) => part.data).join("");
+    const snapshotText = await key.decrypt(sealed);
+    assert.ok(!sealed.includes("batch"), "the snapshot travels encrypted");
     assert.equal(await sha256Hex(snapshotText), votedHash, "the stored snapshot is the state every replica voted for");
     const rebuilt = Replica.restore(snapshotText);
-    for (const event of events) rebuilt.apply(event);
+    for (const event of events) rebuilt.apply(await opened(key, event));
     rebuilt.advanceTo(rawWelcome.time);
     await waitFor(() => all.every((session) => session.replica!.seq === rawWelcome.last), "the raw socket's enter everywhere");
     const afterRawEnter = await assertConverged(all);
@@ -293,8 +306,10 @@ describe("continuity against a real partykit dev", () => {
     for (const client of everyone) assert.deepEqual(systemEventsSince(client, mark), [], "no user-enter or user-exit was sequenced");
     all.forEach((session, index) => assert.equal(notices(session).length, noticesBefore[index], "no joined/left notice"));
     const victimMessages = victim.wire.received.filter((frame): frame is Extract<ServerFrame, { type: "message" }> => frame.type === "message");
+    const key = await keyOf(room);
+    const victimTexts = await Promise.all(victimMessages.map(async (frame) => JSON.parse(await key.decrypt(frame.payload)).data.text as string));
     for (const text of missed) {
-      const deliveries = victimMessages.filter((frame) => JSON.parse(frame.payload).data.text === text).length;
+      const deliveries = victimTexts.filter((received) => received === text).length;
       assert.equal(deliveries, 1, `"${text}" reached the victim ${deliveries} times`);
       for (const session of all) assert.equal(countOf(postTexts(session), text), 1);
     }
@@ -418,7 +433,9 @@ describe("continuity against a real partykit dev", () => {
     await first.opened;
     first.send({ type: "hello", version: PROTOCOL_VERSION });
     const { welcome } = await first.welcomed();
-    const rawPayload = (n: number) => JSON.stringify({ scope: "chat", event: "post", data: { text: `raw ${n}` } });
+    const key = await keyOf(room);
+    const sealedPosts = await Promise.all([1, 2, 3, 4, 5].map((n) => key.encrypt(JSON.stringify({ scope: "chat", event: "post", data: { text: `raw ${n}` } }))));
+    const rawPayload = (n: number) => sealedPosts[n - 1]!;
     for (const id of [1, 2, 3]) first.send({ type: "publish", id, payload: rawPayload(id) });
     await waitFor(() => first.frames.filter((frame) => isEvent(frame) && frame.type === "message" && frame.client === welcome.client).length === 3, "the raw posts' echoes");
     const seqAfterFirst = Math.max(...first.frames.filter(isEvent).map((frame) => frame.seq));
@@ -503,7 +520,7 @@ describe("continuity against a real partykit dev", () => {
     raw.send({ type: "hello", version: PROTOCOL_VERSION });
     const { welcome, parts, events } = await raw.welcomed();
     assert.deepEqual(welcome.snapshot, { seq: due, parts: parts.length });
-    const text = parts.map((part) => part.data).join("");
+    const text = await (await keyOf(room)).decrypt(parts.map((part) => part.data).join(""));
     assert.equal(await sha256Hex(text), honestHash, "the stored snapshot is the majority's");
     const restored = Replica.restore(text);
     assert.equal(await stateHash(restored), honestHash);
