@@ -131,7 +131,12 @@ export class Session extends EventTarget {
       maxEnqueuedMessages: 0,
       ...(options.WebSocket === undefined ? {} : { WebSocket: options.WebSocket }),
     });
-    this.ready = new Promise((resolve) => this.addEventListener("welcome", () => resolve(), { once: true }));
+    this.ready = new Promise((resolve, reject) => {
+      this.addEventListener("welcome", () => resolve(), { once: true });
+      this.addEventListener("key-mismatch", () => reject(new Error(`multiuser-chat: this link's key does not match room ${options.room}`)), { once: true });
+    });
+    // Only a caller of whenReady needs to hear of the rejection; the session reports it as an event too.
+    this.ready.catch(() => {});
     this.socket.addEventListener("open", () => this.enqueue(() => this.hello()));
     this.socket.addEventListener("message", (event) => {
       this.lastHeard = Date.now();
@@ -154,7 +159,7 @@ export class Session extends EventTarget {
     return new Session(options);
   }
 
-  /** Resolves once the first welcome has been applied. */
+  /** Resolves once the first welcome has been applied; rejects if the key turns out not to match the room. */
   whenReady(): Promise<void> {
     return this.ready;
   }
