@@ -24,7 +24,8 @@ const reflectorPlugin = {
 /**
  * `executeServerCommand("demo-page", { action, ... })` drives a second page showing the served demo, in a browser
  * context of its own: offline mode cuts a whole context, and the test page's own channel must stay up.
- * Actions: open (room) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id).
+ * Actions: open (room) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id);
+ * evaluate (id, expression) → the JSON-serializable value of a JavaScript expression evaluated in the demo page.
  */
 const demoPages = new Map();
 let demoPagesOpened = 0;
@@ -32,7 +33,7 @@ const demoPagePlugin = {
   name: "demo-page",
   async executeCommand({ command, payload, session }) {
     if (command !== "demo-page") return undefined;
-    const { action, id, room, offline, text } = payload;
+    const { action, id, room, offline, text, expression } = payload;
     if (action === "open") {
       const context = await session.browser.getPage(session.id).context().browser().newContext();
       const page = await context.newPage();
@@ -51,6 +52,7 @@ const demoPagePlugin = {
       await chat.getByRole("textbox", { name: "Message" }).press("Enter");
       return true;
     }
+    if (action === "evaluate") return await page.evaluate(String(expression));
     if (action === "close") return (demoPages.delete(id), await page.context().close(), true);
     throw new Error(`demo-page: unknown action ${action}`);
   },

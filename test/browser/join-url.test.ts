@@ -29,6 +29,8 @@ describe("the room and the join URL", () => {
     const element = await addChat({ host: reflectorHost() });
     const room = new URL(location.href).searchParams.get("room");
     expect(room).to.match(/^[0-9a-z]{16}$/);
+    // With a new room comes a new 128-bit secret, in the fragment that browsers never send to a server.
+    expect(new URLSearchParams(location.hash.slice(1)).get("key")).to.match(/^[A-Za-z0-9_-]{22}$/);
     const link = part<HTMLAnchorElement>(element, '[part="qr"] a');
     expect(link.href).to.equal(location.href);
     expect(link.textContent).to.equal(location.href);
