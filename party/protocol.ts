@@ -23,6 +23,22 @@ export const MAX_SNAPSHOT_PARTS = 256;
 /** Longest client id, resume secret or state hash a client may send. */
 const MAX_TOKEN_LENGTH = 128;
 
+/** Longest room id, by default (`MAX_ROOM_ID_LENGTH`); a room id is also limited to the characters of ROOM_ID_CHARACTERS. */
+export const MAX_ROOM_ID_LENGTH = 64;
+/** The characters a room id may use: letters, digits, `_` and `-`, so it is safe in a URL path, a file name and a log line. */
+export const ROOM_ID_CHARACTERS = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * Why `id` cannot name a room, or undefined when it can: 1 to `maxLength` characters of ROOM_ID_CHARACTERS.
+ * The reflector refuses a connection to any other room id with `bad-room` (see `docs/security.md`).
+ */
+export function checkRoomId(id: string, maxLength = MAX_ROOM_ID_LENGTH): string | undefined {
+  if (id.length === 0) return "the room id is empty";
+  if (id.length > maxLength) return `the room id is ${id.length} characters long; the limit is ${maxLength}`;
+  if (!ROOM_ID_CHARACTERS.test(id)) return "a room id may hold only the letters A-Z and a-z, digits, _ and -";
+  return undefined;
+}
+
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
   | { type: "message"; seq: number; time: number; client: string; id: number; payload: string }
@@ -81,15 +97,28 @@ export interface SnapshotPart {
   data: string;
 }
 
-/** Frames a client sends. */
-export type ClientFrame =
+/**
+ * Frames a client sends. Any of them may carry `client`, the id of the client sending it; the reflector never
+ * needs it (it knows who is on each socket) but refuses a frame whose `client` names anyone else (`identity`).
+ */
+export type ClientFrame = (
   | { type: "hello"; version: number; resume?: { client: string; secret: string; seq: number } }
   | { type: "publish"; id: number; payload: string }
   | { type: "hash"; seq: number; hash: string }
   | SnapshotPart
-  | { type: "leave" };
+  | { type: "leave" }
+) & { client?: string };
 
-export type ErrorCode = "bad-frame" | "frame-too-large" | "version-mismatch" | "out-of-turn";
+/** Why the reflector refused a frame; every code is documented in `docs/protocol.md` and `docs/security.md`. */
+export type ErrorCode =
+  | "bad-frame"
+  | "frame-too-large"
+  | "version-mismatch"
+  | "out-of-turn"
+  | "rate-limited"
+  | "identity"
+  | "room-full"
+  | "bad-room";
 
 /** Raised for a frame that does not follow this protocol; `code` goes back to the sender in an error frame. */
 export class ProtocolError extends Error {
@@ -136,10 +165,14 @@ export function encodeClientFrame(frame: ClientFrame): string {
   return JSON.stringify(frame);
 }
 
-/** Validates a frame from a client. Payloads and snapshot data stay opaque strings: the reflector never looks inside. */
-export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView): ClientFrame {
+/**
+ * Validates a frame from a client. Payloads and snapshot data stay opaque strings: the reflector never looks inside.
+ * `maxLength` is the largest frame accepted, checked before parsing; it never exceeds MAX_FRAME_LENGTH.
+ */
+export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView, maxLength = MAX_FRAME_LENGTH): ClientFrame {
   if (typeof data !== "string") throw new ProtocolError("bad-frame", "binary frames are not part of this protocol; send JSON text");
-  if (data.length > MAX_FRAME_LENGTH) throw new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${MAX_FRAME_LENGTH}`);
+  const limit = Math.min(maxLength, MAX_FRAME_LENGTH);
+  if (data.length > limit) throw new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${limit}`);
   let frame: unknown;
   try {
     frame = JSON.parse(data);
@@ -148,6 +181,13 @@ export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView): 
   }
   if (typeof frame !== "object" || frame === null || Array.isArray(frame)) throw new ProtocolError("bad-frame", "frame must be a JSON object");
   const fields = frame as Record<string, unknown>;
+  const parsed = parseFields(fields);
+  // Checked after the type and fields, so that an unknown type is a bad frame whatever it claims.
+  if (fields.client === undefined) return parsed;
+  return { ...parsed, client: token(fields.client, `${parsed.type}.client`) };
+}
+
+function parseFields(fields: Record<string, unknown>): ClientFrame {
   switch (fields.type) {
     case "hello": {
       if (fields.version !== PROTOCOL_VERSION) {

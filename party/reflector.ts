@@ -5,6 +5,7 @@ import {
   encodeSnapshotPart,
   encodeTick,
   encodeWelcome,
+  MAX_FRAME_LENGTH,
   parseClientFrame,
   ProtocolError,
   type ClientFrame,
@@ -21,8 +22,36 @@ export interface ClientSocket {
   close(code?: number, reason?: string): void;
 }
 
-/** The room's timings, all in milliseconds; each can be set per deployment (see `docs/protocol.md`). */
-export interface ReflectorSettings {
+/**
+ * What one connection, and one room, may use of the reflector; each can be set per deployment (see
+ * `docs/security.md`). Unit tests turn them off with Infinity; PartyKit variables take finite numbers.
+ */
+export interface ReflectorLimits {
+  /** Largest client frame, in UTF-16 code units; never more than MAX_FRAME_LENGTH, which storage needs. */
+  maxFrameLength: number;
+  /** Frames per second a connection may send on average: its token bucket refills at this rate... */
+  rateLimit: number;
+  /** ...up to this many tokens, which is also how many frames it may send at once. */
+  rateBurst: number;
+  /**
+   * A connection that has more than this many frames refused as rate-limited within one refill window
+   * (rateBurst / rateLimit seconds: the time an empty bucket takes to fill) is closed as flooding.
+   */
+  floodRefusals: number;
+  /** Clients, present or away, a room holds; a newcomer beyond them is refused. Resumes are always allowed. */
+  maxClients: number;
+}
+
+export const DEFAULT_LIMITS: ReflectorLimits = {
+  maxFrameLength: MAX_FRAME_LENGTH,
+  rateLimit: 20,
+  rateBurst: 60,
+  floodRefusals: 100,
+  maxClients: 100,
+};
+
+/** The room's timings, all in milliseconds, and its limits; each can be set per deployment (see `docs/protocol.md`). */
+export interface ReflectorSettings extends ReflectorLimits {
   /** Silence after which the reflector sends a tick. */
   tickInterval: number;
   /** How long a client whose socket dropped stays present, waiting for it to resume. */
@@ -41,9 +70,11 @@ export const DEFAULT_SETTINGS: ReflectorSettings = {
   snapshotEvents: 500,
   snapshotInterval: 60_000,
   voteTimeout: 10_000,
+  ...DEFAULT_LIMITS,
 };
 
-export interface ReflectorOptions extends ReflectorSettings {
+/** Settings for one room; limits left out take their defaults. */
+export interface ReflectorOptions extends Omit<ReflectorSettings, keyof ReflectorLimits>, Partial<ReflectorLimits> {
   storage: RoomStorage;
   /** The server's clock, in milliseconds since the epoch. */
   clock: () => number;
@@ -53,6 +84,12 @@ export interface ReflectorOptions extends ReflectorSettings {
 
 /** Close code for a socket whose client resumed on a newer socket. */
 export const CLOSE_REPLACED = 4000;
+/** Close code for a connection to a room whose id is not a valid room id (after an error frame `bad-room`). */
+export const CLOSE_BAD_ROOM = 4001;
+/** Close code for a new client refused because the room holds `maxClients` clients (after an error frame `room-full`). */
+export const CLOSE_ROOM_FULL = 4002;
+/** Close code for a connection that kept sending above its rate limit (after its last `rate-limited` error frame). */
+export const CLOSE_FLOODING = 4003;
 /** How long, and for how many clients, the reflector remembers a client after its grace period ended. */
 const RETIRED_MEMORY = 60 * 60 * 1000;
 const MAX_RETIRED = 1000;
@@ -79,6 +116,47 @@ interface SnapshotRound {
   candidates?: string[];
   uploader?: string;
   parts?: (string | undefined)[];
+}
+
+/**
+ * A connection's allowance: a token bucket that holds up to `burst` tokens and refills at `rate` per second, and
+ * the times of its recent rate-limited refusals, to tell a burst from a flood.
+ */
+export class RateLimiter {
+  private tokens: number;
+  private refilledAt: number;
+  /** Times of the latest `floodRefusals + 1` refusals, oldest first. */
+  private readonly refusals: number[] = [];
+
+  constructor(
+    private readonly limits: Pick<ReflectorLimits, "rateLimit" | "rateBurst" | "floodRefusals">,
+    now: number,
+  ) {
+    this.tokens = limits.rateBurst;
+    this.refilledAt = now;
+  }
+
+  /** Takes a token for a frame arriving at `now`: false when the bucket is empty and the frame must be refused. */
+  take(now: number): boolean {
+    const { rateLimit, rateBurst } = this.limits;
+    if (rateLimit === Infinity || rateBurst === Infinity) return true;
+    const elapsed = Math.max(0, now - this.refilledAt);
+    this.tokens = Math.min(rateBurst, this.tokens + (elapsed * rateLimit) / 1000);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /** Records a refusal at `now`; true when there have been more than `floodRefusals` within one refill window. */
+  refused(now: number): boolean {
+    const { rateLimit, rateBurst, floodRefusals } = this.limits;
+    this.refusals.push(now);
+    if (this.refusals.length <= floodRefusals) return false;
+    while (this.refusals.length > floodRefusals + 1) this.refusals.shift();
+    const window = (rateBurst / rateLimit) * 1000;
+    return now - this.refusals[0]! < window;
+  }
 }
 
 /** Replicated time never runs backwards, even when the server's clock is adjusted. */
@@ -125,6 +203,9 @@ function sameSecret(a: string, b: string): boolean {
 export class Reflector<Socket extends ClientSocket> {
   /** Every open socket; undefined until it says hello. Keyed by socket, never by the client-chosen `_pk`. */
   private readonly sockets = new Map<Socket, Client<Socket> | undefined>();
+  /** Every open socket's rate limiter, from its first frame on (hello counts). */
+  private readonly limiters = new Map<Socket, RateLimiter>();
+  private readonly limits: ReflectorLimits;
   /** Present and away clients by id, in the order they joined. */
   private readonly clients = new Map<string, Client<Socket>>();
   /**
@@ -143,6 +224,13 @@ export class Reflector<Socket extends ClientSocket> {
     private readonly store: RoomStore,
   ) {
     const now = options.clock();
+    this.limits = {
+      maxFrameLength: Math.min(options.maxFrameLength ?? DEFAULT_LIMITS.maxFrameLength, MAX_FRAME_LENGTH),
+      rateLimit: options.rateLimit ?? DEFAULT_LIMITS.rateLimit,
+      rateBurst: options.rateBurst ?? DEFAULT_LIMITS.rateBurst,
+      floodRefusals: options.floodRefusals ?? DEFAULT_LIMITS.floodRefusals,
+      maxClients: options.maxClients ?? DEFAULT_LIMITS.maxClients,
+    };
     this.retired = store.retired;
     this.time = store.lastTime;
     this.lastSentAt = now;
@@ -186,20 +274,41 @@ export class Reflector<Socket extends ClientSocket> {
   /** A socket opened; it becomes a client when it says hello. */
   connect(socket: Socket): void {
     this.sockets.set(socket, undefined);
+    this.limiters.set(socket, new RateLimiter(this.limits, this.options.clock()));
   }
 
-  /** Handles one frame from a socket. A bad frame gets an error frame back and changes nothing. */
+  /**
+   * Handles one frame from a socket. A bad frame gets one error frame back and changes nothing; so does a frame
+   * over the connection's rate limit, and a connection that keeps sending over it is closed as flooding.
+   */
   receive(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     if (!this.sockets.has(socket)) return;
-    let frame: ClientFrame;
+    const client = this.sockets.get(socket);
+    const uploading = client !== undefined && this.round?.uploader === client.id;
+    let frame: ClientFrame | undefined;
+    let problem: ProtocolError | undefined;
     try {
-      frame = parseClientFrame(data);
+      // Only the client asked for a snapshot may send frames up to the hard maximum: its parts are that large.
+      frame = parseClientFrame(data, uploading ? MAX_FRAME_LENGTH : this.limits.maxFrameLength);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
-      refuse(socket, error.code, error.message);
-      return;
+      problem = error;
     }
-    const client = this.sockets.get(socket);
+    const requested = frame?.type === "snapshot" && uploading && frame.seq === this.round!.seq;
+    const limit = this.limits.maxFrameLength;
+    if (uploading && !requested && typeof data === "string" && data.length > limit) {
+      problem = new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${limit}`);
+    }
+    // The parts of a snapshot the reflector asked for are never throttled, however many there are.
+    if (!requested && !this.limiters.get(socket)!.take(this.options.clock())) return this.rateLimited(socket, client);
+    if (problem !== undefined) return refuse(socket, problem.code, problem.message);
+    if (frame!.client !== undefined && frame!.client !== client?.id) {
+      return refuse(socket, "identity", `client ${frame!.client} belongs to another connection; the reflector knows who sent this frame`);
+    }
+    this.handle(socket, client, frame!);
+  }
+
+  private handle(socket: Socket, client: Client<Socket> | undefined, frame: ClientFrame): void {
     if (client === undefined) {
       if (frame.type === "hello") this.welcome(socket, frame);
       else refuse(socket, "out-of-turn", `send hello before ${frame.type}`);
@@ -217,6 +326,7 @@ export class Reflector<Socket extends ClientSocket> {
       case "leave":
         // A deliberate goodbye needs no grace period.
         this.sockets.delete(socket);
+        this.limiters.delete(socket);
         client.socket = undefined;
         this.leaveRound(client.id);
         return this.exit(client, this.options.clock());
@@ -227,6 +337,7 @@ export class Reflector<Socket extends ClientSocket> {
   disconnect(socket: Socket): void {
     const client = this.sockets.get(socket);
     this.sockets.delete(socket);
+    this.limiters.delete(socket);
     if (client === undefined || client.socket !== socket) return;
     client.socket = undefined;
     client.awayUntil = this.options.clock() + this.options.grace;
@@ -260,14 +371,41 @@ export class Reflector<Socket extends ClientSocket> {
     }
   }
 
+  /** A frame over the rate limit is refused; a connection refused too often within one refill window is closed. */
+  private rateLimited(socket: Socket, client: Client<Socket> | undefined): void {
+    const { rateLimit, rateBurst } = this.limits;
+    refuse(socket, "rate-limited", `more than ${rateBurst} frames at once or ${rateLimit} per second; this frame was dropped`);
+    const now = this.options.clock();
+    if (!this.limiters.get(socket)!.refused(now)) return;
+    // A flooder loses its seat at once: no grace period, and the others see it leave.
+    this.sockets.delete(socket);
+    this.limiters.delete(socket);
+    closeSocket(socket, CLOSE_FLOODING, "flooding");
+    if (client === undefined) return;
+    client.socket = undefined;
+    this.leaveRound(client.id);
+    if (this.clients.get(client.id) === client) this.exit(client, now);
+  }
+
   private welcome(socket: Socket, hello: Extract<ClientFrame, { type: "hello" }>): void {
     let acked = 0;
     if (hello.resume !== undefined) {
       const { client: id, secret, seq } = hello.resume;
       const known = this.clients.get(id);
-      if (known !== undefined && sameSecret(known.secret, secret)) return this.resume(socket, known, seq);
+      if (known !== undefined) {
+        if (sameSecret(known.secret, secret)) return this.resume(socket, known, seq);
+        // Someone else's id: no welcome, and nothing changes for that client. The socket may say hello again.
+        return refuse(socket, "identity", `client ${id} belongs to another connection`);
+      }
       const retired = this.retired.get(id);
       if (retired !== undefined && sameSecret(retired.secret, secret)) acked = retired.lastPost;
+    }
+    if (this.clients.size >= this.limits.maxClients) {
+      refuse(socket, "room-full", `this room holds ${this.limits.maxClients} clients, present or away; try again later`);
+      this.sockets.delete(socket);
+      this.limiters.delete(socket);
+      closeSocket(socket, CLOSE_ROOM_FULL, "room full");
+      return;
     }
     let id = this.options.newToken();
     while (this.clients.has(id) || this.retired.has(id)) id = this.options.newToken();
@@ -287,11 +425,8 @@ export class Reflector<Socket extends ClientSocket> {
       // The old socket has not noticed that it is dead; the client knows better.
       const old = client.socket;
       this.sockets.delete(old);
-      try {
-        old.close(CLOSE_REPLACED, "this client resumed on a newer connection");
-      } catch {
-        // already closing
-      }
+      this.limiters.delete(old);
+      closeSocket(old, CLOSE_REPLACED, "this client resumed on a newer connection");
     }
     client.awayUntil = undefined;
     this.sendWelcome(socket, client, true, client.lastPost, seq);
@@ -456,6 +591,14 @@ export class Reflector<Socket extends ClientSocket> {
 
 function refuse(socket: ClientSocket, code: ErrorCode, message: string): void {
   trySend(socket, encodeError(code, message));
+}
+
+function closeSocket(socket: ClientSocket, code: number, reason: string): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    // already closing
+  }
 }
 
 function trySend(socket: ClientSocket, text: string): void {

@@ -1,5 +1,6 @@
 import type * as Party from "partykit/server";
-import { DEFAULT_SETTINGS, Reflector, retentionAction, type ReflectorSettings } from "./reflector.js";
+import { checkRoomId, encodeError, MAX_ROOM_ID_LENGTH } from "./protocol.js";
+import { CLOSE_BAD_ROOM, DEFAULT_SETTINGS, Reflector, retentionAction, type ReflectorSettings } from "./reflector.js";
 
 /** Idle rooms are deleted after this long without an event and without clients (`RETENTION_MS`). */
 export const DEFAULT_RETENTION = 30 * 24 * 60 * 60 * 1000;
@@ -17,13 +18,22 @@ const SETTING_VARIABLES: Record<keyof ReflectorSettings, string> = {
   snapshotEvents: "SNAPSHOT_EVENTS",
   snapshotInterval: "SNAPSHOT_INTERVAL_MS",
   voteTimeout: "VOTE_TIMEOUT_MS",
+  maxFrameLength: "MAX_FRAME_LENGTH",
+  rateLimit: "RATE_LIMIT",
+  rateBurst: "RATE_BURST",
+  floodRefusals: "FLOOD_REFUSALS",
+  maxClients: "MAX_CLIENTS",
 };
+
+/** Settings that make no sense at zero: a limit of zero would refuse everything (or, for RATE_LIMIT, divide by it). */
+const POSITIVE_SETTINGS = new Set(["MAX_FRAME_LENGTH", "RATE_LIMIT", "RATE_BURST", "MAX_CLIENTS", "MAX_ROOM_ID_LENGTH"]);
 
 function setting(env: Record<string, unknown>, name: string, fallback: number): number {
   const value = env[name];
   if (value === undefined || value === "") return fallback;
   const number = Number(value);
   if (!Number.isFinite(number) || number < 0) throw new Error(`${name} must be a number of zero or more, not ${JSON.stringify(value)}`);
+  if (number === 0 && POSITIVE_SETTINGS.has(name)) throw new Error(`${name} must be above zero`);
   return number;
 }
 
@@ -34,9 +44,11 @@ export default class ReflectorRoom implements Party.Server {
   private wakeTimer: ReturnType<typeof setTimeout> | undefined;
   private wakeAt = Infinity;
   private readonly retention: number;
+  private readonly maxRoomIdLength: number;
 
   constructor(readonly room: Party.Room) {
     this.retention = setting(room.env, "RETENTION_MS", DEFAULT_RETENTION);
+    this.maxRoomIdLength = setting(room.env, "MAX_ROOM_ID_LENGTH", MAX_ROOM_ID_LENGTH);
   }
 
   // Never reads `room.id`: a room woken by its alarm starts without one.
@@ -45,6 +57,14 @@ export default class ReflectorRoom implements Party.Server {
   }
 
   onConnect(connection: Party.Connection): void {
+    // The one place that reads `room.id`: a connection always has a room id, an alarm may not.
+    const problem = checkRoomId(this.room.id, this.maxRoomIdLength);
+    if (problem !== undefined) {
+      // Never handed to the reflector, so its frames are ignored until it closes.
+      connection.send(encodeError("bad-room", problem));
+      connection.close(CLOSE_BAD_ROOM, "bad room id");
+      return;
+    }
     this.reflector.connect(connection);
   }
 

@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
+  checkRoomId,
   MAX_FRAME_LENGTH,
+  MAX_ROOM_ID_LENGTH,
   MAX_SNAPSHOT_PARTS,
   PROTOCOL_VERSION,
   type ClientFrame,
@@ -15,9 +17,13 @@ import {
   type Welcome,
 } from "../../party/protocol.js";
 import {
+  CLOSE_FLOODING,
   CLOSE_REPLACED,
+  CLOSE_ROOM_FULL,
   countVotes,
+  DEFAULT_SETTINGS,
   majority,
+  RateLimiter,
   Reflector,
   retentionAction,
   stampTime,
@@ -88,8 +94,9 @@ class FakeSocket implements ClientSocket {
 // Helpers
 
 const START = 1_000_000;
-/** Snapshots effectively off, so that tests about something else see no snapshot frames. */
-const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000 };
+/** Snapshots and limits effectively off, so that tests about something else see no snapshot frames and no throttling. */
+const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity };
+const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000, ...NO_LIMITS };
 const GRACE = TEST_SETTINGS.grace;
 const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
 
@@ -533,11 +540,18 @@ describe("reflector: disconnects, grace and resume", () => {
     assert.deepEqual(eventsIn(again.socket.frames), brief(room.storage.events()));
   });
 
-  test("a resume with a wrong secret gets a new identity, and leaves the real client alone", async () => {
+  test("a resume with a wrong secret is refused as identity, gets no welcome, and leaves the real client alone; a plain hello then makes a new client", async () => {
     const room = await openRoom();
     const a = room.hello();
     const b = room.hello();
-    const impostor = room.hello(new FakeSocket(), { client: a.id, secret: "guessed", seq: 2 });
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    const seenByB = b.socket.mark();
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: "guessed", seq: 2 } });
+    assert.deepEqual(socket.frames, [{ type: "error", code: "identity", message: `client ${a.id} belongs to another connection` }]);
+    assert.deepEqual(seenByB(), [], "nobody else hears of it");
+    assert.equal(room.storage.events().length, 2);
+    const impostor = hello(room.reflector, socket);
     assert.notEqual(impostor.id, a.id);
     assert.equal(impostor.welcome.resumed, false);
     assert.equal(impostor.welcome.acked, 0);
@@ -552,7 +566,11 @@ describe("reflector: disconnects, grace and resume", () => {
     const a = room.hello();
     const b = room.hello();
     room.reflector.disconnect(a.socket);
-    const other = room.hello(new FakeSocket(), { client: a.id, secret: `${a.secret}x`, seq: 2 });
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: `${a.secret}x`, seq: 2 } });
+    assert.deepEqual(socket.ofType("error").map((error) => error.code), ["identity"]);
+    const other = hello(room.reflector, socket);
     assert.notEqual(other.id, a.id);
     room.advance(GRACE);
     room.reflector.wake();
@@ -1108,5 +1126,295 @@ describe("reflector: pure functions", () => {
     assert.deepEqual(retentionAction(31 * day, 0, 30 * day, true), { delete: true });
     assert.deepEqual(retentionAction(30 * day - 1, 0, 30 * day, true), { delete: false, alarmAt: 30 * day });
     assert.deepEqual(retentionAction(5 * day, 2 * day, 30 * day, true), { delete: false, alarmAt: 32 * day });
+  });
+});
+
+describe("reflector: limits and identity", () => {
+  /** A rate limit small enough to count by hand; the clock stands still unless a test moves it. */
+  const RATE = { rateLimit: 10, rateBurst: 5, floodRefusals: 8 };
+  const codes = (socket: FakeSocket) => socket.ofType("error").map((error) => error.code);
+
+  test("the defaults are the documented ones", () => {
+    assert.deepEqual(
+      { ...DEFAULT_SETTINGS },
+      {
+        tickInterval: 1000,
+        grace: 10_000,
+        snapshotEvents: 500,
+        snapshotInterval: 60_000,
+        voteTimeout: 10_000,
+        maxFrameLength: 61_440,
+        rateLimit: 20,
+        rateBurst: 60,
+        floodRefusals: 100,
+        maxClients: 100,
+      },
+    );
+    assert.equal(MAX_FRAME_LENGTH, 61_440);
+    assert.equal(MAX_ROOM_ID_LENGTH, 64);
+  });
+
+  test("a connection may send a burst of rateBurst frames (hello included); the next is refused as rate-limited and changes nothing", async () => {
+    const room = await openRoom(RATE);
+    const a = room.hello();
+    const other = room.hello();
+    const seen = other.socket.mark();
+    postMany(room, a, RATE.rateBurst - 1); // the hello took the first token
+    const before = JSON.stringify([...room.storage.values]);
+    room.post(a, RATE.rateBurst);
+    assert.deepEqual(a.socket.ofType("error"), [
+      { type: "error", code: "rate-limited", message: `more than ${RATE.rateBurst} frames at once or ${RATE.rateLimit} per second; this frame was dropped` },
+    ]);
+    assert.equal(JSON.stringify([...room.storage.values]), before, "nothing stored");
+    assert.deepEqual(eventsIn(seen()), brief(room.storage.events().slice(2)), "the others saw the accepted posts and nothing else");
+    assert.equal(a.socket.closed, undefined);
+    // A refused post was not sequenced: its id is still new once the bucket has refilled (one token per 100 ms).
+    room.advance(100);
+    room.post(a, RATE.rateBurst);
+    assert.deepEqual(eventsIn(other.socket.frames).at(-1), [2 + RATE.rateBurst, "message", a.id]);
+    room.post(a, RATE.rateBurst + 1);
+    assert.deepEqual(codes(a.socket), ["rate-limited", "rate-limited"]);
+  });
+
+  test("the bucket refills at rateLimit per second, up to rateBurst: a client within its rate is never refused", async () => {
+    const room = await openRoom(RATE);
+    const a = room.hello();
+    for (let id = 1; id <= 200; id++) {
+      room.advance(1000 / RATE.rateLimit);
+      room.post(a, id);
+    }
+    assert.deepEqual(codes(a.socket), []);
+    room.advance(60_000);
+    postMany(room, a, RATE.rateBurst + 1, 201);
+    assert.deepEqual(codes(a.socket), ["rate-limited"], "a long pause earns rateBurst tokens, not more");
+  });
+
+  test("each connection has its own bucket", async () => {
+    const room = await openRoom(RATE);
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, RATE.rateBurst + 2);
+    postMany(room, b, RATE.rateBurst - 1);
+    assert.deepEqual(codes(a.socket), ["rate-limited", "rate-limited", "rate-limited"]);
+    assert.deepEqual(codes(b.socket), []);
+  });
+
+  test("malformed frames spend tokens too, and get rate-limited instead of their own error once the bucket is empty", async () => {
+    const room = await openRoom(RATE);
+    const a = room.hello();
+    for (let i = 0; i < RATE.rateBurst; i++) room.reflector.receive(a.socket, "{oops");
+    assert.deepEqual(codes(a.socket), [...Array(RATE.rateBurst - 1).fill("bad-frame"), "rate-limited"]);
+  });
+
+  test("more than floodRefusals refusals within one refill window close the connection with 4003; its client exits at once", async () => {
+    const room = await openRoom(RATE);
+    const flooder = room.hello();
+    const honest = room.hello();
+    const seen = honest.socket.mark();
+    postMany(room, flooder, RATE.rateBurst - 1);
+    postMany(room, flooder, RATE.floodRefusals, 100); // refused, but not yet a flood
+    assert.equal(flooder.socket.closed, undefined);
+    room.post(flooder, 1000);
+    assert.deepEqual(flooder.socket.closed, { code: CLOSE_FLOODING, reason: "flooding" });
+    assert.equal(codes(flooder.socket).length, RATE.floodRefusals + 1, "every refused frame got its error, the last one too");
+    assert.ok(codes(flooder.socket).every((code) => code === "rate-limited"));
+    // No grace period: the others see it leave right away, and its seat is free.
+    assert.deepEqual(exitsAndEnters(honest.socket).at(-1), [3 + RATE.rateBurst - 1, "user-exit", flooder.id]);
+    assert.deepEqual(eventsIn(seen()).filter(([, type]) => type !== "message"), [[3 + RATE.rateBurst - 1, "user-exit", flooder.id]]);
+    assert.equal(room.reflector.clientCount, 1);
+    assert.deepEqual(room.storage.keys("client:"), [`client:${honest.id}`]);
+    // Whatever it still sends is ignored, and its disconnect changes nothing.
+    const heard = flooder.socket.frames.length;
+    room.advance(10_000);
+    room.post(flooder, 2000);
+    room.reflector.disconnect(flooder.socket);
+    assert.equal(flooder.socket.frames.length, heard);
+    room.post(honest, 1, "still here");
+    assert.deepEqual(eventsIn(honest.socket.frames).at(-1), [3 + RATE.rateBurst, "message", honest.id]);
+    // It may come back, as a new client: its old secret names a retired client.
+    const back = room.hello(new FakeSocket(), { client: flooder.id, secret: flooder.secret, seq: 0 });
+    assert.notEqual(back.id, flooder.id);
+    assert.equal(back.welcome.acked, RATE.rateBurst - 1);
+  });
+
+  test("refusals spread over more than a refill window only throttle: a client at twice its rate is not closed", async () => {
+    const room = await openRoom(RATE);
+    const a = room.hello();
+    let id = 0;
+    // Two frames per token for 60 s: about one refusal per 100 ms, 30 per 3 s window... never more than 8 in 500 ms.
+    for (let step = 0; step < 1200; step++) {
+      room.advance(1000 / RATE.rateLimit / 2);
+      room.post(a, ++id);
+    }
+    assert.equal(a.socket.closed, undefined);
+    assert.ok(codes(a.socket).length > 500, `${codes(a.socket).length} refusals`);
+  });
+
+  test("a socket that floods before saying hello is closed too, and no client is made", async () => {
+    const room = await openRoom(RATE);
+    const member = room.hello();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    for (let i = 0; i < RATE.rateBurst + RATE.floodRefusals + 1; i++) send(room.reflector, socket, { type: "publish", id: 1, payload: "x" });
+    assert.deepEqual(socket.closed, { code: CLOSE_FLOODING, reason: "flooding" });
+    assert.equal(socket.frames.length, RATE.rateBurst + RATE.floodRefusals + 1, "one error per frame");
+    assert.deepEqual(member.socket.frames.length, 2, "the member saw nothing");
+    assert.equal(room.storage.events().length, 1);
+  });
+
+  test("the snapshot parts a client was asked for are never throttled, and may be up to MAX_FRAME_LENGTH even with a smaller frame limit", async () => {
+    const small = 2000;
+    const room = await openRoom({ ...RATE, rateBurst: 10, snapshotEvents: 4, maxFrameLength: small });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 2); // due at 4
+    room.hash(a, 4, "same");
+    room.hash(b, 4, "same");
+    const uploader = a.socket.ofType("snapshot-request").length === 1 ? a : b;
+    const onlooker = uploader === a ? b : a;
+    // Far more parts than the burst, each far above the configured frame limit, with the clock standing still.
+    const parts = Array.from({ length: 40 }, (_, index) => `${index}:`.padEnd(MAX_FRAME_LENGTH - 200, "x"));
+    room.upload(uploader, 4, parts);
+    assert.deepEqual(codes(uploader.socket), []);
+    assert.deepEqual(onlooker.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 4 }]);
+    // Other frames from the same client still obey both limits.
+    room.post(uploader, 10, "y".repeat(small));
+    assert.deepEqual(codes(uploader.socket), ["frame-too-large"]);
+    assert.match(uploader.socket.ofType("error")[0]!.message, new RegExp(`the limit is ${small}$`));
+  });
+
+  test("a snapshot part nobody asked for is throttled like any other frame", async () => {
+    const room = await openRoom({ ...RATE, snapshotEvents: 4 });
+    const a = room.hello();
+    room.post(a, 1);
+    room.post(a, 2); // due at 4? only 3 events: never due
+    for (let i = 0; i < RATE.rateBurst; i++) send(room.reflector, a.socket, { type: "snapshot", seq: 99, part: 0, parts: 1, data: "" });
+    assert.deepEqual(codes(a.socket), ["out-of-turn", "out-of-turn", "rate-limited", "rate-limited", "rate-limited"]);
+  });
+
+  test("a configured frame limit below MAX_FRAME_LENGTH is enforced; one above it is capped at MAX_FRAME_LENGTH", async () => {
+    const publish = (id: number, payload: string) => JSON.stringify({ type: "publish", id, payload });
+    const atLength = (id: number, length: number) => publish(id, "x".repeat(length - publish(id, "").length));
+    const room = await openRoom({ maxFrameLength: 1000 });
+    const a = room.hello();
+    room.reflector.receive(a.socket, atLength(1, 1000));
+    room.reflector.receive(a.socket, atLength(2, 1001));
+    assert.equal(a.socket.ofType("message").length, 1);
+    assert.deepEqual(a.socket.ofType("error"), [{ type: "error", code: "frame-too-large", message: "frame is 1001 characters; the limit is 1000" }]);
+
+    const capped = await openRoom({ maxFrameLength: 10 * MAX_FRAME_LENGTH });
+    const c = capped.hello();
+    capped.reflector.receive(c.socket, atLength(1, MAX_FRAME_LENGTH));
+    capped.reflector.receive(c.socket, atLength(2, MAX_FRAME_LENGTH + 1));
+    assert.equal(c.socket.ofType("message").length, 1);
+    assert.deepEqual(codes(c.socket), ["frame-too-large"]);
+  });
+
+  test("a new client beyond maxClients (present or away) is refused with room-full and closed with 4002; resumes are always allowed", async () => {
+    const room = await openRoom({ maxClients: 2 });
+    const a = room.hello();
+    const b = room.hello();
+    room.reflector.disconnect(b.socket); // away, still holds its seat
+    const seenByA = a.socket.mark();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION });
+    assert.deepEqual(socket.frames, [{ type: "error", code: "room-full", message: "this room holds 2 clients, present or away; try again later" }]);
+    assert.deepEqual(socket.closed, { code: CLOSE_ROOM_FULL, reason: "room full" });
+    assert.equal(room.storage.events().length, 2, "no user-enter");
+    assert.deepEqual(seenByA(), [], "the others saw nothing");
+    // Its later frames are ignored.
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION });
+    assert.equal(socket.frames.length, 1);
+    // The away client comes back although the room is full.
+    const back = room.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 2 });
+    assert.equal(back.welcome.resumed, true);
+    // Once someone leaves, a newcomer fits.
+    room.send(a, { type: "leave" });
+    const newcomer = room.hello();
+    assert.equal(newcomer.welcome.resumed, false);
+    // Returning with retired credentials is a new client: refused while full.
+    const late = new FakeSocket();
+    room.reflector.connect(late);
+    send(room.reflector, late, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: a.secret, seq: 0 } });
+    assert.deepEqual(codes(late), ["room-full"]);
+  });
+
+  test("a publish, hash, snapshot or leave naming another client is refused as identity and changes nothing; naming oneself is fine", async () => {
+    const room = await openRoom({ snapshotEvents: 4 });
+    const a = room.hello();
+    const b = room.hello();
+    const seen = b.socket.mark();
+    const stored = JSON.stringify([...room.storage.values]);
+    const frames = [
+      { type: "publish", id: 1, payload: "as b", client: b.id },
+      { type: "hash", seq: 4, hash: "h", client: b.id },
+      { type: "snapshot", seq: 4, part: 0, parts: 1, data: "", client: b.id },
+      { type: "leave", client: b.id },
+      { type: "hello", version: PROTOCOL_VERSION, client: b.id },
+      { type: "publish", id: 1, payload: "as nobody", client: "someone-else" },
+    ];
+    for (const frame of frames) room.send(a, frame);
+    assert.deepEqual(codes(a.socket), frames.map(() => "identity"));
+    assert.equal(a.socket.ofType("error")[0]!.message, `client ${b.id} belongs to another connection; the reflector knows who sent this frame`);
+    assert.deepEqual(seen(), [], "b hears nothing");
+    assert.equal(JSON.stringify([...room.storage.values]), stored, "nothing stored");
+    assert.equal(b.socket.closed, undefined);
+    assert.equal(room.reflector.clientCount, 2, "nobody left");
+    // Its own id is accepted, and the event is stamped with it.
+    room.send(a, { type: "publish", id: 1, payload: "as a", client: a.id });
+    assert.deepEqual(eventsIn(seen()), [[3, "message", a.id]]);
+    // A client field of the wrong type is a bad frame.
+    room.send(a, { type: "publish", id: 2, payload: "x", client: 7 });
+    room.send(a, { type: "publish", id: 2, payload: "x", client: "" });
+    assert.deepEqual(codes(a.socket).slice(frames.length), ["bad-frame", "bad-frame"]);
+  });
+
+  test("a socket that has not said hello is nobody: any client field is someone else's", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, client: a.id });
+    send(room.reflector, socket, { type: "publish", id: 1, payload: "x", client: a.id });
+    assert.deepEqual(codes(socket), ["identity", "identity"]);
+    assert.equal(room.reflector.clientCount, 1);
+    assert.equal(hello(room.reflector, socket).welcome.resumed, false);
+  });
+
+  test("a resume with a right secret after a wrong one works: the identity refusal leaves the socket usable", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.reflector.disconnect(a.socket);
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: "wrong", seq: 1 } });
+    const back = hello(room.reflector, socket, { client: a.id, secret: a.secret, seq: 1 });
+    assert.equal(back.id, a.id);
+    assert.equal(back.welcome.resumed, true);
+  });
+
+  test("RateLimiter: a bucket of rateBurst tokens refilling at rateLimit per second, and a flood window of rateBurst / rateLimit seconds", () => {
+    const limiter = new RateLimiter({ rateLimit: 2, rateBurst: 4, floodRefusals: 3 }, 0);
+    assert.deepEqual([0, 0, 0, 0, 0].map((now) => limiter.take(now)), [true, true, true, true, false]);
+    assert.equal(limiter.take(499), false);
+    assert.equal(limiter.take(500), true);
+    assert.equal(limiter.take(10_000), true, "refilled, capped at the burst");
+    assert.deepEqual([10_000, 10_000, 10_000, 10_000].map((now) => limiter.take(now)), [true, true, true, false]);
+    // Window: 4 / 2 = 2 s. Four refusals within it are a flood; spread wider they are not.
+    const spread = new RateLimiter({ rateLimit: 2, rateBurst: 4, floodRefusals: 3 }, 0);
+    assert.deepEqual([0, 700, 1400, 2100, 2800].map((now) => spread.refused(now)), [false, false, false, false, false]);
+    const dense = new RateLimiter({ rateLimit: 2, rateBurst: 4, floodRefusals: 3 }, 0);
+    assert.deepEqual([0, 600, 1200, 1999].map((now) => dense.refused(now)), [false, false, false, true]);
+    const unlimited = new RateLimiter({ rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity }, 0);
+    assert.ok(Array.from({ length: 10_000 }, () => unlimited.take(0)).every(Boolean));
+  });
+
+  test("checkRoomId accepts 1 to 64 letters, digits, _ and -, and nothing else", () => {
+    for (const id of ["a", "lobby", "A-b_9", "x".repeat(64), "QtnHLQIOwGTtUTEUdhLzEQ"]) assert.equal(checkRoomId(id), undefined, id);
+    assert.equal(checkRoomId(""), "the room id is empty");
+    assert.equal(checkRoomId("x".repeat(65)), "the room id is 65 characters long; the limit is 64");
+    for (const id of ["a.b", "a~b", "a b", "a%20b", "a/b", "ä", "..", "a\nb", "<script>", "\u0000"]) assert.match(checkRoomId(id) ?? "", /only the letters/, id);
+    assert.equal(checkRoomId("x".repeat(10), 8), "the room id is 10 characters long; the limit is 8");
   });
 });

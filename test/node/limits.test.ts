@@ -1,0 +1,317 @@
+/**
+ * The reflector's limits and identity rules against a real `partykit dev` (docs/security.md): each limit crossed
+ * gets its documented error frame and close code, a flood is throttled and then disconnected while honest
+ * clients chat on, and impersonation attempts fail.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import WebSocket from "ws";
+import { ChatModel } from "../../component/chat-model.js";
+import { Session } from "../../component/session.js";
+import { stateHash } from "../../component/state-hash.js";
+import { PROTOCOL_VERSION, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { CLOSE_BAD_ROOM, CLOSE_FLOODING, CLOSE_ROOM_FULL, DEFAULT_LIMITS } from "../../party/reflector.js";
+import { TestNetwork } from "../support/network.js";
+import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+import { waitFor } from "../support/wait-for.js";
+
+const MAX_CLIENTS = 3;
+const MAX_FRAME = 16_384;
+/** The rate limit is left at its defaults: the flood below is ten times the documented rate. */
+const VARS = {
+  // No ticks: they move replicated time, and the tests compare whole states.
+  TICK_INTERVAL_MS: "600000",
+  // Long, so that an exit seen within seconds can only be an immediate one.
+  GRACE_MS: "60000",
+  MAX_CLIENTS: String(MAX_CLIENTS),
+  MAX_FRAME_LENGTH: String(MAX_FRAME),
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const chat = (session: Session) => session.model as ChatModel;
+const posts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post");
+
+/** A bare socket speaking the wire protocol; it records every frame and how it closed. */
+class Raw {
+  readonly frames: ServerFrame[] = [];
+  closed: { code: number; reason: string } | undefined;
+  readonly socket: WebSocket;
+  readonly opened: Promise<void>;
+  readonly done: Promise<void>;
+
+  constructor(server: PartykitDev, room: string) {
+    this.socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=raw`);
+    this.socket.on("message", (data) => this.frames.push(JSON.parse(String(data)) as ServerFrame));
+    this.done = new Promise((resolve) =>
+      this.socket.once("close", (code, reason) => {
+        this.closed = { code, reason: String(reason) };
+        resolve();
+      }),
+    );
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.once("open", () => resolve());
+      this.socket.once("error", reject);
+    });
+  }
+
+  send(frame: unknown): void {
+    this.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  hello(resume?: { client: string; secret: string; seq: number }): void {
+    this.send({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) });
+  }
+
+  get welcome(): Welcome | undefined {
+    return this.frames.find((frame): frame is Welcome => frame.type === "welcome");
+  }
+
+  errors(): { code: string; message: string }[] {
+    return this.frames.flatMap((frame) => (frame.type === "error" ? [{ code: frame.code, message: frame.message }] : []));
+  }
+
+  /** Opens, says hello and waits for the welcome. */
+  static async join(server: PartykitDev, room: string): Promise<Raw> {
+    const raw = new Raw(server, room);
+    await raw.opened;
+    raw.hello();
+    await waitFor(() => raw.welcome !== undefined, `a welcome in ${room}`);
+    return raw;
+  }
+}
+
+/** Waits until every session has applied the same last event, then compares their state hashes. */
+async function assertConverged(sessions: Session[]): Promise<void> {
+  await waitFor(() => new Set(sessions.map((session) => session.replica!.seq)).size === 1, "every replica to reach the same event");
+  const hashes = await Promise.all(sessions.map((session) => stateHash(session.replica!)));
+  assert.equal(new Set(hashes).size, 1, `replicas differ: ${hashes.join(" ")}`);
+}
+
+describe("limits against a real partykit dev", () => {
+  let server: PartykitDev;
+  const sessions: Session[] = [];
+  const raws: Raw[] = [];
+  const join = async (room: string, network?: TestNetwork) => {
+    const session = Session.join({ host: server.host, room, model: ChatModel, WebSocket: network?.WebSocket ?? WebSocket });
+    sessions.push(session);
+    await session.whenReady();
+    return session;
+  };
+  const raw = async (room: string) => {
+    const socket = await Raw.join(server, room);
+    raws.push(socket);
+    return socket;
+  };
+
+  before(async () => {
+    server = await startPartykitDev({ vars: VARS });
+  });
+
+  after(async () => {
+    for (const session of sessions) session.leave();
+    for (const socket of raws) socket.socket.terminate();
+    await server.stop();
+    await removePersistDir(server.persistDir);
+  });
+
+  test("a frame above MAX_FRAME_LENGTH gets frame-too-large; one at the limit is accepted, and the connection keeps working", { timeout: 30_000 }, async () => {
+    const client = await raw("frame-size");
+    const publish = (id: number, length: number) => {
+      const empty = JSON.stringify({ type: "publish", id, payload: "" });
+      return JSON.stringify({ type: "publish", id, payload: "x".repeat(length - empty.length) });
+    };
+    client.send(publish(1, MAX_FRAME + 1));
+    client.send(publish(1, MAX_FRAME));
+    await waitFor(() => client.frames.some((frame) => frame.type === "message"), "the frame at the limit to come back");
+    assert.deepEqual(client.errors(), [{ code: "frame-too-large", message: `frame is ${MAX_FRAME + 1} characters; the limit is ${MAX_FRAME}` }]);
+    const message = client.frames.find((frame) => frame.type === "message")!;
+    assert.ok(message.type === "message" && message.id === 1 && message.payload.length > MAX_FRAME / 2);
+    assert.equal(client.closed, undefined);
+  });
+
+  test("a room id that is too long or has other characters than A-Za-z0-9_- gets bad-room and close code 4001", { timeout: 30_000 }, async () => {
+    const ok = await raw("x".repeat(64));
+    assert.equal(ok.welcome!.resumed, false, "64 characters are fine");
+    for (const [room, message] of [
+      ["x".repeat(65), "the room id is 65 characters long; the limit is 64"],
+      ["a.b", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
+      ["a~b", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
+      ["a%20b", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
+      ["caf%C3%A9", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
+    ] as const) {
+      const socket = new Raw(server, room);
+      raws.push(socket);
+      await socket.opened;
+      socket.hello();
+      await socket.done;
+      assert.deepEqual(socket.frames, [{ type: "error", code: "bad-room", message }], room);
+      assert.deepEqual(socket.closed, { code: CLOSE_BAD_ROOM, reason: "bad room id" }, room);
+    }
+  });
+
+  test("a new client beyond MAX_CLIENTS gets room-full and close code 4002; an away client may still resume, and a freed seat is taken", { timeout: 30_000 }, async () => {
+    const room = "full";
+    const members = [await raw(room), await raw(room), await raw(room)];
+    const extra = new Raw(server, room);
+    raws.push(extra);
+    await extra.opened;
+    extra.hello();
+    await extra.done;
+    assert.deepEqual(extra.frames, [{ type: "error", code: "room-full", message: `this room holds ${MAX_CLIENTS} clients, present or away; try again later` }]);
+    assert.deepEqual(extra.closed, { code: CLOSE_ROOM_FULL, reason: "room full" });
+
+    // Dropped without leave: away, still in its seat, and welcome to come back.
+    const dropped = members[2]!;
+    const { client, secret } = dropped.welcome!;
+    dropped.socket.terminate();
+    await sleep(300);
+    const blocked = new Raw(server, room);
+    raws.push(blocked);
+    await blocked.opened;
+    blocked.hello();
+    await blocked.done;
+    assert.deepEqual(blocked.errors().map((error) => error.code), ["room-full"]);
+    const back = new Raw(server, room);
+    raws.push(back);
+    await back.opened;
+    back.hello({ client, secret, seq: 0 });
+    await waitFor(() => back.welcome !== undefined, "the resume's welcome");
+    assert.equal(back.welcome!.client, client);
+    assert.equal(back.welcome!.resumed, true);
+
+    members[0]!.send({ type: "leave" });
+    await waitFor(() => members[1]!.frames.some((frame) => frame.type === "user-exit"), "the leave");
+    const newcomer = await raw(room);
+    assert.equal(newcomer.welcome!.resumed, false);
+    // Nobody saw the refused sockets: only the three entries, the exit and the newcomer's entry.
+    assert.deepEqual(
+      members[1]!.frames.filter((frame) => frame.type === "user-enter" || frame.type === "user-exit").map((frame) => frame.type),
+      ["user-enter", "user-enter", "user-enter", "user-exit", "user-enter"],
+    );
+  });
+
+  test(`a flood at 10x the rate limit (${10 * DEFAULT_LIMITS.rateLimit} frames/s) is throttled, then closed with 4003; honest clients' posts all arrive`, { timeout: 30_000 }, async () => {
+    const room = "flood";
+    const alice = await join(room);
+    const bob = await join(room);
+    const flooder = await raw(room);
+    await waitFor(() => chat(alice).users.length === 3 && chat(bob).users.length === 3, "three users");
+    const flooderId = flooder.welcome!.client;
+
+    const perHonest = 20;
+    const honestDone = (async () => {
+      for (let i = 0; i < perHonest; i++) {
+        alice.publish("chat", "post", { text: `alice ${i}` });
+        bob.publish("chat", "post", { text: `bob ${i}` });
+        await sleep(100); // 10 posts per second each: well within the limit
+      }
+    })();
+
+    // Ten times the rate, kept up by the clock (timers run late under load), for at most 10 s.
+    const rate = 10 * DEFAULT_LIMITS.rateLimit;
+    let sent = 0;
+    const started = Date.now();
+    while (flooder.closed === undefined && Date.now() - started < 10_000) {
+      const due = Math.floor(((Date.now() - started) * rate) / 1000);
+      while (sent < due && flooder.socket.readyState === WebSocket.OPEN) flooder.send({ type: "publish", id: ++sent, payload: `flood ${sent}` });
+      await sleep(10);
+    }
+    await flooder.done;
+    const elapsed = Date.now() - started;
+    console.log(`# flooder sent ${sent} frames in ${elapsed} ms before it was closed`);
+    await honestDone;
+
+    assert.deepEqual(flooder.closed, { code: CLOSE_FLOODING, reason: "flooding" });
+    const errors = flooder.errors();
+    assert.ok(errors.length > DEFAULT_LIMITS.floodRefusals, `${errors.length} refusals`);
+    assert.ok(errors.every((error) => error.code === "rate-limited"), "only rate-limited refusals");
+    // The burst went through first: the hello and rateBurst - 1 posts came back before the first refusal.
+    const firstError = flooder.frames.findIndex((frame) => frame.type === "error");
+    const echoesBefore = flooder.frames.slice(0, firstError).filter((frame) => frame.type === "message" && frame.client === flooderId).length;
+    assert.ok(echoesBefore >= DEFAULT_LIMITS.rateBurst - 1, `${echoesBefore} posts before the first refusal`);
+    // Throttled: what got through is the burst plus about the rate, far below what was sent.
+    const accepted = flooder.frames.filter((frame) => frame.type === "message" && frame.client === flooderId).length;
+    assert.ok(accepted <= DEFAULT_LIMITS.rateBurst + (DEFAULT_LIMITS.rateLimit * elapsed) / 1000 + 5, `${accepted} of ${sent} accepted`);
+    assert.ok(errors.length + accepted <= sent);
+
+    // Closed as leaving: the others see it go at once, although the grace period is a minute.
+    await waitFor(() => chat(alice).users.length === 2 && chat(bob).users.length === 2, "the flooder's exit");
+    await waitFor(() => posts(alice).length === 2 * perHonest && posts(bob).length === 2 * perHonest && alice.pending.length === 0 && bob.pending.length === 0, "every honest post");
+    await assertConverged([alice, bob]);
+    for (const session of [alice, bob]) {
+      const texts = posts(session).map((entry) => entry.text);
+      assert.equal(new Set(texts).size, texts.length, "each post once");
+      for (const name of ["alice", "bob"]) {
+        assert.deepEqual(
+          texts.filter((text) => text.startsWith(`${name} `)),
+          Array.from({ length: perHonest }, (_, i) => `${name} ${i}`),
+        );
+      }
+    }
+  });
+
+  test("impersonation fails: a resume with another's id and a wrong secret, and frames carrying another's client id, get identity errors", { timeout: 30_000 }, async () => {
+    const room = "impersonation";
+    const honest = await join(room);
+    const errors: string[] = [];
+    honest.addEventListener("reflector-error", (event) => errors.push((event as CustomEvent<{ code: string }>).detail.code));
+    const victim = honest.clientId!;
+    honest.publish("chat", "post", { text: "the only post I wrote" });
+    await waitFor(() => posts(honest).length === 1, "the honest post");
+
+    // 1. Claiming the honest client's id on hello.
+    const attacker = new Raw(server, room);
+    raws.push(attacker);
+    await attacker.opened;
+    attacker.hello({ client: victim, secret: "A".repeat(22), seq: 0 });
+    await waitFor(() => attacker.frames.length > 0, "an answer to the false resume");
+    await sleep(200);
+    assert.deepEqual(attacker.frames, [{ type: "error", code: "identity", message: `client ${victim} belongs to another connection` }], "no welcome");
+
+    // 2. The same socket may join as itself, then tries to post, vote, upload and leave as the victim.
+    attacker.hello();
+    await waitFor(() => attacker.welcome !== undefined, "the attacker's own welcome");
+    assert.notEqual(attacker.welcome!.client, victim);
+    const forged = [
+      { type: "publish", id: 1, payload: JSON.stringify({ scope: "chat", event: "post", data: { text: "forged" } }), client: victim },
+      { type: "hash", seq: 1, hash: "0".repeat(64), client: victim },
+      { type: "snapshot", seq: 1, part: 0, parts: 1, data: "{}", client: victim },
+      { type: "leave", client: victim },
+    ];
+    for (const frame of forged) attacker.send(frame);
+    await waitFor(() => attacker.errors().length === 1 + forged.length, "an error for each forged frame");
+    assert.deepEqual(attacker.errors().map((error) => error.code), ["identity", ...forged.map(() => "identity")]);
+
+    // 3. The attacker's own posts are stamped with its own id, whatever the payload says (it is not even
+    // encrypted with the room's key, so every replica skips it).
+    attacker.send({ type: "publish", id: 1, payload: JSON.stringify({ scope: "chat", event: "post", data: { text: "signed by the attacker", client: victim } }) });
+    const own = (frame: ServerFrame) => frame.type === "message" && frame.seq > attacker.welcome!.last;
+    await waitFor(() => attacker.frames.some(own), "the attacker's own post");
+    const stamped = attacker.frames.find(own)!;
+    assert.ok(stamped.type === "message" && stamped.client === attacker.welcome!.client);
+    await waitFor(() => honest.replica!.seq === stamped.seq, "the victim to apply it");
+    await sleep(200);
+
+    assert.equal(honest.clientId, victim, "the victim kept its identity");
+    assert.equal(honest.status, "connected");
+    assert.deepEqual(errors, [], "the victim was told nothing");
+    assert.equal(chat(honest).users.length, 2, "nobody left");
+    const byVictim = posts(honest).filter((entry) => entry.author === victim).map((entry) => entry.text);
+    assert.deepEqual(byVictim, ["the only post I wrote"], "nothing is attributed to the victim that it did not send");
+    assert.equal(posts(honest).length, 1);
+
+    // 4. While the victim's connection is down, its id still cannot be taken; the victim itself resumes.
+    const network = new TestNetwork();
+    const away = await join(room, network);
+    const awayId = away.clientId!;
+    const thief = new Raw(server, room);
+    raws.push(thief);
+    await thief.opened;
+    network.kill();
+    thief.hello({ client: awayId, secret: "B".repeat(22), seq: 0 });
+    await waitFor(() => thief.frames.length > 0, "an answer to the thief");
+    assert.deepEqual(thief.errors().map((error) => error.code), ["identity"]);
+    await waitFor(() => away.status === "connected", "the real client to resume");
+    assert.equal(away.clientId, awayId);
+  });
+});
