@@ -2,6 +2,7 @@ import { css, html, LitElement, nothing, svg } from "lit";
 import { repeat } from "lit/directives/repeat.js";
 import { create as createQrCode } from "qrcode/lib/core/qrcode.js";
 import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry } from "./chat-model.js";
+import { checkRoomId } from "../party/protocol.js";
 import { newRoomSecret } from "./room-key.js";
 import { Session, type PendingEvent, type SessionStatus } from "./session.js";
 
@@ -343,6 +344,12 @@ export class MultiuserChat extends LitElement {
     this.qrCode = qrSvg(this.joinUrl);
     this.joinedWith = { host: this.host, room: this.room, key: this.key, party: this.party };
     this.failure = undefined;
+    const badRoom = checkRoomId(room);
+    if (badRoom !== undefined) {
+      this.failure = `This room name cannot be used: ${badRoom}.`;
+      this.requestUpdate();
+      return;
+    }
     let session: Session;
     try {
       session = Session.join({
@@ -360,6 +367,14 @@ export class MultiuserChat extends LitElement {
     }
     const update = () => this.requestUpdate();
     for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
+    session.addEventListener("reflector-error", (event) => {
+      // The room turns newcomers away while it is full; the session keeps trying and the welcome clears this.
+      if ((event as CustomEvent<{ code: string }>).detail.code === "room-full") {
+        this.failure = "This chat is full right now. Waiting for a place…";
+        this.requestUpdate();
+      }
+    });
+    session.addEventListener("welcome", () => (this.failure = undefined));
     session.addEventListener("key-mismatch", () => {
       this.failure = "This link's key does not match the room. Ask for the link again: the part after # must be complete.";
       this.requestUpdate();

@@ -9,6 +9,7 @@
  * `ws`, headless in Node.
  */
 import { PartySocket } from "partysocket";
+import { TokenBucket } from "../party/token-bucket.js";
 import { encodeClientFrame, parseServerFrame, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
 import { isRoomSecret, RoomKey, WrongKeyError } from "./room-key.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
@@ -58,6 +59,13 @@ export interface Divergence {
 
 type ViewHandler = (data: unknown) => void;
 
+/** Close code of a connection to a room id the reflector refuses: trying again cannot help. */
+const CLOSE_BAD_ROOM = 4001;
+/** Frames a client leaves to the reflector's rate limit for its hello, hashes and leave, beyond its posts. */
+const RATE_RESERVE = 5;
+/** How long to wait before sending again after the reflector refused a post. */
+const RESEND_DELAY = 1000;
+
 /** A pending event with its payload, encrypted once: every resend carries the same ciphertext. */
 interface Outgoing extends PendingEvent {
   sealed: Promise<string>;
@@ -96,6 +104,11 @@ export class Session extends EventTarget {
   private catchUp: CatchUp | undefined;
   private outbox: Outgoing[] = [];
   private nextPostId = 1;
+  /** Highest post id sent on the current connection: posts above it go out as the rate limit allows. */
+  private sentUpTo = 0;
+  /** This client's copy of the reflector's rate limit, a little below it. */
+  private bucket: TokenBucket | undefined;
+  private flushTimer: ReturnType<typeof setTimeout> | undefined;
   /** The state at the last snapshot point, kept until the reflector stores a snapshot or asks for this one. */
   private kept: { seq: number; text: string; hash?: string } | undefined;
   private lastHeard = 0;
@@ -143,11 +156,12 @@ export class Session extends EventTarget {
       const data = String((event as MessageEvent).data);
       this.enqueue(() => this.receive(data));
     });
-    this.socket.addEventListener("close", () =>
+    this.socket.addEventListener("close", (event) =>
       this.enqueue(() => {
         this.welcomed = false;
         this.catchUp = undefined;
         this.stopWatchdog();
+        if ((event as CloseEvent).code === CLOSE_BAD_ROOM) this.leave();
         if (!this.left) this.setStatus(this.disconnectedStatus());
       }),
     );
@@ -183,7 +197,7 @@ export class Session extends EventTarget {
     const plain = encodeModelEvent(scope, event, data);
     const pending: Outgoing = { id: this.nextPostId++, scope, event, data: data ?? null, sealed: this.roomKey.then((key) => key.encrypt(plain)) };
     this.outbox.push(pending);
-    if (this.welcomed) this.enqueue(() => this.send(pending));
+    if (this.welcomed) this.enqueue(() => this.flush());
     this.dispatchEvent(new Event("pending"));
   }
 
@@ -202,6 +216,7 @@ export class Session extends EventTarget {
     this.left = true;
     if (this.welcomed) this.socket.send(encodeClientFrame({ type: "leave" }));
     this.stopWatchdog();
+    clearTimeout(this.flushTimer);
     this.removeOnlineListeners();
     this.socket.close();
   }
@@ -216,9 +231,29 @@ export class Session extends EventTarget {
   }
 
   /** Sends a pending event on the current connection, if it is still welcomed and the event still pending. */
-  private async send(pending: Outgoing): Promise<void> {
-    const payload = await pending.sealed;
-    if (this.welcomed && this.outbox.includes(pending)) this.socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
+  /**
+   * Sends the pending posts not yet sent on this connection, in order and within the rate limit; the rest go out
+   * when the limit allows.
+   */
+  private async flush(): Promise<void> {
+    for (const pending of this.outbox) {
+      if (!this.welcomed) return;
+      if (pending.id <= this.sentUpTo) continue;
+      const now = Date.now();
+      if (this.bucket !== undefined && !this.bucket.take(now)) return this.flushLater(this.bucket.waitTime(now));
+      const payload = await pending.sealed;
+      if (!this.welcomed) return;
+      this.socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
+      this.sentUpTo = pending.id;
+    }
+  }
+
+  private flushLater(delay: number): void {
+    if (this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      this.enqueue(() => this.flush());
+    }, delay);
   }
 
   private async receive(data: string): Promise<void> {
@@ -255,6 +290,16 @@ export class Session extends EventTarget {
         return this.reportDivergence(frame.seq, frame.votes);
       case "error":
         console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
+        if (frame.code === "rate-limited" || frame.code === "out-of-order") {
+          // A post was dropped: after a pause, send every pending post again, in order; duplicates are harmless.
+          this.sentUpTo = 0;
+          this.flushLater(RESEND_DELAY);
+        } else if (frame.code === "identity") {
+          // The reflector does not take these credentials: join as a new client.
+          this.clientId = undefined;
+          this.secret = undefined;
+          this.hello();
+        }
         this.dispatchEvent(new CustomEvent("reflector-error", { detail: { code: frame.code, message: frame.message } }));
         return;
       default:
@@ -309,7 +354,10 @@ export class Session extends EventTarget {
     this.replica = replica;
     this.catchUp = undefined;
     this.welcomed = true;
-    for (const pending of this.outbox) await this.send(pending);
+    this.sentUpTo = 0;
+    const rate = welcome.rate;
+    this.bucket = rate === null ? undefined : new TokenBucket(rate.perSecond * 0.9, Math.max(1, rate.burst - RATE_RESERVE), Date.now());
+    await this.flush();
     this.startWatchdog(welcome.tick);
     this.setStatus("connected");
     this.dispatchEvent(new Event("pending"));

@@ -63,6 +63,8 @@ export interface Welcome {
   time: number;
   /** Milliseconds of silence after which the reflector sends a tick: a connection quiet for much longer is dead. */
   tick: number;
+  /** The connection's frame rate limit, which the client keeps below; null when there is none. */
+  rate: { perSecond: number; burst: number } | null;
   /** A snapshot to restore first, sent as `parts` `snapshot` frames right after this one; null when none is needed. */
   snapshot: { seq: number; parts: number } | null;
   /** The events that follow (after the snapshot parts) are those after `from`, up to and including `last`. */
@@ -116,6 +118,7 @@ export type ErrorCode =
   | "version-mismatch"
   | "out-of-turn"
   | "rate-limited"
+  | "out-of-order"
   | "identity"
   | "room-full"
   | "bad-room";

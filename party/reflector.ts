@@ -15,6 +15,7 @@ import {
   type Vote,
 } from "./protocol.js";
 import { RoomStore, type RoomStorage } from "./room-store.js";
+import { TokenBucket } from "./token-bucket.js";
 
 /** Anything the reflector can send a text frame to: a PartyKit connection, or a plain object in tests. */
 export interface ClientSocket {
@@ -123,8 +124,7 @@ interface SnapshotRound {
  * the times of its recent rate-limited refusals, to tell a burst from a flood.
  */
 export class RateLimiter {
-  private tokens: number;
-  private refilledAt: number;
+  private readonly bucket: TokenBucket;
   /** Times of the latest `floodRefusals + 1` refusals, oldest first. */
   private readonly refusals: number[] = [];
 
@@ -132,20 +132,12 @@ export class RateLimiter {
     private readonly limits: Pick<ReflectorLimits, "rateLimit" | "rateBurst" | "floodRefusals">,
     now: number,
   ) {
-    this.tokens = limits.rateBurst;
-    this.refilledAt = now;
+    this.bucket = new TokenBucket(limits.rateLimit, limits.rateBurst, now);
   }
 
   /** Takes a token for a frame arriving at `now`: false when the bucket is empty and the frame must be refused. */
   take(now: number): boolean {
-    const { rateLimit, rateBurst } = this.limits;
-    if (rateLimit === Infinity || rateBurst === Infinity) return true;
-    const elapsed = Math.max(0, now - this.refilledAt);
-    this.tokens = Math.min(rateBurst, this.tokens + (elapsed * rateLimit) / 1000);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return this.bucket.take(now);
   }
 
   /** Records a refusal at `now`; true when there have been more than `floodRefusals` within one refill window. */
@@ -455,6 +447,7 @@ export class Reflector<Socket extends ClientSocket> {
         acked,
         time: this.time,
         tick: this.options.tickInterval,
+        rate: Number.isFinite(this.limits.rateLimit) && Number.isFinite(this.limits.rateBurst) ? { perSecond: this.limits.rateLimit, burst: this.limits.rateBurst } : null,
         snapshot: snapshot === undefined ? null : { seq: snapshot.seq, parts: snapshot.parts.length },
         from,
         last: store.lastSeq,
@@ -472,6 +465,11 @@ export class Reflector<Socket extends ClientSocket> {
   private post(client: Client<Socket>, id: number, payload: string): void {
     // A resend of a post that is already in the order: the client learns so from the event or its next welcome.
     if (id <= client.lastPost) return;
+    // Posts go in the order they were numbered: one refused (say, rate-limited) must not be overtaken by the next,
+    // or its resend would look like a duplicate and be lost.
+    if (id > client.lastPost + 1) {
+      return refuse(client.socket!, "out-of-order", `post ${id} comes before post ${client.lastPost + 1}; send posts in order from ${client.lastPost + 1}`);
+    }
     client.lastPost = id;
     this.broadcast(this.record({ type: "message", client: client.id, id, payload }));
     this.snapshotIfDue();

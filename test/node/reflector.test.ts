@@ -204,6 +204,7 @@ describe("reflector: ordering and stamping", () => {
       acked: 0,
       time: START,
       tick: TEST_SETTINGS.tickInterval,
+      rate: null,
       snapshot: null,
       from: 0,
       last: 3,
@@ -508,6 +509,7 @@ describe("reflector: disconnects, grace and resume", () => {
       time: START + GRACE / 2,
       tick: TEST_SETTINGS.tickInterval,
       snapshot: null,
+      rate: null,
       from: 3,
       last: 4,
     });
@@ -664,15 +666,31 @@ describe("reflector: exactly-once posts", () => {
     const room = await openRoom();
     const a = room.hello();
     const b = room.hello();
-    for (const id of [1, 1, 2, 2, 1, 5, 4, 5, 6]) room.post(a, id, `id ${id}`);
+    for (const id of [1, 1, 2, 2, 1, 3, 3, 4]) room.post(a, id, `id ${id}`);
     assert.deepEqual(
       b.socket.ofType("message").map((message) => message.payload),
-      ["id 1", "id 2", "id 5", "id 6"],
+      ["id 1", "id 2", "id 3", "id 4"],
     );
     assert.deepEqual(a.socket.ofType("error"), [], "a resend is normal, not an error");
     // Ids are per client: b's first post is new even though a used id 1.
     room.post(b, 1);
     assert.equal(b.socket.ofType("message").length, 5);
+  });
+
+  test("refuses a post that skips an id, so a refused post is never overtaken and then lost as a duplicate", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1, "first");
+    room.post(a, 3, "skips 2");
+    assert.deepEqual(a.socket.ofType("error").map((error) => error.code), ["out-of-order"]);
+    assert.match(a.socket.ofType("error")[0]!.message, /send posts in order from 2/);
+    room.post(a, 2, "second");
+    room.post(a, 3, "third");
+    assert.deepEqual(
+      b.socket.ofType("message").map((message) => message.payload),
+      ["first", "second", "third"],
+    );
   });
 
   test("dedupes across a resume, and the resume welcome acks the last sequenced id", async () => {
@@ -1055,7 +1073,7 @@ describe("reflector: restart from storage", () => {
     const storage = new MemoryStorage();
     const first = await openRoom({}, storage);
     const a = first.hello();
-    first.post(a, 7);
+    for (let id = 1; id <= 7; id++) first.post(a, id);
     const second = await openRoom({}, storage, START + 1);
     const again = second.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 2 });
     assert.equal(again.welcome.resumed, true);
