@@ -14,7 +14,7 @@ import {
   type SnapshotPart,
   type Vote,
 } from "./protocol.js";
-import { RoomStore, type RoomStorage } from "./room-store.js";
+import { RoomStore, type RetiredClient, type RoomStorage } from "./room-store.js";
 import { TokenBucket } from "./token-bucket.js";
 
 /** Anything the reflector can send a text frame to: a PartyKit connection, or a plain object in tests. */
@@ -204,7 +204,7 @@ export class Reflector<Socket extends ClientSocket> {
    * Clients whose grace period ended: a return within RETIRED_MEMORY learns which of its posts got through. The
    * store's map, kept in room storage: a client that returns after a server restart must not resend its posts.
    */
-  private readonly retired: ReadonlyMap<string, { secret: string; lastPost: number; until: number }>;
+  private readonly retired: ReadonlyMap<string, RetiredClient>;
   private time: number;
   private lastSentAt: number;
   private lastDueSeq: number;
