@@ -12,8 +12,9 @@ let reflector;
 const reflectorPlugin = {
   name: "partykit-dev",
   async serverStart() {
-    // Snapshots fall due often here, so the browser tests run through snapshot rounds too.
-    reflector = await startPartykitDev({ vars: { SNAPSHOT_EVENTS: "20" } });
+    // Snapshots fall due often here, so the browser tests run through snapshot rounds too. The rate limit is
+    // raised so that a burst of posts arrives at once; test/node/limits.test.ts covers the limit itself.
+    reflector = await startPartykitDev({ vars: { SNAPSHOT_EVENTS: "20", RATE_LIMIT: "100000", RATE_BURST: "100000" } });
   },
   async serverStop() {
     await reflector?.stop();

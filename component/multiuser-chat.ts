@@ -231,6 +231,15 @@ export class MultiuserChat extends LitElement {
     return this.session?.model as ChatModel | undefined;
   }
 
+  /**
+   * Renders at most once per animation frame, however many events arrive in between: a burst of posts costs a
+   * render per frame, not one per post.
+   */
+  protected override async scheduleUpdate(): Promise<void> {
+    await new Promise((resolve) => requestAnimationFrame(resolve));
+    super.scheduleUpdate();
+  }
+
   protected override willUpdate(): void {
     const joined = this.joinedWith;
     if (this.isConnected && joined !== undefined && (joined.host !== this.host || joined.room !== this.room || joined.key !== this.key || joined.party !== this.party)) {
