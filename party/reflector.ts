@@ -41,6 +41,8 @@ export interface ReflectorLimits {
   floodRefusals: number;
   /** Clients, present or away, a room holds; a newcomer beyond them is refused. Resumes are always allowed. */
   maxClients: number;
+  /** Milliseconds a socket may stay open without saying hello: sockets that never join must not pile up. */
+  helloTimeout: number;
 }
 
 export const DEFAULT_LIMITS: ReflectorLimits = {
@@ -49,6 +51,7 @@ export const DEFAULT_LIMITS: ReflectorLimits = {
   rateBurst: 60,
   floodRefusals: 100,
   maxClients: 100,
+  helloTimeout: 10_000,
 };
 
 /** The room's timings, all in milliseconds, and its limits; each can be set per deployment (see `docs/protocol.md`). */
@@ -91,6 +94,8 @@ export const CLOSE_BAD_ROOM = 4001;
 export const CLOSE_ROOM_FULL = 4002;
 /** Close code for a connection that kept sending above its rate limit (after its last `rate-limited` error frame). */
 export const CLOSE_FLOODING = 4003;
+/** Close code for a socket that did not say hello within `helloTimeout`. */
+export const CLOSE_NO_HELLO = 4004;
 /** How long, and for how many clients, the reflector remembers a client after its grace period ended. */
 const RETIRED_MEMORY = 60 * 60 * 1000;
 const MAX_RETIRED = 1000;
@@ -197,6 +202,8 @@ export class Reflector<Socket extends ClientSocket> {
   private readonly sockets = new Map<Socket, Client<Socket> | undefined>();
   /** Every open socket's rate limiter, from its first frame on (hello counts). */
   private readonly limiters = new Map<Socket, RateLimiter>();
+  /** When each socket that has not said hello yet opened. */
+  private readonly openedAt = new Map<Socket, number>();
   private readonly limits: ReflectorLimits;
   /** Present and away clients by id, in the order they joined. */
   private readonly clients = new Map<string, Client<Socket>>();
@@ -222,6 +229,7 @@ export class Reflector<Socket extends ClientSocket> {
       rateBurst: options.rateBurst ?? DEFAULT_LIMITS.rateBurst,
       floodRefusals: options.floodRefusals ?? DEFAULT_LIMITS.floodRefusals,
       maxClients: options.maxClients ?? DEFAULT_LIMITS.maxClients,
+      helloTimeout: options.helloTimeout ?? DEFAULT_LIMITS.helloTimeout,
     };
     this.retired = store.retired;
     this.time = store.lastTime;
@@ -265,8 +273,10 @@ export class Reflector<Socket extends ClientSocket> {
 
   /** A socket opened; it becomes a client when it says hello. */
   connect(socket: Socket): void {
+    const now = this.options.clock();
     this.sockets.set(socket, undefined);
-    this.limiters.set(socket, new RateLimiter(this.limits, this.options.clock()));
+    this.limiters.set(socket, new RateLimiter(this.limits, now));
+    this.openedAt.set(socket, now);
   }
 
   /**
@@ -330,6 +340,7 @@ export class Reflector<Socket extends ClientSocket> {
     const client = this.sockets.get(socket);
     this.sockets.delete(socket);
     this.limiters.delete(socket);
+    this.openedAt.delete(socket);
     if (client === undefined || client.socket !== socket) return;
     client.socket = undefined;
     client.awayUntil = this.options.clock() + this.options.grace;
@@ -343,12 +354,26 @@ export class Reflector<Socket extends ClientSocket> {
     if (this.clientCount > 0) due.push(this.lastSentAt + this.options.tickInterval);
     for (const client of this.clients.values()) if (client.awayUntil !== undefined) due.push(client.awayUntil);
     if (this.round !== undefined) due.push(this.round.deadline);
+    // Insertion order is opening order, so the first socket waiting for its hello is the first to time out.
+    const firstOpened = this.openedAt.values().next();
+    if (!firstOpened.done && Number.isFinite(this.limits.helloTimeout)) due.push(firstOpened.value + this.limits.helloTimeout);
     return due.length === 0 ? undefined : Math.max(0, Math.min(...due) - now);
   }
 
-  /** Does what is due: ends grace periods, gives up on a stalled snapshot, and ticks a quiet room. */
+  /** Does what is due: closes sockets that never said hello, ends grace periods, gives up on a stalled snapshot, and ticks a quiet room. */
   wake(): void {
     const now = this.options.clock();
+    for (const [socket, opened] of this.openedAt) {
+      if (opened + this.limits.helloTimeout > now) break;
+      this.openedAt.delete(socket);
+      this.sockets.delete(socket);
+      this.limiters.delete(socket);
+      try {
+        socket.close(CLOSE_NO_HELLO, "no hello");
+      } catch {
+        // already closing
+      }
+    }
     for (const client of [...this.clients.values()]) {
       if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
     }
@@ -426,6 +451,7 @@ export class Reflector<Socket extends ClientSocket> {
   }
 
   private attach(client: Client<Socket>, socket: Socket): void {
+    this.openedAt.delete(socket);
     client.socket = socket;
     this.sockets.set(socket, client);
   }

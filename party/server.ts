@@ -23,10 +23,11 @@ const SETTING_VARIABLES: Record<keyof ReflectorSettings, string> = {
   rateBurst: "RATE_BURST",
   floodRefusals: "FLOOD_REFUSALS",
   maxClients: "MAX_CLIENTS",
+  helloTimeout: "HELLO_TIMEOUT_MS",
 };
 
 /** Settings that make no sense at zero: a limit of zero would refuse everything (or, for RATE_LIMIT, divide by it). */
-const POSITIVE_SETTINGS = new Set(["MAX_FRAME_LENGTH", "RATE_LIMIT", "RATE_BURST", "MAX_CLIENTS", "MAX_ROOM_ID_LENGTH"]);
+const POSITIVE_SETTINGS = new Set(["MAX_FRAME_LENGTH", "RATE_LIMIT", "RATE_BURST", "MAX_CLIENTS", "MAX_ROOM_ID_LENGTH", "HELLO_TIMEOUT_MS"]);
 
 function setting(env: Record<string, unknown>, name: string, fallback: number): number {
   const value = env[name];
@@ -66,6 +67,8 @@ export default class ReflectorRoom implements Party.Server {
       return;
     }
     this.reflector.connect(connection);
+    // Its hello timeout is now due, even in a room with nobody else.
+    this.scheduleWake();
   }
 
   onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection): void {

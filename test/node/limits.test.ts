@@ -10,7 +10,7 @@ import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
 import { PROTOCOL_VERSION, type ServerFrame, type Welcome } from "../../party/protocol.js";
-import { CLOSE_BAD_ROOM, CLOSE_FLOODING, CLOSE_ROOM_FULL, DEFAULT_LIMITS } from "../../party/reflector.js";
+import { CLOSE_BAD_ROOM, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, DEFAULT_LIMITS } from "../../party/reflector.js";
 import { TestNetwork } from "../support/network.js";
 import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
 import { waitFor } from "../support/wait-for.js";
@@ -25,6 +25,7 @@ const VARS = {
   GRACE_MS: "60000",
   MAX_CLIENTS: String(MAX_CLIENTS),
   MAX_FRAME_LENGTH: String(MAX_FRAME),
+  HELLO_TIMEOUT_MS: "1500",
 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -269,6 +270,13 @@ describe("limits against a real partykit dev", () => {
       posts(reader).map((entry) => entry.text),
       Array.from({ length: count }, (_, i) => `paced ${i}`),
     );
+  });
+
+  test("a socket that never says hello is closed with 4004 after HELLO_TIMEOUT_MS", { timeout: 30_000 }, async () => {
+    const socket = new WebSocket(`ws://${server.host}/parties/main/silent`);
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.once("close", (code, reason) => resolve({ code, reason: String(reason) })));
+    await new Promise((resolve) => socket.once("open", resolve));
+    assert.deepEqual(await closed, { code: CLOSE_NO_HELLO, reason: "no hello" });
   });
 
   test("impersonation fails: a resume with another's id and a wrong secret, and frames carrying another's client id, get identity errors", { timeout: 30_000 }, async () => {

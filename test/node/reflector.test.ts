@@ -18,6 +18,7 @@ import {
 } from "../../party/protocol.js";
 import {
   CLOSE_FLOODING,
+  CLOSE_NO_HELLO,
   CLOSE_REPLACED,
   CLOSE_ROOM_FULL,
   countVotes,
@@ -95,7 +96,7 @@ class FakeSocket implements ClientSocket {
 
 const START = 1_000_000;
 /** Snapshots and limits effectively off, so that tests about something else see no snapshot frames and no throttling. */
-const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity };
+const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity, helloTimeout: Infinity };
 const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000, ...NO_LIMITS };
 const GRACE = TEST_SETTINGS.grace;
 const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
@@ -1166,10 +1167,34 @@ describe("reflector: limits and identity", () => {
         rateBurst: 60,
         floodRefusals: 100,
         maxClients: 100,
+        helloTimeout: 10_000,
       },
     );
     assert.equal(MAX_FRAME_LENGTH, 61_440);
     assert.equal(MAX_ROOM_ID_LENGTH, 64);
+  });
+
+  test("a socket that does not say hello within helloTimeout is closed with 4004; one that does is kept", async () => {
+    const room = await openRoom({ helloTimeout: 3000 });
+    const silent = new FakeSocket();
+    room.reflector.connect(silent);
+    room.advance(1000);
+    const late = new FakeSocket();
+    room.reflector.connect(late);
+    assert.equal(room.reflector.nextWakeIn(), 2000, "the wake-up is due when the first silent socket times out");
+    room.advance(1999);
+    room.reflector.wake();
+    assert.equal(silent.closed, undefined, "not before its time");
+    const prompt = room.hello(late);
+    room.advance(1);
+    room.reflector.wake();
+    assert.deepEqual(silent.closed, { code: CLOSE_NO_HELLO, reason: "no hello" });
+    room.advance(10_000);
+    room.reflector.wake();
+    assert.equal(prompt.socket.closed, undefined, "a socket that said hello in time is a client");
+    // A frame from the closed socket is ignored: it is no longer the reflector's.
+    room.reflector.receive(silent, JSON.stringify({ type: "hello", version: PROTOCOL_VERSION }));
+    assert.deepEqual(silent.ofType("welcome"), []);
   });
 
   test("a connection may send a burst of rateBurst frames (hello included); the next is refused as rate-limited and changes nothing", async () => {
