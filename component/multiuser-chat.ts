@@ -374,6 +374,13 @@ export class MultiuserChat extends LitElement {
       this.requestUpdate();
       return;
     }
+    this.watch(session);
+    this.session = session;
+    this.requestUpdate();
+  }
+
+  /** Re-renders on every change of the session, and shows what keeps it from working. */
+  private watch(session: Session): void {
     const update = () => this.requestUpdate();
     for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
     session.addEventListener("reflector-error", (event) => {
@@ -392,8 +399,6 @@ export class MultiuserChat extends LitElement {
       const { client, message } = data as { client: string; message: string };
       if (client === session.clientId) this.refusal = message;
     });
-    this.session = session;
-    this.requestUpdate();
   }
 
   private leave(): void {
