@@ -327,20 +327,15 @@ export class Reflector<Socket extends ClientSocket> {
         return this.upload(client, frame);
       case "leave":
         // A deliberate goodbye needs no grace period.
-        this.sockets.delete(socket);
-        this.limiters.delete(socket);
-        client.socket = undefined;
-        this.leaveRound(client.id);
-        return this.exit(client, this.options.clock());
+        this.forget(socket);
+        return this.leaveNow(client, this.options.clock());
     }
   }
 
   /** A socket closed or failed: its client is away until it resumes or its grace period ends. */
   disconnect(socket: Socket): void {
     const client = this.sockets.get(socket);
-    this.sockets.delete(socket);
-    this.limiters.delete(socket);
-    this.openedAt.delete(socket);
+    this.forget(socket);
     if (client === undefined || client.socket !== socket) return;
     client.socket = undefined;
     client.awayUntil = this.options.clock() + this.options.grace;
@@ -365,14 +360,7 @@ export class Reflector<Socket extends ClientSocket> {
     const now = this.options.clock();
     for (const [socket, opened] of this.openedAt) {
       if (opened + this.limits.helloTimeout > now) break;
-      this.openedAt.delete(socket);
-      this.sockets.delete(socket);
-      this.limiters.delete(socket);
-      try {
-        socket.close(CLOSE_NO_HELLO, "no hello");
-      } catch {
-        // already closing
-      }
+      this.forget(socket, CLOSE_NO_HELLO, "no hello");
     }
     for (const client of [...this.clients.values()]) {
       if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
@@ -395,10 +383,20 @@ export class Reflector<Socket extends ClientSocket> {
     const now = this.options.clock();
     if (!this.limiters.get(socket)!.refused(now)) return;
     // A flooder loses its seat at once: no grace period, and the others see it leave.
+    this.forget(socket, CLOSE_FLOODING, "flooding");
+    if (client !== undefined) this.leaveNow(client, now);
+  }
+
+  /** Forgets a socket, closing it with `code` when one is given: its frames are ignored from now on. */
+  private forget(socket: Socket, code?: number, reason?: string): void {
     this.sockets.delete(socket);
     this.limiters.delete(socket);
-    closeSocket(socket, CLOSE_FLOODING, "flooding");
-    if (client === undefined) return;
+    this.openedAt.delete(socket);
+    if (code !== undefined) closeSocket(socket, code, reason ?? "");
+  }
+
+  /** A client leaves at once, without a grace period: it said goodbye, or lost its seat. */
+  private leaveNow(client: Client<Socket>, now: number): void {
     client.socket = undefined;
     this.leaveRound(client.id);
     if (this.clients.get(client.id) === client) this.exit(client, now);
@@ -419,9 +417,7 @@ export class Reflector<Socket extends ClientSocket> {
     }
     if (this.clients.size >= this.limits.maxClients) {
       refuse(socket, "room-full", `this room holds ${this.limits.maxClients} clients, present or away; try again later`);
-      this.sockets.delete(socket);
-      this.limiters.delete(socket);
-      closeSocket(socket, CLOSE_ROOM_FULL, "room full");
+      this.forget(socket, CLOSE_ROOM_FULL, "room full");
       return;
     }
     let id = this.options.newToken();
@@ -440,10 +436,7 @@ export class Reflector<Socket extends ClientSocket> {
   private resume(socket: Socket, client: Client<Socket>, seq: number): void {
     if (client.socket !== undefined) {
       // The old socket has not noticed that it is dead; the client knows better.
-      const old = client.socket;
-      this.sockets.delete(old);
-      this.limiters.delete(old);
-      closeSocket(old, CLOSE_REPLACED, "this client resumed on a newer connection");
+      this.forget(client.socket, CLOSE_REPLACED, "this client resumed on a newer connection");
     }
     client.awayUntil = undefined;
     this.sendWelcome(socket, client, true, client.lastPost, seq);
