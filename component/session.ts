@@ -10,7 +10,7 @@
  */
 import { PartySocket } from "partysocket";
 import { TokenBucket } from "../party/token-bucket.js";
-import { encodeClientFrame, parseServerFrame, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
+import { encodeClientFrame, majority, parseServerFrame, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
 import { isRoomSecret, RoomKey, WrongKeyError } from "./room-key.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
 import { sha256Hex } from "./state-hash.js";
@@ -433,9 +433,7 @@ export class Session extends EventTarget {
 
   private reportDivergence(seq: number, votes: Vote[]): void {
     const ownHash = this.kept?.seq === seq ? this.kept.hash : undefined;
-    const winner = votes[0]!;
-    const total = votes.reduce((sum, vote) => sum + vote.clients.length, 0);
-    const outvoted = ownHash === undefined || winner.hash !== ownHash || winner.clients.length * 2 <= total;
+    const outvoted = ownHash === undefined || majority(votes)?.hash !== ownHash;
     this.divergence = { seq, votes, ownHash, outvoted };
     console.error(
       `multiuser-chat: replicas of room ${this.options.room} hold different states after event ${seq}. ` +

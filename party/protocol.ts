@@ -78,6 +78,12 @@ export interface Vote {
   clients: string[];
 }
 
+/** The vote more than half of the clients agree on, if any: the room's state at a snapshot point. */
+export function majority(votes: Vote[]): Vote | undefined {
+  const total = votes.reduce((sum, vote) => sum + vote.clients.length, 0);
+  return votes[0] !== undefined && votes[0].clients.length * 2 > total ? votes[0] : undefined;
+}
+
 /** Frames the reflector sends. */
 export type ServerFrame =
   | ReflectedEvent

@@ -5,6 +5,7 @@ import {
   encodeSnapshotPart,
   encodeTick,
   encodeWelcome,
+  majority,
   MAX_FRAME_LENGTH,
   parseClientFrame,
   ProtocolError,
@@ -164,12 +165,6 @@ export function countVotes(hashes: Map<string, string>): Vote[] {
   const byHash = new Map<string, string[]>();
   for (const [client, hash] of hashes) byHash.set(hash, [...(byHash.get(hash) ?? []), client]);
   return [...byHash].map(([hash, clients]) => ({ hash, clients })).sort((a, b) => b.clients.length - a.clients.length);
-}
-
-/** The hash more than half of the votes agree on, if any. */
-export function majority(votes: Vote[]): Vote | undefined {
-  const total = votes.reduce((sum, vote) => sum + vote.clients.length, 0);
-  return votes[0] !== undefined && votes[0].clients.length * 2 > total ? votes[0] : undefined;
 }
 
 /**

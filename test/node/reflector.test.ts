@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   checkRoomId,
+  majority,
   MAX_FRAME_LENGTH,
   MAX_ROOM_ID_LENGTH,
   MAX_SNAPSHOT_PARTS,
@@ -23,7 +24,6 @@ import {
   CLOSE_ROOM_FULL,
   countVotes,
   DEFAULT_SETTINGS,
-  majority,
   RateLimiter,
   Reflector,
   retentionAction,
