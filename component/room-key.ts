@@ -7,6 +7,7 @@
  * two rooms the same key. A room named without a secret derives its key from the room name alone: it is
  * encrypted on the wire and in storage, but anyone who knows or guesses the name can read it.
  */
+import { fromBase64Url, toBase64Url } from "../party/base64url.js";
 
 /** Bytes in a new room secret: 128 bits. */
 export const SECRET_BYTES = 16;
@@ -81,15 +82,4 @@ export class RoomKey {
       throw new WrongKeyError(true);
     }
   }
-}
-
-function toBase64Url(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
-  return Uint8Array.from(binary, (char) => char.charCodeAt(0));
 }

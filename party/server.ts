@@ -1,4 +1,5 @@
 import type * as Party from "partykit/server";
+import { toBase64Url } from "./base64url.js";
 import { checkRoomId, encodeError, MAX_ROOM_ID_LENGTH } from "./protocol.js";
 import { CLOSE_BAD_ROOM, DEFAULT_SETTINGS, Reflector, retentionAction, type ReflectorSettings } from "./reflector.js";
 
@@ -7,8 +8,7 @@ export const DEFAULT_RETENTION = 30 * 24 * 60 * 60 * 1000;
 
 /** 128 random bits, base64url: unguessable, so nobody can claim another client's id or secret. */
 function newToken(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
 }
 
 /** Each setting can be overridden by a PartyKit variable, e.g. `GRACE_MS=20000`. */
