@@ -67,6 +67,8 @@ export interface ReflectorSettings extends ReflectorLimits {
   snapshotInterval: number;
   /** How long the reflector waits for hashes, and then for an upload, before it gives up on a snapshot. */
   voteTimeout: number;
+  /** How long an event may wait to be written to storage with the events after it; 0 writes each one at once. */
+  writeInterval: number;
 }
 
 export const DEFAULT_SETTINGS: ReflectorSettings = {
@@ -75,6 +77,7 @@ export const DEFAULT_SETTINGS: ReflectorSettings = {
   snapshotEvents: 500,
   snapshotInterval: 60_000,
   voteTimeout: 10_000,
+  writeInterval: 100,
   ...DEFAULT_LIMITS,
 };
 
@@ -211,6 +214,8 @@ export class Reflector<Socket extends ClientSocket> {
   private lastSentAt: number;
   private lastDueSeq: number;
   private lastDueAt: number;
+  /** When the oldest unwritten event must be written to storage. */
+  private writeDueAt = Infinity;
   private round: SnapshotRound | undefined;
 
   private constructor(
@@ -344,15 +349,20 @@ export class Reflector<Socket extends ClientSocket> {
     if (this.clientCount > 0) due.push(this.lastSentAt + this.options.tickInterval);
     for (const client of this.clients.values()) if (client.awayUntil !== undefined) due.push(client.awayUntil);
     if (this.round !== undefined) due.push(this.round.deadline);
+    if (this.store.unwrittenEvents > 0) due.push(this.writeDueAt);
     // Insertion order is opening order, so the first socket waiting for its hello is the first to time out.
     const firstOpened = this.openedAt.values().next();
     if (!firstOpened.done && Number.isFinite(this.limits.helloTimeout)) due.push(firstOpened.value + this.limits.helloTimeout);
     return due.length === 0 ? undefined : Math.max(0, Math.min(...due) - now);
   }
 
-  /** Does what is due: closes sockets that never said hello, ends grace periods, gives up on a stalled snapshot, and ticks a quiet room. */
+  /**
+   * Does what is due: writes the events waiting for storage, closes sockets that never said hello, ends grace
+   * periods, gives up on a stalled snapshot, and ticks a quiet room.
+   */
   wake(): void {
     const now = this.options.clock();
+    if (this.writeDueAt <= now) this.store.flushEvents();
     for (const [socket, opened] of this.openedAt) {
       if (opened + this.limits.helloTimeout > now) break;
       this.forget(socket, CLOSE_NO_HELLO, "no hello");
@@ -419,8 +429,9 @@ export class Reflector<Socket extends ClientSocket> {
     while (this.clients.has(id) || this.retired.has(id)) id = this.options.newToken();
     const client: Client<Socket> = { id, secret: this.options.newToken(), lastPost: 0, socket: undefined, awayUntil: undefined };
     this.clients.set(id, client);
-    this.store.rememberClient(id, client.secret);
+    // The enter goes in the log before the client's record: a record must never outlive its enter in a crash.
     const enter = this.record({ type: "user-enter", client: id });
+    this.store.rememberClient(id, client.secret);
     this.sendWelcome(socket, client, false, acked, 0);
     this.broadcast(enter);
     this.attach(client, socket);
@@ -491,10 +502,12 @@ export class Reflector<Socket extends ClientSocket> {
 
   private exit(client: Client<Socket>, now: number): void {
     this.clients.delete(client.id);
+    // The exit goes in the log before the client's record goes: a crash between them leaves a client that exits
+    // again after a grace period, never one that stays in the room for good.
+    this.broadcast(this.record({ type: "user-exit", client: client.id }));
     this.store.forgetClient(client.id);
     this.store.rememberRetired(client.id, { secret: client.secret, lastPost: client.lastPost, until: now + RETIRED_MEMORY });
     if (this.retired.size > MAX_RETIRED) this.store.forgetRetired(this.retired.keys().next().value!);
-    this.broadcast(this.record({ type: "user-exit", client: client.id }));
     this.snapshotIfDue();
   }
 
@@ -591,7 +604,10 @@ export class Reflector<Socket extends ClientSocket> {
       event.type === "message"
         ? { type: "message", seq, time: this.time, client: event.client, id: event.id, payload: event.payload }
         : { type: event.type, seq, time: this.time, client: event.client };
-    return this.store.append(stamped);
+    const text = this.store.append(stamped);
+    if (this.options.writeInterval === 0) this.store.flushEvents();
+    else if (this.store.unwrittenEvents === 1) this.writeDueAt = this.options.clock() + this.options.writeInterval;
+    return text;
   }
 
   /** Our own loop: one closing socket must not stop the others from receiving (PartyKit's broadcast throws halfway). */

@@ -3,10 +3,19 @@ import { encodeEvent, type ReflectedEvent } from "./protocol.js";
 /** The part of PartyKit's room storage the reflector needs; a Map-backed object with the same methods drives it in Node tests. */
 export interface RoomStorage {
   get(key: string): Promise<unknown>;
-  put(key: string, value: unknown): Promise<void>;
+  /** Writes at most 128 values in one operation, as Durable Object storage does. */
+  put(entries: Record<string, unknown>, options?: WriteOptions): Promise<void>;
   /** Deletes at most 128 keys per call, as Durable Object storage does. */
-  delete(keys: string[]): Promise<number>;
+  delete(keys: string[], options?: WriteOptions): Promise<number>;
   list(options: { prefix: string }): Promise<Map<string, unknown>>;
+}
+
+/**
+ * `allowUnconfirmed` lets frames sent after a write go out before storage confirms it. Without it the Durable
+ * Object's output gate holds every frame back until then, which puts a disk write into each message's latency.
+ */
+export interface WriteOptions {
+  allowUnconfirmed?: boolean;
 }
 
 /** A client whose grace period ended, remembered so that a late return learns which of its posts got through. */
@@ -36,7 +45,9 @@ const snapshotPartPrefix = (seq: number) => `${SNAPSHOT_KEY}:${pad(seq)}:`;
 const snapshotPartKey = (seq: number, index: number) => snapshotPartPrefix(seq) + String(index).padStart(4, "0");
 const CLIENT_PREFIX = "client:";
 const RETIRED_PREFIX = "retired:";
-const DELETE_BATCH = 128;
+/** Durable Object storage takes at most 128 keys per put or delete. */
+const KEYS_PER_OPERATION = 128;
+const UNCONFIRMED: WriteOptions = { allowUnconfirmed: true };
 
 /**
  * What a room keeps: its ordered log (the latest snapshot and every event after it) and the secrets of the clients
@@ -47,6 +58,11 @@ const DELETE_BATCH = 128;
  * Writes are started without awaiting them: awaiting inside a message handler would let later messages overtake
  * this one. Storage operations themselves stay in call order, so a crash leaves a prefix of them done, and the
  * snapshot's record is written only after all its parts.
+ *
+ * Events are not written one by one: `append` collects them and `flushEvents` writes them in one operation of
+ * up to 128 keys, so that the log does not cost a storage write per message. The reflector flushes `writeInterval`
+ * after the first unwritten event. No write waits for confirmation before later frames go out, so a crash of the
+ * room can lose the tail of the log that clients have already seen (see docs/protocol.md).
  */
 export class RoomStore {
   private constructor(
@@ -61,6 +77,10 @@ export class RoomStore {
     /** Clients whose grace period ended, by client id; kept in storage so that a restart does not forget them. */
     readonly retired: Map<string, RetiredClient>,
   ) {}
+
+  /** Events appended but not yet written, by storage key. */
+  private unwritten: Record<string, string> = {};
+  private unwrittenCount = 0;
 
   static async load(storage: RoomStorage): Promise<RoomStore> {
     const record = (await storage.get(SNAPSHOT_KEY)) as Omit<StoredSnapshot, "parts"> & { parts: number } | undefined;
@@ -120,13 +140,29 @@ export class RoomStore {
     return this.encoded.map((text) => JSON.parse(text) as ReflectedEvent);
   }
 
+  /** Events appended since the last `flushEvents`. */
+  get unwrittenEvents(): number {
+    return this.unwrittenCount;
+  }
+
+  /** Adds an event to the log; it is written with the next `flushEvents`, at once when 128 are waiting. */
   append(event: ReflectedEvent): string {
     const text = encodeEvent(event);
     this.encoded.push(text);
     this.seq = event.seq;
     this.time = event.time;
-    this.write(this.storage.put(eventKey(event.seq), text), `storing event ${event.seq}`);
+    this.unwritten[eventKey(event.seq)] = text;
+    if (++this.unwrittenCount === KEYS_PER_OPERATION) this.flushEvents();
     return text;
+  }
+
+  /** Writes every event appended since the last flush, in one storage operation. */
+  flushEvents(): void {
+    if (this.unwrittenCount === 0) return;
+    const first = this.seq - this.unwrittenCount + 1;
+    this.put(this.unwritten, `storing events ${first} to ${this.seq}`);
+    this.unwritten = {};
+    this.unwrittenCount = 0;
   }
 
   /** Keeps `snapshot` as the room's starting point and trims every event it covers, in memory and in storage. */
@@ -134,8 +170,13 @@ export class RoomStore {
     const previous = this.latest;
     const { seq, parts, lastPosts } = snapshot;
     if (seq <= this.snapshotSeq || seq > this.seq) throw new Error(`snapshot ${seq} is not between ${this.snapshotSeq} and ${this.seq}`);
-    parts.forEach((part, index) => this.write(this.storage.put(snapshotPartKey(seq, index), part), `storing snapshot ${seq}`));
-    this.write(this.storage.put(SNAPSHOT_KEY, { seq, time: this.time, parts: parts.length, lastPosts }), `storing snapshot ${seq}`);
+    // The log in storage stays a prefix of the order: every event before the snapshot's record.
+    this.flushEvents();
+    for (let start = 0; start < parts.length; start += KEYS_PER_OPERATION) {
+      const batch = parts.slice(start, start + KEYS_PER_OPERATION).map((part, index) => [snapshotPartKey(seq, start + index), part]);
+      this.put(Object.fromEntries(batch), `storing snapshot ${seq}`);
+    }
+    this.put({ [SNAPSHOT_KEY]: { seq, time: this.time, parts: parts.length, lastPosts } }, `storing snapshot ${seq}`);
     const trimmed = this.encoded.splice(0, seq - this.snapshotSeq).length;
     const keys = Array.from({ length: trimmed }, (_, index) => eventKey(seq - trimmed + 1 + index));
     if (previous !== undefined) keys.push(...previous.parts.map((_, index) => snapshotPartKey(previous.seq, index)));
@@ -143,13 +184,18 @@ export class RoomStore {
     this.deleteKeys(keys);
   }
 
-  /** Records a client the room counts as present until `forgetClient`, so a restarted server can resume it. */
+  /**
+   * Records a client the room counts as present until `forgetClient`, so a restarted server can resume it. Client
+   * records are written after every event appended before them, so that they never run ahead of the log.
+   */
   rememberClient(id: string, secret: string): void {
+    this.flushEvents();
     this.clients.set(id, secret);
-    this.write(this.storage.put(CLIENT_PREFIX + id, secret), "storing a client");
+    this.put({ [CLIENT_PREFIX + id]: secret }, "storing a client");
   }
 
   forgetClient(id: string): void {
+    this.flushEvents();
     this.clients.delete(id);
     this.deleteKeys([CLIENT_PREFIX + id]);
   }
@@ -157,7 +203,7 @@ export class RoomStore {
   /** Records a client whose grace period ended, with the last post the room ordered for it. */
   rememberRetired(id: string, record: RetiredClient): void {
     this.retired.set(id, record);
-    this.write(this.storage.put(RETIRED_PREFIX + id, { ...record }), "storing a retired client");
+    this.put({ [RETIRED_PREFIX + id]: { ...record } }, "storing a retired client");
   }
 
   forgetRetired(id: string): void {
@@ -166,9 +212,13 @@ export class RoomStore {
   }
 
   private deleteKeys(keys: string[]): void {
-    for (let start = 0; start < keys.length; start += DELETE_BATCH) {
-      this.write(this.storage.delete(keys.slice(start, start + DELETE_BATCH)), "deleting old keys");
+    for (let start = 0; start < keys.length; start += KEYS_PER_OPERATION) {
+      this.write(this.storage.delete(keys.slice(start, start + KEYS_PER_OPERATION), UNCONFIRMED), "deleting old keys");
     }
+  }
+
+  private put(entries: Record<string, unknown>, what: string): void {
+    this.write(this.storage.put(entries, UNCONFIRMED), what);
   }
 
   private write(operation: Promise<unknown>, what: string): void {

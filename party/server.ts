@@ -18,6 +18,7 @@ const SETTING_VARIABLES: Record<keyof ReflectorSettings, string> = {
   snapshotEvents: "SNAPSHOT_EVENTS",
   snapshotInterval: "SNAPSHOT_INTERVAL_MS",
   voteTimeout: "VOTE_TIMEOUT_MS",
+  writeInterval: "WRITE_INTERVAL_MS",
   maxFrameLength: "MAX_FRAME_LENGTH",
   rateLimit: "RATE_LIMIT",
   rateBurst: "RATE_BURST",

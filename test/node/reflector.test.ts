@@ -38,16 +38,18 @@ import type { RoomStorage } from "../../party/room-store.js";
 
 /**
  * Room storage as PartyKit's Durable Object storage behaves for the reflector: values are copied in and out (so an
- * object kept by reference cannot pass for a stored one), `list` is in key order, and `delete` refuses more than
- * 128 keys at once. That refusal throws synchronously so that it fails the test instead of being logged.
+ * object kept by reference cannot pass for a stored one), `list` is in key order, and `put` and `delete` refuse
+ * more than 128 keys at once. That refusal throws synchronously so that it fails the test instead of being logged.
  */
 class MemoryStorage implements RoomStorage {
   readonly values = new Map<string, unknown>();
   async get(key: string): Promise<unknown> {
     return structuredClone(this.values.get(key));
   }
-  async put(key: string, value: unknown): Promise<void> {
-    this.values.set(key, structuredClone(value));
+  put(entries: Record<string, unknown>): Promise<void> {
+    if (Object.keys(entries).length > 128) throw new Error(`storage.put got ${Object.keys(entries).length} keys; the limit is 128`);
+    for (const [key, entry] of Object.entries(entries)) this.values.set(key, structuredClone(entry));
+    return Promise.resolve();
   }
   delete(keys: string[]): Promise<number> {
     if (keys.length > 128) throw new Error(`storage.delete got ${keys.length} keys; the limit is 128`);
@@ -97,7 +99,7 @@ class FakeSocket implements ClientSocket {
 const START = 1_000_000;
 /** Snapshots and limits effectively off, so that tests about something else see no snapshot frames and no throttling. */
 const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity, helloTimeout: Infinity };
-const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000, ...NO_LIMITS };
+const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000, writeInterval: 0, ...NO_LIMITS };
 const GRACE = TEST_SETTINGS.grace;
 const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
 
@@ -1101,6 +1103,94 @@ describe("reflector: restart from storage", () => {
   });
 });
 
+describe("reflector: coalesced storage writes", () => {
+  /** Memory storage that also records how many keys each put wrote. */
+  class CountingStorage extends MemoryStorage {
+    readonly puts: number[] = [];
+    override put(entries: Record<string, unknown>): Promise<void> {
+      this.puts.push(Object.keys(entries).length);
+      return super.put(entries);
+    }
+  }
+  const WRITE_INTERVAL = 100;
+
+  test("writes the events of a burst in one operation, writeInterval after the first, and wakes for it", async () => {
+    const storage = new CountingStorage();
+    const room = await openRoom({ writeInterval: WRITE_INTERVAL }, storage);
+    const a = room.hello();
+    room.advance(10);
+    const putsBefore = storage.puts.length;
+    postMany(room, a, 5);
+    assert.deepEqual(brief(storage.events()), [[1, "user-enter", a.id]], "no post is written before the interval ends");
+    assert.equal(room.reflector.nextWakeIn(), WRITE_INTERVAL, "due writeInterval after the first unwritten event");
+    room.advance(WRITE_INTERVAL - 1);
+    room.reflector.wake();
+    assert.equal(storage.events().length, 1, "nor one millisecond before");
+    room.advance(1);
+    room.reflector.wake();
+    assert.deepEqual(brief(storage.events()), eventsIn(a.socket.frames), "the enter and the five posts, in order");
+    assert.deepEqual(storage.puts.slice(putsBefore), [5], "the posts in one put");
+    assert.equal(room.reflector.nextWakeIn(), TEST_SETTINGS.tickInterval - WRITE_INTERVAL, "then only the tick is due");
+  });
+
+  test("writes at once when 128 events are waiting, never more keys per put than storage takes", async () => {
+    const storage = new CountingStorage();
+    const room = await openRoom({ writeInterval: WRITE_INTERVAL }, storage);
+    const a = room.hello();
+    postMany(room, a, 300);
+    assert.deepEqual(storage.puts.filter((keys) => keys > 1), [128, 128], "256 posts in two full puts, before any wake");
+    assert.equal(storage.events().length, 257);
+    room.advance(WRITE_INTERVAL);
+    room.reflector.wake();
+    assert.equal(storage.events().length, 301);
+  });
+
+  test("a snapshot writes the waiting events first, so storage holds the snapshot and every event after it", async () => {
+    const storage = new MemoryStorage();
+    const room = await openRoom({ writeInterval: WRITE_INTERVAL, snapshotEvents: 4 }, storage);
+    const a = room.hello();
+    postMany(room, a, 3); // due at 4
+    room.hash(a, 4, "h");
+    postMany(room, a, 2, 4); // 5 and 6, unwritten
+    room.upload(a, 4, ["state"]);
+    assert.deepEqual(storage.keys("event:"), ["event:000000000005", "event:000000000006"]);
+    const restarted = await openRoom({}, storage, START + 1);
+    assert.deepEqual(shape(restarted.hello().socket.frames), ["welcome", "snapshot 4", "message 5", "message 6", "user-enter 7"]);
+  });
+
+  test("membership records never run ahead of the log: an enter is written with its client's record, an exit before it goes", async () => {
+    const storage = new MemoryStorage();
+    const room = await openRoom({ writeInterval: WRITE_INTERVAL }, storage);
+    const a = room.hello();
+    postMany(room, a, 2);
+    const b = room.hello();
+    assert.deepEqual(brief(storage.events()), [[1, "user-enter", a.id], [2, "message", a.id], [3, "message", a.id], [4, "user-enter", b.id]]);
+    assert.deepEqual(storage.keys("client:"), [`client:${a.id}`, `client:${b.id}`].sort());
+    room.post(b, 1);
+    room.send(b, { type: "leave" });
+    assert.deepEqual(brief(storage.events()).slice(4), [[5, "message", b.id], [6, "user-exit", b.id]]);
+    assert.deepEqual(storage.keys("client:"), [`client:${a.id}`]);
+  });
+
+  test("a crash before the write loses only the log's tail: a client that saw it gets the room's state and resends its posts", async () => {
+    const storage = new MemoryStorage();
+    const first = await openRoom({ writeInterval: WRITE_INTERVAL }, storage);
+    const a = first.hello();
+    postMany(first, a, 2);
+    first.advance(WRITE_INTERVAL);
+    first.reflector.wake(); // seq 1 to 3 are written
+    postMany(first, a, 2, 3); // 4 and 5 are lost with the server
+    const second = await openRoom({ writeInterval: WRITE_INTERVAL }, storage, START + 1);
+    const again = second.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 5 });
+    assert.equal(again.welcome.resumed, true);
+    assert.equal(again.welcome.acked, 2, "posts 3 and 4 are not acknowledged, so the client sends them again");
+    assert.equal(again.welcome.from, 0, "its replica is ahead of the room: it starts over from the room's log");
+    assert.deepEqual(eventsIn(again.socket.frames), brief(storage.events()));
+    second.post(again, 3);
+    assert.deepEqual(eventsIn(again.socket.frames).at(-1), [4, "message", a.id]);
+  });
+});
+
 describe("reflector: pure functions", () => {
   test("stampTime never goes below the last time", () => {
     assert.equal(stampTime(5, 3), 5);
@@ -1162,6 +1252,7 @@ describe("reflector: limits and identity", () => {
         snapshotEvents: 500,
         snapshotInterval: 60_000,
         voteTimeout: 10_000,
+        writeInterval: 100,
         maxFrameLength: 61_440,
         rateLimit: 20,
         rateBurst: 60,
