@@ -65,6 +65,12 @@ const CLOSE_BAD_ROOM = 4001;
 const RATE_RESERVE = 5;
 /** How long to wait before sending again after the reflector refused a post. */
 const RESEND_DELAY = 1000;
+/**
+ * How long a post stays resendable after the reflector ordered it. The reflector writes events to storage in
+ * batches a moment later (WRITE_INTERVAL_MS, 100 ms by default); if it dies before, the room comes back
+ * without the post, and the next welcome's `acked` says so.
+ */
+const UNSTORED_RETENTION = 5000;
 
 /** A pending event with its payload, encrypted once: every resend carries the same ciphertext. */
 interface Outgoing extends PendingEvent {
@@ -103,6 +109,8 @@ export class Session extends EventTarget {
   private welcomed = false;
   private catchUp: CatchUp | undefined;
   private outbox: Outgoing[] = [];
+  /** Posts ordered in the last UNSTORED_RETENTION ms, with when: the room may not have stored them yet. */
+  private ordered: { post: Outgoing; at: number }[] = [];
   private nextPostId = 1;
   /** Highest post id sent on the current connection: posts above it go out as the rate limit allows. */
   private sentUpTo = 0;
@@ -314,7 +322,11 @@ export class Session extends EventTarget {
    * the snapshot that follows, from nothing, or (when resumed) from this session's own replica.
    */
   private async startCatchUp(welcome: Welcome): Promise<void> {
-    this.outbox = this.outbox.filter((pending) => pending.id > welcome.acked);
+    // Ordered posts the room lost in a crash go out again, ahead of the newer ones. Only a room that knows this
+    // client can say which it lost: a welcome that neither resumes it nor acknowledges anything cannot.
+    const lost = welcome.resumed || welcome.acked > 0 ? this.ordered.map(({ post }) => post) : [];
+    this.outbox = [...lost, ...this.outbox].filter((pending) => pending.id > welcome.acked);
+    this.ordered = [];
     if (!welcome.resumed) {
       // A new client id numbers its posts afresh.
       this.outbox = this.outbox.map((pending, index) => ({ ...pending, id: index + 1 }));
@@ -367,6 +379,10 @@ export class Session extends EventTarget {
   /** Own posts up to `id` are in the order now. */
   private acknowledge(id: number): void {
     const before = this.outbox.length;
+    const now = Date.now();
+    // Only pruned while connected: a post ordered just before the connection dropped stays until the next welcome.
+    this.ordered = this.ordered.filter(({ at }) => now - at < UNSTORED_RETENTION);
+    for (const post of this.outbox) if (post.id <= id) this.ordered.push({ post, at: now });
     this.outbox = this.outbox.filter((pending) => pending.id > id);
     if (this.outbox.length !== before) this.dispatchEvent(new Event("pending"));
   }

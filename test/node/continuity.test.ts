@@ -575,6 +575,31 @@ describe("room lifetime against a real partykit dev", () => {
     console.log(`# restart: ${chat(reader.session).history.length} history entries survived (seq ${reader.session.replica!.seq})`);
   });
 
+  test("posts the reflector ordered but had not written when it died are sent again and appear once", async () => {
+    // Events wait a minute for their batch write here, so a restart is sure to lose the posts' events.
+    const vars = { ...MAIN_VARS, WRITE_INTERVAL_MS: "60000" };
+    let server = await startPartykitDev({ vars });
+    persistDirs.add(server.persistDir);
+    try {
+      const room = "unwritten-tail";
+      const writer = await joinClient(server, room, sessions);
+      const texts = ["one", "two", "three"];
+      for (const text of texts) writer.session.publish("chat", "post", { text });
+      await waitFor(() => writer.session.pending.length === 0 && postTexts(writer.session).length === 3, "the posts to be ordered");
+      await server.stop();
+      server = await startPartykitDev({ vars, persistDir: server.persistDir, port: server.port });
+
+      // The writer resumes within its grace period; the room has only its enter, so it sends its posts again.
+      await waitFor(() => writer.session.status === "connected" && writer.session.pending.length === 0 && postTexts(writer.session).length === 3, "the posts to be ordered again");
+      const reader = await joinClient(server, room, sessions);
+      assert.deepEqual(postTexts(reader.session), texts);
+      assert.deepEqual(postTexts(writer.session), texts);
+      await assertConverged([writer.session, reader.session]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("a room whose clients all left is deleted by the retention alarm, and only after the retention period", async () => {
     const room = "lifetime-retention";
     const writer = await joinClient(small(), room, sessions);
