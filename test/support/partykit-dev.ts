@@ -19,6 +19,8 @@ export interface PartykitDevOptions {
   vars?: Record<string, string>;
   /** Another script than the project's reflector (the benchmark's baseline room). */
   script?: string;
+  /** Another config than the project's partykit.json (the benchmark's, which serves no assets: a rebuilt dist/ would restart the server). */
+  config?: string;
   /** Listen on this port (to restart a server where its clients expect it); by default a free one. */
   port?: number;
 }
@@ -27,6 +29,8 @@ export interface PartykitDev {
   /** `127.0.0.1:port`, for partysocket's `host`. */
   host: string;
   port: number;
+  /** The process group it runs in (partykit's node process and its workerd), for the benchmark's CPU readings. */
+  processGroup: number;
   persistDir: string;
   /** Output of the server so far, for failure messages. */
   output(): string;
@@ -50,6 +54,7 @@ export async function startPartykitDev(options: PartykitDevOptions = {}): Promis
   const port = options.port ?? (await freePort());
   const args = [partykitBin, "dev", "--port", String(port), "--persist", persistDir, "--disable-request-cf-fetch", "--no-hotkeys"];
   for (const [name, value] of Object.entries(options.vars ?? {})) args.push("--var", `${name}=${value}`);
+  if (options.config !== undefined) args.push("--config", options.config);
   if (options.script !== undefined) args.push(options.script);
   const env = { ...process.env };
   delete env.NODE_OPTIONS; // the test runner's loader is not the server's business
@@ -62,6 +67,7 @@ export async function startPartykitDev(options: PartykitDevOptions = {}): Promis
   const server: PartykitDev = {
     host: `127.0.0.1:${port}`,
     port,
+    processGroup: child.pid!,
     persistDir,
     output: () => output,
     stop: () => stopGroup(child, exited),

@@ -1,0 +1,308 @@
+/**
+ * `npm run bench`: measures the reflector side by side with a minimal baseline room (bench/baseline-room.ts),
+ * both under a real `partykit dev` on loopback, and prints a markdown table with the budgets of issue 5.
+ * Each scenario uses a fresh room; server CPU time comes from the workerd process's /proc/<pid>/stat.
+ */
+import { readFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
+import { performance } from "node:perf_hooks";
+import { gzipSync } from "node:zlib";
+import WebSocket from "ws";
+import { CHAT_SCOPE, ChatModel } from "../component/chat-model.js";
+import { newRoomSecret } from "../component/room-key.js";
+import { Session } from "../component/session.js";
+import { parseServerFrame, type Welcome } from "../party/protocol.js";
+import { removePersistDir, startPartykitDev, type PartykitDev } from "../test/support/partykit-dev.js";
+import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";
+import { cpuMicros, findWorkerd, pinCores } from "./server-process.js";
+
+const QUICK = process.argv.includes("--quick");
+/** `--only=round-trip,late-join` runs some scenarios (names as in the table's first column, lower case). */
+const ONLY = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",");
+const selected = (name: string) => ONLY === undefined || ONLY.includes(name);
+
+interface Server {
+  kind: ServerKind;
+  dev: PartykitDev;
+  workerd: number;
+}
+
+let roomCount = 0;
+const freshRoom = (name: string) => `bench-${name}-${Date.now().toString(36)}-${++roomCount}`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function startServer(kind: ServerKind): Promise<Server> {
+  // Limits are raised so the load is never refused: one sender at saturation is far above the 20 posts/s a
+  // person gets, and fan-out puts 200 clients in a room that holds 100 by default. Everything else is default.
+  const config = "bench/partykit.json";
+  const dev =
+    kind === "reflector"
+      ? await startPartykitDev({ config, vars: { RATE_LIMIT: "1000000", RATE_BURST: "1000000", MAX_CLIENTS: "1000" } })
+      : await startPartykitDev({ config, script: "bench/baseline-room.ts" });
+  return { kind, dev, workerd: findWorkerd(dev.processGroup) };
+}
+
+async function connectAll(server: Server, room: string, count: number, check: DeliveryCheck): Promise<LoadClient[]> {
+  const clients: LoadClient[] = [];
+  // In small batches: a burst of hundreds of handshakes at once is not what is measured here.
+  for (let start = 0; start < count; start += 20) {
+    const batch = Array.from({ length: Math.min(20, count - start) }, (_, offset) => connectClient(server.kind, server.dev.host, room, check.receiver(start + offset)));
+    clients.push(...(await Promise.all(batch)));
+  }
+  return clients;
+}
+
+async function closeAll(clients: LoadClient[]): Promise<string[]> {
+  await Promise.all(clients.map((client) => client.close()));
+  return clients.flatMap((client) => client.refusals);
+}
+
+interface Outcome {
+  check: DeliveryCheck;
+  missing: number;
+  refusals: string[];
+  seconds: number;
+  cpuMicros: number;
+}
+
+/** Runs `load` with `clients` connected to a fresh room, measuring server CPU from the first post to the last delivery. */
+async function measure(server: Server, name: string, clientCount: number, senders: number, load: (clients: LoadClient[], check: DeliveryCheck) => Promise<void>): Promise<Outcome> {
+  const check = new DeliveryCheck(senders, clientCount);
+  const clients = await connectAll(server, freshRoom(name), clientCount, check);
+  progress(`${server.kind}: ${clientCount} connected`);
+  await sleep(200);
+  const cpuBefore = cpuMicros(server.workerd);
+  const started = performance.now();
+  await load(clients, check);
+  const missing = await check.drain();
+  const seconds = (performance.now() - started) / 1000;
+  const cpu = cpuMicros(server.workerd) - cpuBefore;
+  progress(`${server.kind}: delivered in ${format(seconds)} s`);
+  const refusals = await closeAll(clients);
+  progress(`${server.kind}: closed`);
+  return { check, missing, refusals, seconds, cpuMicros: cpu };
+}
+
+/** One client posts `count` times, each after the previous one came back. */
+async function roundTrip(server: Server, count: number): Promise<Outcome> {
+  return measure(server, "round-trip", 1, 1, async ([client], check) => {
+    for (let n = 0; n < count; n++) {
+      client!.publish(check.send(0));
+      while (check.deliveries <= n) await new Promise((resolve) => setImmediate(resolve));
+    }
+  });
+}
+
+/** Every client posts `rate` times a second for `seconds`, at evenly spread moments, and receives everything. */
+async function fanOut(server: Server, clients: number, rate: number, seconds: number): Promise<Outcome> {
+  return measure(server, `fan-out-${clients}`, clients, clients, async (sockets, check) => {
+    const interval = 1000 / rate;
+    const start = performance.now() + 50;
+    const end = start + seconds * 1000;
+    await Promise.all(
+      sockets.map(async (socket, sender) => {
+        // Senders are spread over the interval so the room's load is even, as with people typing.
+        let due = start + (interval * sender) / clients;
+        while (due < end) {
+          await sleep(Math.max(0, due - performance.now()));
+          socket.publish(check.send(sender));
+          due += interval;
+        }
+      }),
+    );
+  });
+}
+
+/** One sender keeps `window` posts in flight for `seconds`; `receivers` more clients receive everything. */
+async function saturation(server: Server, receivers: number, window: number, seconds: number): Promise<Outcome> {
+  return measure(server, `saturation-${receivers}`, receivers + 1, 1, async ([sender], check) => {
+    const end = performance.now() + seconds * 1000;
+    while (performance.now() < end) {
+      // The sender is receiver 0: its own deliveries tell how many posts are still in flight.
+      while (check.inFlight(0, 0) < window) sender!.publish(check.send(0));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  });
+}
+
+/** A WebSocket for the late joiner that counts the bytes it receives and reads the welcome. */
+function countingWebSocket() {
+  const stats: { bytes: number; openedAt: number; welcome: Welcome | undefined } = { bytes: 0, openedAt: NaN, welcome: undefined };
+  class CountingWebSocket extends WebSocket {
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols);
+      this.once("open", () => (stats.openedAt = performance.now()));
+      this.on("message", (data: Buffer) => {
+        stats.bytes += data.length;
+        if (stats.welcome === undefined) {
+          const frame = parseServerFrame(String(data));
+          if (frame.type === "welcome") stats.welcome = frame;
+        }
+      });
+    }
+  }
+  return { stats, WebSocket: CountingWebSocket };
+}
+
+interface LateJoin {
+  events: number;
+  fillSeconds: number;
+  /** Median over the joins. */
+  milliseconds: number;
+  bytes: number;
+  /** Events the welcome sent after its snapshot. */
+  replayed: number;
+  snapshotSeq: number;
+}
+
+/** Fills a fresh room with `events` posts from one replica, then times new replicas joining it. */
+async function lateJoin(server: Server, events: number, joins: number): Promise<LateJoin> {
+  const room = freshRoom(`late-join-${events}`);
+  const key = newRoomSecret();
+  const join = (WebSocketClass: unknown = WebSocket) => Session.join({ host: server.dev.host, room, key, model: ChatModel, WebSocket: WebSocketClass });
+  const keeper = join();
+  await keeper.whenReady();
+  const fillStarted = performance.now();
+  const drained = () => new Promise<void>((resolve) => {
+    const done = () => keeper.pending.length === 0 && (keeper.removeEventListener("pending", done), resolve(), true);
+    if (!done()) keeper.addEventListener("pending", done);
+  });
+  // In batches, so the keeper's outbox stays small.
+  for (let posted = 0; posted < events; ) {
+    const batch = Math.min(500, events - posted);
+    for (let index = 0; index < batch; index++) keeper.publish(CHAT_SCOPE, "post", { text: `post ${++posted} of ${events}` });
+    await drained();
+  }
+  const fillSeconds = (performance.now() - fillStarted) / 1000;
+  // The last snapshot round (votes, then one upload) finishes after the last post.
+  await sleep(1000);
+  const samples: { milliseconds: number; bytes: number; welcome: Welcome }[] = [];
+  for (let index = 0; index < joins; index++) {
+    const { stats, WebSocket: CountingWebSocket } = countingWebSocket();
+    const joiner = join(CountingWebSocket);
+    await joiner.whenReady();
+    const milliseconds = performance.now() - stats.openedAt;
+    const model = joiner.model as ChatModel;
+    if (model.history.length === 0) throw new Error("the late joiner's model has no history");
+    samples.push({ milliseconds, bytes: stats.bytes, welcome: stats.welcome! });
+    joiner.leave();
+  }
+  keeper.leave();
+  samples.sort((a, b) => a.milliseconds - b.milliseconds);
+  const median = samples[Math.floor(samples.length / 2)]!;
+  const snapshotSeq = median.welcome.snapshot?.seq ?? 0;
+  return { events, fillSeconds, milliseconds: median.milliseconds, bytes: median.bytes, replayed: median.welcome.last - snapshotSeq, snapshotSeq };
+}
+
+// ---- the report ----
+
+const format = (value: number, digits = 1) => (Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–");
+const integer = (value: number) => Math.round(value).toLocaleString("en-US");
+const ratio = (ours: number, base: number) => (base > 0 ? `${format(ours / base, 2)}×` : "–");
+
+interface Row {
+  scenario: string;
+  metric: string;
+  reflector: string;
+  baseline: string;
+  ratio: string;
+  budget: string;
+  ok?: boolean;
+}
+const rows: Row[] = [];
+const verdict = (ok: boolean | undefined) => (ok === undefined ? "" : ok ? " ✅" : " ❌");
+
+function row(scenario: string, metric: string, ours: number, base: number | undefined, show: (value: number) => string, budget = "", ok?: boolean): void {
+  rows.push({ scenario, metric, reflector: show(ours), baseline: base === undefined ? "–" : show(base), ratio: base === undefined ? "–" : ratio(ours, base), budget: budget + verdict(ok), ok });
+}
+
+/** Loss, reordering, duplicates and refusals must all be zero. */
+function integrity(scenario: string, ours: Outcome, base: Outcome): void {
+  const faults = (outcome: Outcome) => outcome.missing + outcome.check.reordered + outcome.check.duplicates + outcome.refusals.length;
+  const describe = (outcome: Outcome) => `${outcome.missing} / ${outcome.check.reordered} / ${outcome.check.duplicates}` + (outcome.refusals.length > 0 ? ` (${outcome.refusals.length} refused)` : "");
+  rows.push({ scenario, metric: "lost / reordered / duplicated", reflector: describe(ours), baseline: describe(base), ratio: "", budget: "all 0" + verdict(faults(ours) === 0), ok: faults(ours) === 0 });
+}
+
+const perDelivery = (outcome: Outcome) => outcome.cpuMicros / outcome.check.deliveries;
+
+const began = performance.now();
+/** Progress on stderr, so that stdout is the table alone. */
+const progress = (text: string) => console.error(`bench: ${format((performance.now() - began) / 1000, 0)} s: ${text}`);
+
+async function main(): Promise<void> {
+  const servers = { reflector: await startServer("reflector"), baseline: await startServer("baseline") };
+  const pinning = pinCores([servers.reflector.dev.processGroup, servers.baseline.dev.processGroup]);
+  progress(`${pinning}`);
+  const both = async <T>(run: (server: Server) => Promise<T>) => ({ reflector: await run(servers.reflector), baseline: await run(servers.baseline) });
+  try {
+    // Warm-up: the first few thousand messages run through workerd's JIT; not measured.
+    progress("warming up");
+    await both((server) => roundTrip(server, 500));
+    await both((server) => saturation(server, 10, 100, 1));
+
+    if (selected("round-trip")) {
+    const posts = QUICK ? 300 : 2000;
+    progress(`round trip, ${posts} posts`);
+    const rt = await both((server) => roundTrip(server, posts));
+    row(`Round trip, 1 client, ${posts} sequential posts`, "p50 ms", percentile(rt.reflector.check.latencies, 50), percentile(rt.baseline.check.latencies, 50), (v) => format(v, 2));
+    row("", "p99 ms", percentile(rt.reflector.check.latencies, 99), percentile(rt.baseline.check.latencies, 99), (v) => format(v, 2));
+    integrity("", rt.reflector, rt.baseline);
+    }
+
+    const fanSeconds = QUICK ? 2 : 10;
+    for (const [clients, rate] of selected("fan-out") ? ([[10, 20], [50, 5], [200, 1]] as const) : []) {
+      progress(`fan-out, ${clients} clients × ${rate}/s`);
+      const fo = await both((server) => fanOut(server, clients, rate, fanSeconds));
+      const [p99, baseP99] = [percentile(fo.reflector.check.latencies, 99), percentile(fo.baseline.check.latencies, 99)];
+      row(`Fan-out, ${clients} clients × ${rate} posts/s, ${fanSeconds} s`, "delivery p50 ms", percentile(fo.reflector.check.latencies, 50), percentile(fo.baseline.check.latencies, 50), (v) => format(v, 2));
+      row("", "delivery p99 ms", p99, baseP99, (v) => format(v, 2), "≤ 1.3× baseline", p99 <= 1.3 * baseP99);
+      row("", "server CPU µs / delivery", perDelivery(fo.reflector), perDelivery(fo.baseline), (v) => format(v, 2));
+      integrity("", fo.reflector, fo.baseline);
+    }
+
+    const saturationSeconds = QUICK ? 2 : 5;
+    for (const receivers of selected("saturation") ? [10, 50] : []) {
+      progress(`saturation, ${receivers} receivers`);
+      const sat = await both((server) => saturation(server, receivers, 100, saturationSeconds));
+      const rate = (outcome: Outcome) => outcome.check.deliveries / outcome.seconds;
+      const [cpu, baseCpu] = [perDelivery(sat.reflector), perDelivery(sat.baseline)];
+      row(`Saturation, 1 sender (100 in flight), ${receivers} receivers, ${saturationSeconds} s`, "deliveries / s", rate(sat.reflector), rate(sat.baseline), integer, "≥ 0.85× baseline", rate(sat.reflector) >= 0.85 * rate(sat.baseline));
+      row("", "server CPU µs / delivery", cpu, baseCpu, (v) => format(v, 2), "≤ 1.15× baseline", cpu <= 1.15 * baseCpu);
+      integrity("", sat.reflector, sat.baseline);
+    }
+
+    const sizes = !selected("late-join") ? [] : QUICK ? [1000, 10_000] : [1000, 10_000, 100_000];
+    const joins: LateJoin[] = [];
+    for (const events of sizes) {
+      progress(`late join, ${events} events`);
+      joins.push(await lateJoin(servers.reflector, events, 5));
+    }
+    for (const join of joins) {
+      const first = joins[0]!;
+      const last = join === joins.at(-1) && join !== first;
+      const scenario = `Late join, ${integer(join.events)} events (filled in ${format(join.fillSeconds)} s; snapshot at ${integer(join.snapshotSeq)}, then ${join.replayed} events)`;
+      row(scenario, "open → model ready, ms (median of 5)", join.milliseconds, undefined, (v) => format(v, 1), last ? `≤ 1.5× the ${integer(first.events)}-event room` : "", last ? join.milliseconds <= 1.5 * first.milliseconds : undefined);
+      row("", "bytes received", join.bytes, undefined, integer, last ? "not growing with history" : "", last ? join.bytes <= 1.1 * first.bytes : undefined);
+    }
+  } catch (error) {
+    for (const { kind, dev } of Object.values(servers)) console.error(`--- ${kind} server output (end) ---\n${dev.output().slice(-3000)}`);
+    throw error;
+  } finally {
+    await Promise.all(Object.values(servers).map(async ({ dev }) => (await dev.stop(), await removePersistDir(dev.persistDir))));
+  }
+
+  const bundle = await readFile("dist/multiuser-chat.js");
+  const gzipped = gzipSync(bundle).length;
+  row("Element bundle (dist/multiuser-chat.js)", "bytes minified", bundle.length, undefined, integer);
+  row("", "bytes gzipped", gzipped, undefined, integer, "≤ 30,000", gzipped <= 30_000);
+
+  const cpu = cpus()[0]?.model ?? "unknown CPU";
+  console.log(`### ${new Date().toISOString().slice(0, 10)}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${pinning}${QUICK ? "; --quick" : ""}\n`);
+  console.log("| Scenario | Metric | Reflector | Baseline | Ratio | Budget |");
+  console.log("| --- | --- | ---: | ---: | ---: | --- |");
+  for (const r of rows) console.log(`| ${r.scenario} | ${r.metric} | ${r.reflector} | ${r.baseline} | ${r.ratio} | ${r.budget} |`);
+  const missed = rows.filter((r) => r.ok === false).length;
+  console.log(`\n${missed === 0 ? "Every budget met" : `${missed} budget(s) missed`}; ran in ${format((performance.now() - began) / 1000, 0)} s.`);
+}
+
+await main();
