@@ -18,6 +18,12 @@ export interface WriteOptions {
   allowUnconfirmed?: boolean;
 }
 
+/** Which events a stored chunk holds. */
+interface StoredChunk {
+  first: number;
+  last: number;
+}
+
 /** A client whose grace period ended, remembered so that a late return learns which of its posts got through. */
 export interface RetiredClient {
   secret: string;
@@ -36,11 +42,17 @@ export interface StoredSnapshot {
   lastPosts: Record<string, number>;
 }
 
-const EVENT_PREFIX = "event:";
+const EVENTS_PREFIX = "events:";
+/**
+ * Most UTF-16 code units of events in one stored chunk. Storage takes at most two bytes per code unit and 128 KiB
+ * per value, and one event alone always fits: MAX_FRAME_LENGTH keeps it below 62,000.
+ */
+const CHUNK_LENGTH = 64_000;
 const SNAPSHOT_KEY = "snapshot";
 /** Zero-padded so that storage's lexicographic key order is sequence order. */
 const pad = (n: number) => String(n).padStart(12, "0");
-const eventKey = (seq: number) => EVENT_PREFIX + pad(seq);
+/** The key of a chunk of events, named by the first one's sequence number. */
+const chunkKey = (first: number) => EVENTS_PREFIX + pad(first);
 const snapshotPartPrefix = (seq: number) => `${SNAPSHOT_KEY}:${pad(seq)}:`;
 const snapshotPartKey = (seq: number, index: number) => snapshotPartPrefix(seq) + String(index).padStart(4, "0");
 const CLIENT_PREFIX = "client:";
@@ -52,17 +64,17 @@ const UNCONFIRMED: WriteOptions = { allowUnconfirmed: true };
 /**
  * What a room keeps: its ordered log (the latest snapshot and every event after it) and the secrets of the clients
  * it counts as present. All of it lives in memory for welcomes and in room storage, so the room survives every
- * client leaving and a server restart. Each event is its own storage value, which MAX_FRAME_LENGTH keeps below
- * the 128 KiB limit; so is each snapshot part.
+ * client leaving and a server restart.
  *
  * Writes are started without awaiting them: awaiting inside a message handler would let later messages overtake
  * this one. Storage operations themselves stay in call order, so a crash leaves a prefix of them done, and the
  * snapshot's record is written only after all its parts.
  *
- * Events are not written one by one: `append` collects them and `flushEvents` writes them in one operation of
- * up to 128 keys, so that the log does not cost a storage write per message. The reflector flushes `writeInterval`
- * after the first unwritten event. No write waits for confirmation before later frames go out, so a crash of the
- * room can lose the tail of the log that clients have already seen (see docs/protocol.md).
+ * Events are not written one by one, since a storage write per message costs more CPU than sending it to ten
+ * clients: `append` collects them and `flushEvents` writes them as one chunk, one storage value below the
+ * 128 KiB limit. The reflector flushes `writeInterval` after the first unwritten event. No write waits for
+ * confirmation before later frames go out, so a crash of the room can lose the tail of the log that clients
+ * have already seen (see docs/protocol.md).
  */
 export class RoomStore {
   private constructor(
@@ -70,6 +82,8 @@ export class RoomStore {
     private latest: StoredSnapshot | undefined,
     /** Every event after the snapshot as sent on the wire, oldest first, so a welcome never re-encodes them. */
     private readonly encoded: string[],
+    /** The stored chunks that hold events after the snapshot, oldest first. */
+    private readonly chunks: StoredChunk[],
     private seq: number,
     private time: number,
     /** Secret of every client that is present or within its grace period, by client id. */
@@ -78,9 +92,9 @@ export class RoomStore {
     readonly retired: Map<string, RetiredClient>,
   ) {}
 
-  /** Events appended but not yet written, by storage key. */
-  private unwritten: Record<string, string> = {};
-  private unwrittenCount = 0;
+  /** Events appended but not yet written, oldest first, and their length in code units. */
+  private unwritten: string[] = [];
+  private unwrittenLength = 0;
 
   static async load(storage: RoomStorage): Promise<RoomStore> {
     const record = (await storage.get(SNAPSHOT_KEY)) as Omit<StoredSnapshot, "parts"> & { parts: number } | undefined;
@@ -91,16 +105,23 @@ export class RoomStore {
       snapshot = { ...record, parts };
     }
     const base = snapshot?.seq ?? 0;
-    const stored = await storage.list({ prefix: EVENT_PREFIX });
     const encoded: string[] = [];
+    const chunks: StoredChunk[] = [];
     const stale: string[] = [];
-    for (const [key, value] of stored) {
-      if (Number(key.slice(EVENT_PREFIX.length)) > base) encoded.push(String(value));
-      else stale.push(key);
+    for (const [key, value] of await storage.list({ prefix: EVENTS_PREFIX })) {
+      const first = Number(key.slice(EVENTS_PREFIX.length));
+      const texts = value as string[];
+      if (first + texts.length - 1 <= base) {
+        stale.push(key);
+        continue;
+      }
+      // A chunk may begin before the snapshot: its first events are covered by it.
+      encoded.push(...texts.slice(Math.max(0, base + 1 - first)));
+      chunks.push({ first, last: first + texts.length - 1 });
     }
     const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, secret]) => [key.slice(CLIENT_PREFIX.length), String(secret)]));
     const retired = new Map([...(await storage.list({ prefix: RETIRED_PREFIX }))].map(([key, record]) => [key.slice(RETIRED_PREFIX.length), record as RetiredClient]));
-    const store = new RoomStore(storage, snapshot, encoded, base, snapshot?.time ?? 0, clients, retired);
+    const store = new RoomStore(storage, snapshot, encoded, chunks, base, snapshot?.time ?? 0, clients, retired);
     // Left over when a server stopped between storing a snapshot and trimming the events it covers.
     store.deleteKeys(stale);
     const last = encoded.length > 0 ? (JSON.parse(encoded.at(-1)!) as ReflectedEvent) : undefined;
@@ -142,27 +163,29 @@ export class RoomStore {
 
   /** Events appended since the last `flushEvents`. */
   get unwrittenEvents(): number {
-    return this.unwrittenCount;
+    return this.unwritten.length;
   }
 
-  /** Adds an event to the log; it is written with the next `flushEvents`, at once when 128 are waiting. */
+  /** Adds an event to the log; it is written with the next `flushEvents`, or at once when a chunk is full. */
   append(event: ReflectedEvent): string {
     const text = encodeEvent(event);
+    if (this.unwrittenLength + text.length > CHUNK_LENGTH) this.flushEvents();
     this.encoded.push(text);
     this.seq = event.seq;
     this.time = event.time;
-    this.unwritten[eventKey(event.seq)] = text;
-    if (++this.unwrittenCount === KEYS_PER_OPERATION) this.flushEvents();
+    this.unwritten.push(text);
+    this.unwrittenLength += text.length;
     return text;
   }
 
-  /** Writes every event appended since the last flush, in one storage operation. */
+  /** Writes every event appended since the last flush as one chunk: one storage value, whatever the count. */
   flushEvents(): void {
-    if (this.unwrittenCount === 0) return;
-    const first = this.seq - this.unwrittenCount + 1;
-    this.put(this.unwritten, `storing events ${first} to ${this.seq}`);
-    this.unwritten = {};
-    this.unwrittenCount = 0;
+    if (this.unwritten.length === 0) return;
+    const chunk = { first: this.seq - this.unwritten.length + 1, last: this.seq };
+    this.put({ [chunkKey(chunk.first)]: this.unwritten }, `storing events ${chunk.first} to ${chunk.last}`);
+    this.chunks.push(chunk);
+    this.unwritten = [];
+    this.unwrittenLength = 0;
   }
 
   /** Keeps `snapshot` as the room's starting point and trims every event it covers, in memory and in storage. */
@@ -177,8 +200,10 @@ export class RoomStore {
       this.put(Object.fromEntries(batch), `storing snapshot ${seq}`);
     }
     this.put({ [SNAPSHOT_KEY]: { seq, time: this.time, parts: parts.length, lastPosts } }, `storing snapshot ${seq}`);
-    const trimmed = this.encoded.splice(0, seq - this.snapshotSeq).length;
-    const keys = Array.from({ length: trimmed }, (_, index) => eventKey(seq - trimmed + 1 + index));
+    this.encoded.splice(0, seq - this.snapshotSeq);
+    // Chunks the snapshot covers whole go; one it covers in part stays, and the next load skips its first events.
+    const covered = this.chunks.findIndex((chunk) => chunk.last > seq);
+    const keys = this.chunks.splice(0, covered === -1 ? this.chunks.length : covered).map((chunk) => chunkKey(chunk.first));
     if (previous !== undefined) keys.push(...previous.parts.map((_, index) => snapshotPartKey(previous.seq, index)));
     this.latest = { seq, time: this.time, parts, lastPosts };
     this.deleteKeys(keys);

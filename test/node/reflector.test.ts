@@ -64,9 +64,9 @@ class MemoryStorage implements RoomStorage {
   keys(prefix = ""): string[] {
     return [...this.values.keys()].filter((key) => key.startsWith(prefix)).sort();
   }
-  /** The stored log, decoded. */
+  /** Every event in the stored chunks, decoded, including those a snapshot covers but a chunk still holds. */
   events(): ReflectedEvent[] {
-    return this.keys("event:").map((key) => JSON.parse(String(this.values.get(key))) as ReflectedEvent);
+    return this.keys("events:").flatMap((key) => (this.values.get(key) as string[]).map((text) => JSON.parse(text) as ReflectedEvent));
   }
 }
 
@@ -759,7 +759,7 @@ describe("reflector: snapshots", () => {
       room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)),
       parts,
     );
-    assert.deepEqual(room.storage.keys("event:"), ["event:000000000006"], "the events the snapshot covers are trimmed");
+    assert.deepEqual(room.storage.keys("events:"), ["events:000000000006"], "the events the snapshot covers are trimmed");
 
     const newcomer = room.hello();
     assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 3 });
@@ -832,7 +832,7 @@ describe("reflector: snapshots", () => {
     room.hash(a, 6, "h");
     room.upload(a, 6, ["three"]);
     assert.deepEqual(room.storage.keys("snapshot"), ["snapshot", "snapshot:000000000006:0000"]);
-    assert.deepEqual(room.storage.keys("event:"), []);
+    assert.deepEqual(room.storage.keys("events:"), []);
     assert.equal((room.storage.values.get("snapshot") as { seq: number }).seq, 6);
   });
 
@@ -842,7 +842,7 @@ describe("reflector: snapshots", () => {
     postMany(room, a, 299); // due at 300
     room.hash(a, 300, "h");
     room.upload(a, 300, ["state"]);
-    assert.deepEqual(room.storage.keys("event:"), []);
+    assert.deepEqual(room.storage.keys("events:"), []);
   });
 
   test("an upload with a different part count than it started with is a bad frame", async () => {
@@ -1022,7 +1022,7 @@ describe("reflector: restart from storage", () => {
     second.advance(GRACE);
     second.reflector.wake();
     assert.deepEqual(newcomer.socket.ofType("user-exit"), [{ type: "user-exit", seq: 4, time: START + 5000 + GRACE, client: old.id }]);
-    assert.deepEqual(storage.keys("event:"), ["event:000000000001", "event:000000000002", "event:000000000003", "event:000000000004"]);
+    assert.deepEqual(storage.keys("events:"), ["events:000000000001", "events:000000000002", "events:000000000003", "events:000000000004"]);
     assert.deepEqual(storage.keys("client:"), [`client:${newcomer.id}`]);
   });
 
@@ -1037,7 +1037,7 @@ describe("reflector: restart from storage", () => {
     first.upload(a, 5, ["snap", "shot"]);
     first.post(b, 1, "in the tail"); // seq 6
     // a's last post id now lives only in the snapshot record; b's only in the tail.
-    assert.deepEqual(storage.keys("event:"), ["event:000000000006"]);
+    assert.deepEqual(storage.keys("events:"), ["events:000000000006"]);
 
     const second = await openRoom({ snapshotEvents: 5 }, storage, first.clock.now + 1000);
     const newcomer = second.hello();
@@ -1094,21 +1094,22 @@ describe("reflector: restart from storage", () => {
     first.upload(a, 3, ["state"]);
     first.post(a, 3); // seq 4
     // As if the server had stopped between storing the snapshot and deleting event 2.
-    storage.values.set("event:000000000002", JSON.stringify({ type: "message", seq: 2, time: START, client: a.id, id: 1, payload: "post 1" }));
+    storage.values.set("events:000000000002", [JSON.stringify({ type: "message", seq: 2, time: START, client: a.id, id: 1, payload: "post 1" })]);
 
     const second = await openRoom({}, storage, START + 1);
-    assert.deepEqual(storage.keys("event:"), ["event:000000000004"]);
+    assert.deepEqual(storage.keys("events:"), ["events:000000000004"]);
     const newcomer = second.hello();
     assert.deepEqual(shape(newcomer.socket.frames), ["welcome", "snapshot 3", "message 4", "user-enter 5"]);
   });
 });
 
 describe("reflector: coalesced storage writes", () => {
-  /** Memory storage that also records how many keys each put wrote. */
+  /** Memory storage that also records how many events each put of events wrote. */
   class CountingStorage extends MemoryStorage {
     readonly puts: number[] = [];
     override put(entries: Record<string, unknown>): Promise<void> {
-      this.puts.push(Object.keys(entries).length);
+      const chunks = Object.entries(entries).filter(([key]) => key.startsWith("events:"));
+      if (chunks.length > 0) this.puts.push(chunks.reduce((count, [, texts]) => count + (texts as string[]).length, 0));
       return super.put(entries);
     }
   }
@@ -1130,19 +1131,25 @@ describe("reflector: coalesced storage writes", () => {
     room.reflector.wake();
     assert.deepEqual(brief(storage.events()), eventsIn(a.socket.frames), "the enter and the five posts, in order");
     assert.deepEqual(storage.puts.slice(putsBefore), [5], "the posts in one put");
+    assert.deepEqual(storage.keys("events:"), ["events:000000000001", "events:000000000002"], "as one chunk after the enter's");
     assert.equal(room.reflector.nextWakeIn(), TEST_SETTINGS.tickInterval - WRITE_INTERVAL, "then only the tick is due");
   });
 
-  test("writes at once when 128 events are waiting, never more keys per put than storage takes", async () => {
+  test("writes a chunk at once when the next event would take it past 64,000 code units, and one event always fits", async () => {
     const storage = new CountingStorage();
     const room = await openRoom({ writeInterval: WRITE_INTERVAL }, storage);
     const a = room.hello();
-    postMany(room, a, 300);
-    assert.deepEqual(storage.puts.filter((keys) => keys > 1), [128, 128], "256 posts in two full puts, before any wake");
-    assert.equal(storage.events().length, 257);
+    for (let id = 1; id <= 4; id++) room.post(a, id, "x".repeat(20_000));
+    assert.deepEqual(storage.puts.slice(1), [3], "three posts fill a chunk; the fourth starts the next one, before any wake");
+    room.post(a, 5, "y".repeat(MAX_FRAME_LENGTH - 100));
     room.advance(WRITE_INTERVAL);
     room.reflector.wake();
-    assert.equal(storage.events().length, 301);
+    assert.deepEqual(storage.puts.slice(1), [3, 1, 1], "the largest post a frame can carry is a chunk of its own");
+    for (const key of storage.keys("events:")) {
+      const length = (storage.values.get(key) as string[]).reduce((total, text) => total + text.length, 0);
+      assert.ok(length <= 64_000, `${key} holds ${length} code units`);
+    }
+    assert.equal(storage.events().length, 6);
   });
 
   test("a snapshot writes the waiting events first, so storage holds the snapshot and every event after it", async () => {
@@ -1153,7 +1160,7 @@ describe("reflector: coalesced storage writes", () => {
     room.hash(a, 4, "h");
     postMany(room, a, 2, 4); // 5 and 6, unwritten
     room.upload(a, 4, ["state"]);
-    assert.deepEqual(storage.keys("event:"), ["event:000000000005", "event:000000000006"]);
+    assert.deepEqual(storage.keys("events:"), ["events:000000000002"], "the enter's chunk is trimmed; the chunk of 2 to 6 stays");
     const restarted = await openRoom({}, storage, START + 1);
     assert.deepEqual(shape(restarted.hello().socket.frames), ["welcome", "snapshot 4", "message 5", "message 6", "user-enter 7"]);
   });
