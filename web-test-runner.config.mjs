@@ -25,8 +25,10 @@ const reflectorPlugin = {
 /**
  * `executeServerCommand("demo-page", { action, ... })` drives a second page showing the served demo, in a browser
  * context of its own: offline mode cuts a whole context, and the test page's own channel must stay up.
- * Actions: open (room) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id);
+ * Actions: open (room, or the whole url) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id);
  * evaluate (id, expression) → the JSON-serializable value of a JavaScript expression evaluated in the demo page.
+ * screenshot (id, name, colorScheme, width) → bytes: the page in that colour scheme and width (motion reduced), as
+ * test-results/screenshots/<name>.png, which git ignores, for a person to look at.
  */
 const demoPages = new Map();
 let demoPagesOpened = 0;
@@ -34,11 +36,11 @@ const demoPagePlugin = {
   name: "demo-page",
   async executeCommand({ command, payload, session }) {
     if (command !== "demo-page") return undefined;
-    const { action, id, room, offline, text, expression } = payload;
+    const { action, id, room, url, offline, text, expression } = payload;
     if (action === "open") {
       const context = await session.browser.getPage(session.id).context().browser().newContext();
       const page = await context.newPage();
-      await page.goto(`http://${reflector.host}/?room=${encodeURIComponent(room)}`);
+      await page.goto(url ?? `http://${reflector.host}/?room=${encodeURIComponent(room)}`);
       const pageId = String(++demoPagesOpened);
       demoPages.set(pageId, page);
       return pageId;
@@ -54,15 +56,27 @@ const demoPagePlugin = {
       return true;
     }
     if (action === "evaluate") return await page.evaluate(String(expression));
+    if (action === "screenshot") {
+      const { name, colorScheme, width } = payload;
+      await page.setViewportSize({ width, height: 800 });
+      await page.emulateMedia({ colorScheme, reducedMotion: "reduce" });
+      return (await page.screenshot({ path: `test-results/screenshots/${name}.png`, fullPage: true })).length;
+    }
     if (action === "close") return (demoPages.delete(id), await page.context().close(), true);
     throw new Error(`demo-page: unknown action ${action}`);
   },
 };
 
+/** `/embed-page?html=…` answers with that page: a page on another origin than the reflector's, as a CodePen is. */
+const embedPagePlugin = {
+  name: "embed-page",
+  serve: (context) => (context.path === "/embed-page" ? { body: String(context.query.html), type: "html" } : undefined),
+};
+
 export default {
   files: "test/browser/**/*.test.ts",
   nodeResolve: { exportConditions: ["production", "default"] },
-  plugins: [reflectorPlugin, demoPagePlugin, esbuildPlugin({ ts: true, target: "es2022" })],
+  plugins: [reflectorPlugin, demoPagePlugin, embedPagePlugin, esbuildPlugin({ ts: true, target: "es2022" })],
   browsers: [
     playwrightLauncher({
       product: "chromium",

@@ -1,17 +1,38 @@
-import { css, html, LitElement, nothing, svg } from "lit";
+import { css, html, LitElement, nothing, type PropertyValues } from "lit";
 import { repeat } from "lit/directives/repeat.js";
 import { create as createQrCode } from "qrcode/lib/core/qrcode.js";
-import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry } from "./chat-model.js";
+import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry, type ChatUser } from "./chat-model.js";
 import { checkRoomId } from "../party/protocol.js";
 import { newRoomSecret } from "./room-key.js";
-import { Session, type PendingEvent, type SessionStatus } from "./session.js";
+import { Session, type SessionStatus } from "./session.js";
 
 const TAG = "multiuser-chat";
 const ROOM_PARAMETER = "room";
 /** In the URL fragment, which browsers never send to a server. */
 const KEY_PARAMETER = "key";
+/** `show-qr` and `show-users` are on unless set to `false`, as `draggable` and `spellcheck` are. */
+const shown = { fromAttribute: (value: string | null) => value !== "false" };
 
-/** Where this script was served from: by default the reflector is the same host. */
+/** A user or an entry as the element hands it to the page: a frozen copy, `own` when it is this element's. */
+export type Own<T> = Readonly<T & { own: boolean }>;
+
+/** The element's events, for `addEventListener` with types. */
+export interface MultiuserChatEventMap {
+  "multiuser-chat-message": CustomEvent<Own<ChatEntry>>;
+  "multiuser-chat-user-enter": CustomEvent<Own<ChatUser>>;
+  "multiuser-chat-user-exit": CustomEvent<Own<ChatUser>>;
+  "multiuser-chat-status": CustomEvent<{ status: SessionStatus }>;
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type
+  interface HTMLElementEventMap extends MultiuserChatEventMap {}
+}
+
+/**
+ * Where this script was served from: by default the reflector is the same host. The classic-script build reads it
+ * from `document.currentScript` instead (scripts/build.mjs).
+ */
 const scriptUrl = new URL(import.meta.url);
 
 /**
@@ -23,6 +44,25 @@ const scriptUrl = new URL(import.meta.url);
  * @attr key - the room's secret key (base64url, 128 bits or more); by default the page URL's `#key=`, made anew
  *   with a new room; a room without one is encrypted with a key derived from its name, which is not private
  * @attr party - the PartyKit party; `main` by default
+ * @attr join-url - the page the QR code and the join link open, with the room and the key added; by default this
+ *   page. Set it where a phone cannot open this page's address, as in a CodePen: the deployment's demo page will do
+ * @attr show-qr - `false` hides the QR code and the join link; shown by default (any other value, or none, shows it)
+ * @attr show-users - `false` hides the list of users; shown by default (any other value, or none, shows it)
+ *
+ * Below 480 px of the element's own width (not the viewport's) the users move under the log and the QR code folds
+ * away behind a "QR code" disclosure button; Escape closes it again and returns focus to the button.
+ * Colours follow `prefers-color-scheme` (dark defaults for the same custom properties). Nothing moves (no animation,
+ * no smooth scrolling), so `prefers-reduced-motion: reduce` needs nothing turned off.
+ *
+ * Events describe what happens after the element joined: the history and users already there at join are not
+ * replayed (read `history` and `users`); after a reconnection, what happened meanwhile fires once, in a batch.
+ *
+ * @fires multiuser-chat-message - a post arrived, the reader's own included; `detail`: {n, kind: "post", time,
+ *   text, author, nickname, own}
+ * @fires multiuser-chat-user-enter - a user joined the room; `detail`: {id, nickname, own}
+ * @fires multiuser-chat-user-exit - a user left the room; `detail`: {id, nickname, own}
+ * @fires multiuser-chat-status - the connection status changed; `detail`: {status}: `connecting`, `connected`,
+ *   `reconnecting` or `offline`
  *
  * @csspart header - the bar with the title and the status
  * @csspart status - the connection status text
@@ -34,6 +74,7 @@ const scriptUrl = new URL(import.meta.url);
  * @csspart users - the list of connected users
  * @csspart user - one user
  * @csspart qr - the QR code and the join link
+ * @csspart qr-button - the button that shows and hides the QR code in the narrow layout
  * @csspart form - the message field and the Send button
  * @csspart input - the message field
  * @csspart button - the Send button
@@ -41,11 +82,14 @@ const scriptUrl = new URL(import.meta.url);
  *
  * @cssprop --multiuser-chat-background - background of the element
  * @cssprop --multiuser-chat-color - text colour
- * @cssprop --multiuser-chat-muted-color - colour of notices, times and the status
- * @cssprop --multiuser-chat-accent - colour of nicknames, the button and focus rings
+ * @cssprop --multiuser-chat-muted-color - colour of notices, times, posts not sent yet and the status
+ * @cssprop --multiuser-chat-accent - colour of nicknames, links, the buttons and focus rings
  * @cssprop --multiuser-chat-accent-contrast - text colour on the accent colour
  * @cssprop --multiuser-chat-border-color - colour of borders
- * @cssprop --multiuser-chat-error-color - colour of the refusal message
+ * @cssprop --multiuser-chat-error-color - colour of the refusal message and the warning
+ * @cssprop --multiuser-chat-qr-color - colour of the QR code's modules (keep it dark on a light background: not
+ *   every phone reads an inverted code); black by default, in both schemes
+ * @cssprop --multiuser-chat-qr-background - background of the QR code; white by default, in both schemes
  * @cssprop --multiuser-chat-font-family - font of the whole element
  * @cssprop --multiuser-chat-font-size - base font size
  * @cssprop --multiuser-chat-radius - corner radius
@@ -54,48 +98,81 @@ const scriptUrl = new URL(import.meta.url);
  */
 export class MultiuserChat extends LitElement {
   static override properties = {
-    host: { type: String },
-    room: { type: String },
-    key: { type: String },
-    party: { type: String },
+    host: {},
+    room: {},
+    key: {},
+    party: {},
+    joinPage: { attribute: "join-url" },
+    showQr: { attribute: "show-qr", converter: shown },
+    showUsers: { attribute: "show-users", converter: shown },
     refusal: { state: true },
+    failure: { state: true },
+    narrow: { state: true },
+    qrOpen: { state: true },
   };
 
+  // Colours go through private properties (--_bg, --_fg, --_m muted, --_a accent, --_on text on the accent, --_l
+  // line, --_e error; --_b border, --_s spacing, --_r radius): the dark defaults replace the light ones, and the
+  // page's --multiuser-chat-* properties win in both schemes. scripts/build.mjs minifies this CSS in the bundles.
   static override styles = css`
     :host {
-      --_spacing: var(--multiuser-chat-spacing, 0.5rem);
-      --_border: 1px solid var(--multiuser-chat-border-color, #c8ccd4);
-      --_radius: var(--multiuser-chat-radius, 0.5rem);
-      --_accent: var(--multiuser-chat-accent, #2458c6);
-      --_muted: var(--multiuser-chat-muted-color, #5b6270);
+      --_s: var(--multiuser-chat-spacing, 0.5rem);
+      --_r: var(--multiuser-chat-radius, 0.5rem);
+      --_bg: var(--multiuser-chat-background, #fff);
+      --_fg: var(--multiuser-chat-color, #1c1f24);
+      --_m: var(--multiuser-chat-muted-color, #5b6270);
+      --_a: var(--multiuser-chat-accent, #2458c6);
+      --_on: var(--multiuser-chat-accent-contrast, #fff);
+      --_l: var(--multiuser-chat-border-color, #c8ccd4);
+      --_e: var(--multiuser-chat-error-color, #b3261e);
+      --_b: 1px solid var(--_l);
+      color-scheme: light dark;
       display: flex;
       flex-direction: column;
       box-sizing: border-box;
       height: var(--multiuser-chat-height, 28rem);
-      background: var(--multiuser-chat-background, #ffffff);
-      color: var(--multiuser-chat-color, #1c1f24);
+      background: var(--_bg);
+      color: var(--_fg);
       font-family: var(--multiuser-chat-font-family, system-ui, sans-serif);
       font-size: var(--multiuser-chat-font-size, 1rem);
-      border: var(--_border);
-      border-radius: var(--_radius);
+      border: var(--_b);
+      border-radius: var(--_r);
       overflow: hidden;
     }
+    @media (prefers-color-scheme: dark) {
+      :host {
+        --_bg: var(--multiuser-chat-background, #17191d);
+        --_fg: var(--multiuser-chat-color, #e4e7ec);
+        --_m: var(--multiuser-chat-muted-color, #a3aab6);
+        --_a: var(--multiuser-chat-accent, #8ab4ff);
+        --_on: var(--multiuser-chat-accent-contrast, #0d1526);
+        --_l: var(--multiuser-chat-border-color, #3b414b);
+        --_e: var(--multiuser-chat-error-color, #ff8a80);
+      }
+    }
+    :host([hidden]),
     [hidden] {
       display: none !important;
     }
-    header {
+    [part="header"] {
       display: flex;
       justify-content: space-between;
       align-items: baseline;
-      padding: var(--_spacing) calc(var(--_spacing) * 2);
-      border-bottom: var(--_border);
+      padding: var(--_s) calc(var(--_s) * 2);
+      border-bottom: var(--_b);
     }
     h2 {
       margin: 0;
       font-size: 1em;
     }
-    [part="status"] {
-      color: var(--_muted);
+    [part="status"],
+    [part="notice"],
+    [part="pending"],
+    time {
+      color: var(--_m);
+    }
+    [part="status"],
+    time {
       font-size: 0.85em;
     }
     .body {
@@ -106,13 +183,10 @@ export class MultiuserChat extends LitElement {
     [part="log"] {
       flex: 1;
       overflow-y: auto;
-      padding: var(--_spacing) calc(var(--_spacing) * 2);
+      padding: var(--_s) calc(var(--_s) * 2);
     }
-    [part="log"]:focus-visible,
-    input:focus-visible,
-    button:focus-visible,
-    a:focus-visible {
-      outline: 2px solid var(--_accent);
+    :focus-visible {
+      outline: 2px solid var(--_a);
       outline-offset: 2px;
     }
     ol,
@@ -121,81 +195,96 @@ export class MultiuserChat extends LitElement {
       margin: 0;
       padding: 0;
     }
-    [part="message"],
-    [part="pending"],
-    [part="notice"] {
-      margin: calc(var(--_spacing) / 2) 0;
-      overflow-wrap: anywhere;
+    ol > li {
+      margin: calc(var(--_s) / 2) 0;
       white-space: pre-wrap;
     }
+    li,
+    figure {
+      overflow-wrap: anywhere;
+    }
     [part="notice"] {
-      color: var(--_muted);
       font-style: italic;
     }
-    [part="pending"] {
-      opacity: 0.6;
+    .nickname,
+    a {
+      color: var(--_a);
     }
     .nickname {
-      color: var(--_accent);
       font-weight: 600;
     }
-    time {
-      color: var(--_muted);
-      font-size: 0.8em;
-    }
-    aside {
+    .side {
       width: 12rem;
       display: flex;
       flex-direction: column;
-      gap: var(--_spacing);
-      padding: var(--_spacing);
-      border-inline-start: var(--_border);
+      gap: var(--_s);
+      padding: var(--_s);
+      border-inline-start: var(--_b);
       overflow-y: auto;
     }
-    [part="qr"] {
+    .narrow {
+      flex-direction: column;
+    }
+    .narrow .side {
+      width: auto;
+      flex-flow: row wrap;
+      align-items: center;
+      border: 0;
+      border-top: var(--_b);
+    }
+    .narrow ul {
+      display: flex;
+      flex-wrap: wrap;
+      gap: 0 var(--_s);
+      flex: 1;
+    }
+    .narrow figure {
+      flex-basis: 100%;
+    }
+    figure {
       margin: 0;
       text-align: center;
       font-size: 0.75em;
     }
-    [part="qr"] svg {
+    svg {
       width: 100%;
-      height: auto;
       max-width: 10rem;
-    }
-    [part="qr"] a {
-      color: var(--_accent);
-      overflow-wrap: anywhere;
+      background: var(--multiuser-chat-qr-background, #fff);
+      fill: var(--multiuser-chat-qr-color, #000);
     }
     form {
       display: flex;
-      gap: var(--_spacing);
-      padding: var(--_spacing);
-      border-top: var(--_border);
+      gap: var(--_s);
+      padding: var(--_s);
+      border-top: var(--_b);
+    }
+    input,
+    button {
+      font: inherit;
+      padding: var(--_s) calc(var(--_s) * 2);
+      border: var(--_b);
+      border-radius: var(--_r);
+      background: none;
+      color: inherit;
     }
     input {
       flex: 1;
       min-width: 0;
-      font: inherit;
-      padding: var(--_spacing);
-      border: var(--_border);
-      border-radius: var(--_radius);
-      background: inherit;
-      color: inherit;
+      padding-inline: var(--_s);
     }
     button {
-      font: inherit;
-      padding: var(--_spacing) calc(var(--_spacing) * 2);
-      border: none;
-      border-radius: var(--_radius);
-      background: var(--_accent);
-      color: var(--multiuser-chat-accent-contrast, #ffffff);
-      cursor: pointer;
+      border-color: var(--_a);
+      background: var(--_a);
+      color: var(--_on);
     }
-    [part="error"],
-    [part="warning"] {
+    [part="qr-button"] {
+      background: none;
+      color: var(--_a);
+    }
+    [role="alert"] {
       margin: 0;
-      padding: 0 var(--_spacing) var(--_spacing);
-      color: var(--multiuser-chat-error-color, #b3261e);
+      padding: 0 var(--_s) var(--_s);
+      color: var(--_e);
     }
   `;
 
@@ -203,27 +292,73 @@ export class MultiuserChat extends LitElement {
   declare room: string | undefined;
   declare key: string | undefined;
   declare party: string | undefined;
+  /** The `join-url` attribute. */
+  declare joinPage: string | undefined;
+  /** Whether the QR code and the join link show; the attribute `show-qr="false"` hides them. */
+  showQr = true;
+  /** Whether the list of users shows; the attribute `show-users="false"` hides it. */
+  showUsers = true;
   /** Why the reader's last post was not sent, shown until they edit or send again. */
   declare protected refusal: string | undefined;
+  /** True while the element is narrower than 480 px: the QR code folds away behind a button. */
+  declare protected narrow: boolean;
+  /** True while the folded QR code is shown. */
+  declare protected qrOpen: boolean;
 
   private session: Session | undefined;
   /** Encoded once per join URL: the QR code does not change while the room stays the same. */
   private qrCode: ReturnType<typeof qrSvg> | typeof nothing = nothing;
   /** The attribute values of the current session, so changing any of them joins anew. */
-  private joinedWith: { host?: string; room?: string; key?: string; party?: string } | undefined;
+  private joinedWith: string | undefined;
   /** Why the element could not join: a key that is not valid, or one that does not open this room. */
-  private failure: string | undefined;
+  declare protected failure: string | undefined;
   private joinUrl = "";
+  /** The room and key of the current session. */
+  private joined: { room: string; key: string | undefined } | undefined;
   private stickToBottom = true;
+  /** The element's own width decides the layout, whatever the viewport's. */
+  private resizer = new ResizeObserver(() => (this.narrow = this.offsetWidth < 480));
 
   override connectedCallback(): void {
     super.connectedCallback();
+    this.resizer.observe(this);
     this.join();
   }
 
   override disconnectedCallback(): void {
     super.disconnectedCallback();
+    this.resizer.disconnect();
     this.leave();
+  }
+
+  /** The connection status: `connecting`, `connected`, `reconnecting` or `offline`. */
+  get status(): SessionStatus {
+    return this.session?.status ?? "connecting";
+  }
+
+  /** The users in the room, in the order they joined: frozen copies, with `own` marking this element's user. */
+  get users(): readonly Own<ChatUser>[] {
+    return Object.freeze((this.model?.users ?? []).map((user) => this.own(user)));
+  }
+
+  /** The history (at most the last 100 posts and notices): frozen copies, with `own` marking this element's posts. */
+  get history(): readonly Own<ChatEntry>[] {
+    return Object.freeze((this.model?.history ?? []).map((entry) => this.own(entry)));
+  }
+
+  /**
+   * Publishes `text` as this element's user, as the form does: the text is trimmed, and the post waits in the
+   * element while it is offline. Returns false when there is nothing to send (blank text, or the element could
+   * not join); throws a `RangeError` with the element's message for text over 1,000 characters.
+   */
+  post(text: string): boolean {
+    const check = checkPost(text);
+    if (!check.ok) {
+      if (check.reason === "too-long") throw new RangeError(check.message);
+      return false;
+    }
+    this.session?.publish(CHAT_SCOPE, "post", { text: check.text });
+    return !!this.session;
   }
 
   /** Read-only view of the replicated model, once the first welcome has arrived. */
@@ -240,54 +375,39 @@ export class MultiuserChat extends LitElement {
     super.scheduleUpdate();
   }
 
-  protected override willUpdate(): void {
-    const joined = this.joinedWith;
-    if (this.isConnected && joined !== undefined && (joined.host !== this.host || joined.room !== this.room || joined.key !== this.key || joined.party !== this.party)) {
-      this.join();
-    }
+  protected override willUpdate(changed: PropertyValues<this>): void {
+    if (this.isConnected && this.joinedWith !== undefined && this.joinedWith !== this.joinAttributes()) this.join();
+    // Where the QR code points is no reason to join anew: the others would see this user leave and come back.
+    else if (changed.has("joinPage") && this.joined !== undefined) this.showJoinUrl(this.joined);
     const log = this.logElement;
-    this.stickToBottom = log === null || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    this.stickToBottom = !log || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
   }
 
   protected override updated(): void {
     const log = this.logElement;
-    if (log !== null && this.stickToBottom) log.scrollTop = log.scrollHeight;
+    if (log && this.stickToBottom) log.scrollTop = log.scrollHeight;
   }
 
+  // Templates and styles are written without indentation: the bundle keeps every character of a template.
+  // No header or aside elements: landmarks would compete with the page's own.
   protected override render() {
-    const model = this.model;
-    const status = this.session?.status ?? "connecting";
-    return html`
-      <header part="header">
-        <h2>Chat</h2>
-        <span part="status" role="status">${statusText[status]}</span>
-      </header>
-      <div class="body">
-        <div part="log" role="log" aria-label="Chat messages" tabindex="0">
-          <ol>
-            ${repeat(model?.history ?? [], (entry) => entry.n, (entry) => this.entryTemplate(entry))}
-            ${repeat(this.pendingPosts(), (pending) => pending.id, (pending) => this.pendingTemplate(pending))}
-          </ol>
-        </div>
-        <aside>${this.usersTemplate(model)} ${this.qrTemplate()}</aside>
-      </div>
-      <form part="form" @submit=${this.send}>
-        <input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.clearRefusal} />
-        <button part="button" type="submit">Send</button>
-      </form>
-      <p part="error" role="alert" ?hidden=${this.refusal === undefined && this.failure === undefined}>${this.failure ?? this.refusal ?? nothing}</p>
-      ${this.warningTemplate()}
-    `;
+    return html`<div part="header"><h2>Chat</h2><span part="status" role="status">${statusText[this.status]}</span></div>
+<div class=${this.narrow ? "body narrow" : "body"}><div part="log" role="log" aria-label="Chat messages" tabindex="0"><ol>
+${repeat(this.model?.history ?? [], (entry) => entry.n, (entry) => this.entryTemplate(entry))}
+${this.pendingTemplates()}
+</ol></div>${this.showUsers || this.showQr ? this.sideTemplate() : nothing}</div>
+<form part="form" @submit=${this.send}><input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.clearRefusal} />
+<button part="button" type="submit">Send</button></form>
+<p part="error" role="alert" ?hidden=${this.refusal === undefined && this.failure === undefined}>${this.failure ?? this.refusal ?? nothing}</p>
+${this.warningTemplate()}`;
   }
 
   /** The reader's own posts that wait for the connection, shown where they will appear. */
-  private pendingPosts(): PendingEvent[] {
-    return (this.session?.pending ?? []).filter((pending) => pending.scope === CHAT_SCOPE && pending.event === "post");
-  }
-
-  private pendingTemplate(pending: PendingEvent) {
-    const text = (pending.data as { text?: string } | null)?.text ?? "";
-    return html`<li part="pending"><span class="nickname">${this.model?.nicknameOf(this.session?.clientId ?? "") ?? "You"}</span>: ${text} <em>(sending…)</em></li>`;
+  private pendingTemplates() {
+    const nickname = this.model?.nicknameOf(this.session?.clientId ?? "") ?? "You";
+    return (this.session?.pending ?? [])
+      .filter((pending) => pending.scope === CHAT_SCOPE && pending.event === "post")
+      .map((pending) => html`<li part="pending"><span class="nickname">${nickname}</span>: ${(pending.data as { text?: string } | null)?.text ?? ""} <em>(sending…)</em></li>`);
   }
 
   private warningTemplate() {
@@ -305,41 +425,46 @@ export class MultiuserChat extends LitElement {
     return html`<li part="message">${time} <span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
   }
 
-  private usersTemplate(model: ChatModel | undefined) {
+  /**
+   * The users and the QR code: beside the log, or under it in the narrow layout, where the QR code folds away behind
+   * a disclosure button that it directly follows.
+   */
+  private sideTemplate() {
+    const { model, narrow, showUsers } = this;
     const self = this.session?.clientId;
-    return html`
-      <h2>Users (${model?.users.length ?? 0})</h2>
-      <ul part="users" role="list" aria-label="Users">
-        ${repeat(model?.users ?? [], (user) => user.id, (user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}
-      </ul>
-    `;
+    const folded = narrow && !this.qrOpen;
+    return html`<div class="side" @keydown=${this.closeQr}>${showUsers
+      ? html`<h2>Users (${model?.users.length ?? 0})</h2><ul part="users" role="list" aria-label="Users">
+${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}</ul>`
+      : nothing}${this.showQr
+      ? html`${narrow ? html`<button part="qr-button" aria-expanded=${!folded} @click=${() => (this.qrOpen = folded)}>QR code</button>` : nothing}
+<figure part="qr" ?hidden=${folded}><div role="img" aria-label="QR code to join this chat">${this.qrCode}</div>
+<figcaption><a href=${this.joinUrl}>${this.joinUrl}</a></figcaption></figure>`
+      : nothing}</div>`;
   }
 
-  private qrTemplate() {
-    return html`
-      <figure part="qr">
-        <div role="img" aria-label="QR code to join this chat">${this.qrCode}</div>
-        <figcaption><a href=${this.joinUrl}>${this.joinUrl}</a></figcaption>
-      </figure>
-    `;
+  /** Escape closes the unfolded QR code and gives the focus back to its button. */
+  private closeQr(event: KeyboardEvent): void {
+    if (event.key === "Escape" && this.qrOpen) {
+      this.qrOpen = false;
+      (event.currentTarget as HTMLElement).querySelector("button")?.focus();
+    }
   }
 
-  private get logElement(): HTMLElement | null {
-    return this.renderRoot?.querySelector?.('[part="log"]') ?? null;
+  private get logElement() {
+    return this.renderRoot.querySelector<HTMLElement>("[part=log]");
   }
 
   private send(event: SubmitEvent): void {
     event.preventDefault();
     const input = (event.currentTarget as HTMLFormElement).elements.namedItem("message") as HTMLInputElement;
-    const check = checkPost(input.value);
-    if (!check.ok) {
-      // A refused post stays in the field so nothing typed is lost.
-      this.refusal = check.reason === "too-long" ? check.message : undefined;
-      return;
-    }
-    this.session?.publish(CHAT_SCOPE, "post", { text: check.text });
-    input.value = "";
     this.refusal = undefined;
+    try {
+      if (this.post(input.value)) input.value = "";
+    } catch (error) {
+      // A refused post stays in the field so nothing typed is lost.
+      this.refusal = (error as Error).message;
+    }
   }
 
   private clearRefusal(): void {
@@ -348,15 +473,13 @@ export class MultiuserChat extends LitElement {
 
   private join(): void {
     this.leave();
-    const { room, key } = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room) };
-    this.joinUrl = joinUrlFor(room, key);
-    this.qrCode = qrSvg(this.joinUrl);
-    this.joinedWith = { host: this.host, room: this.room, key: this.key, party: this.party };
+    const { room, key } = (this.joined = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room) });
+    this.showJoinUrl(this.joined);
+    this.joinedWith = this.joinAttributes();
     this.failure = undefined;
     const badRoom = checkRoomId(room);
     if (badRoom !== undefined) {
       this.failure = `This room name cannot be used: ${badRoom}.`;
-      this.requestUpdate();
       return;
     }
     let session: Session;
@@ -371,7 +494,6 @@ export class MultiuserChat extends LitElement {
       });
     } catch (error) {
       this.failure = `This link's key is not valid: ${(error as Error).message.replace(/^multiuser-chat: /, "")}.`;
-      this.requestUpdate();
       return;
     }
     this.watch(session);
@@ -383,22 +505,56 @@ export class MultiuserChat extends LitElement {
   private watch(session: Session): void {
     const update = () => this.requestUpdate();
     for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
+    session.addEventListener("status", () => this.emit("status", { status: session.status }));
+    // The page hears of changes to the model, found by comparing it with what it was: the view never changes it.
+    let seen = 0; // the highest entry number the page has heard of
+    let present: ChatUser[] | undefined; // unset until the first welcome: what was there at join is not news
+    const missing = (users: ChatUser[], from: ChatUser[], type: string) => {
+      for (const user of users) if (!from.some((other) => other.id === user.id)) this.emit(type, this.own(user));
+    };
+    const observe = () => {
+      const model = session.model as ChatModel;
+      if (present !== undefined) {
+        missing(model.users, present, "user-enter");
+        for (const entry of model.history) if (entry.n > seen && entry.kind === "post") this.emit("message", this.own(entry));
+        missing(present, model.users, "user-exit");
+      }
+      seen = model.history.at(-1)?.n ?? seen;
+      present = [...model.users];
+    };
+    session.addEventListener("welcome", observe);
+    session.addEventListener("update", observe);
     session.addEventListener("reflector-error", (event) => {
       // The room turns newcomers away while it is full; the session keeps trying and the welcome clears this.
-      if ((event as CustomEvent<{ code: string }>).detail.code === "room-full") {
-        this.failure = "This chat is full right now. Waiting for a place…";
-        this.requestUpdate();
-      }
+      if ((event as CustomEvent<{ code: string }>).detail.code === "room-full") this.failure = "This chat is full right now. Waiting for a place…";
     });
     session.addEventListener("welcome", () => (this.failure = undefined));
-    session.addEventListener("key-mismatch", () => {
-      this.failure = "This link's key does not match the room. Ask for the link again: the part after # must be complete.";
-      this.requestUpdate();
-    });
+    session.addEventListener("key-mismatch", () => (this.failure = "This link's key does not match the room. Ask for the link again: the part after # must be complete."));
     session.subscribe(CHAT_SCOPE, "refused", (data) => {
       const { client, message } = data as { client: string; message: string };
       if (client === session.clientId) this.refusal = message;
     });
+  }
+
+  /** A frozen copy of a user or an entry of the model, with `own` set when it is this element's user or post. */
+  private own<T extends ChatUser | ChatEntry>(item: T): Own<T> {
+    const self = this.session?.clientId;
+    return Object.freeze({ ...item, own: self !== undefined && ((item as ChatEntry).author ?? (item as ChatUser).id) === self }) as Own<T>;
+  }
+
+  private emit(type: string, detail: object): void {
+    this.dispatchEvent(new CustomEvent(`multiuser-chat-${type}`, { detail, bubbles: true, composed: true }));
+  }
+
+  /** The attributes that decide what to join, as one string to compare. */
+  private joinAttributes(): string {
+    return JSON.stringify([this.host, this.room, this.key, this.party]);
+  }
+
+  /** The join link and its QR code: the `join-url` page (by default this one) with the room and key. */
+  private showJoinUrl({ room, key }: { room: string; key: string | undefined }): void {
+    this.joinUrl = joinUrlFor(this.joinPage ?? location.href, room, key);
+    this.qrCode = qrSvg(this.joinUrl);
   }
 
   private leave(): void {
@@ -447,15 +603,15 @@ function fragmentWith(hash: string, key: string): string {
   return fragment.toString();
 }
 
-/** This page with the room in its query and the key in its fragment: opening it joins the same chat. */
-function joinUrlFor(room: string, key: string | undefined): string {
-  const url = new URL(location.href);
+/** `page` (relative to this page) with the room in its query and the key in its fragment: opening it joins the same chat. */
+function joinUrlFor(page: string, room: string, key: string | undefined): string {
+  const url = new URL(page, location.href);
   url.searchParams.set(ROOM_PARAMETER, room);
   if (key !== undefined) url.hash = fragmentWith(url.hash, key);
   return url.href;
 }
 
-/** The QR code as one SVG path of dark modules, drawn with Lit's svg templates (no markup strings). */
+/** The QR code as one SVG path of dark modules, drawn with a Lit template (no markup strings); colours come from CSS. */
 function qrSvg(text: string) {
   const { modules } = createQrCode(text, { errorCorrectionLevel: "M" });
   const quiet = 4;
@@ -469,9 +625,7 @@ function qrSvg(text: string) {
       column += run + 1;
     }
   }
-  return html`<svg viewBox="0 0 ${size} ${size}" shape-rendering="crispEdges" aria-hidden="true">
-    ${svg`<rect width=${size} height=${size} fill="#fff"></rect><path d=${path} fill="#000"></path>`}
-  </svg>`;
+  return html`<svg viewBox="0 0 ${size} ${size}" shape-rendering="crispEdges" aria-hidden="true"><path d=${path}></path></svg>`;
 }
 
 declare global {

@@ -1,19 +1,92 @@
-// Builds the single-file ESM bundle of <multiuser-chat> (lit, partysocket and qrcode inside) and the demo into dist/,
-// the folder partykit.json serves.
+// Builds into dist/, the folder partykit.json serves:
+// - multiuser-chat.js, the single-file ESM bundle (lit, partysocket and qrcode inside), for <script type="module">;
+// - multiuser-chat.iife.js, the same as a classic script, for CodePen's "external scripts" and pages without modules;
+// - npm/, the package's entry, which leaves lit, partysocket and qrcode to the consumer's bundler, with .d.ts types;
+// - custom-elements.json, the Custom Elements Manifest, read from the element's JSDoc;
+// - the demo.
+import { create, ts } from "@custom-elements-manifest/analyzer";
+import { litPlugin } from "@custom-elements-manifest/analyzer/src/features/framework-plugins/lit/lit.js";
 import { build } from "esbuild";
-import { cp, mkdir } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+
+const ELEMENT = "component/multiuser-chat.ts";
+const NPM_ENTRY = "dist/npm/multiuser-chat.js";
 
 await mkdir("dist", { recursive: true });
-await build({
-  entryPoints: { "multiuser-chat": "component/multiuser-chat.ts" },
-  outdir: "dist",
-  bundle: true,
-  format: "esm",
-  target: "es2022",
-  minify: true,
-  sourcemap: "linked",
-  legalComments: "eof",
-  logLevel: "warning",
-});
-await cp("demo", "dist", { recursive: true });
-console.log("built dist/multiuser-chat.js and the demo");
+// Types of modules that no longer exist must not linger in the package.
+await rm("dist/npm", { recursive: true, force: true });
+
+/**
+ * esbuild keeps the CSS of a css`…` literal as written. For the minified bundles it is collapsed here: comments
+ * and indentation go, and so do spaces around `{ } ; , >` and after `:` (never before one, which would join a
+ * descendant selector to its pseudo-class; nor around `+` and `-`, which calc() needs), the quotes of attribute
+ * values that are plain words, and the zero of `0.5`.
+ */
+const minifyCssText = (text) =>
+  text
+    .replace(/\/\*[\s\S]*?\*\//g, "")
+    .replace(/\s+/g, " ")
+    .replace(/\s*([{};,>])\s*/g, "$1")
+    .replace(/:\s+/g, ":")
+    .replace(/;}/g, "}")
+    .replace(/\[([\w-]+)="([\w-]+)"\]/g, "[$1=$2]")
+    .replace(/([^\w.])0\.(\d)/g, "$1.$2")
+    .trim();
+const minifyCssLiterals = {
+  name: "minify-css-literals",
+  setup(build) {
+    build.onLoad({ filter: /component[\\/][^\\/]+\.ts$/ }, async ({ path }) => ({
+      contents: (await readFile(path, "utf8")).replace(/\bcss`([^`]*)`/g, (_, text) => `css\`${minifyCssText(text)}\``),
+      loader: "ts",
+    }));
+  },
+};
+
+const bundle = { bundle: true, outdir: "dist", target: "es2022", minify: true, sourcemap: "linked", legalComments: "eof", logLevel: "warning", plugins: [minifyCssLiterals] };
+await Promise.all([
+  build({ ...bundle, entryPoints: { "multiuser-chat": ELEMENT }, format: "esm" }),
+  // A classic script has no import.meta. While it first runs, document.currentScript is its <script>, whose URL
+  // tells the element which host serves the reflector.
+  build({ ...bundle, entryPoints: { "multiuser-chat.iife": ELEMENT }, format: "iife", define: { "import.meta.url": "document.currentScript.src" } }),
+  // Not minified: the consumer's bundler minifies, and shares lit with the rest of their app.
+  build({ entryPoints: [ELEMENT], outfile: NPM_ENTRY, bundle: true, packages: "external", format: "esm", target: "es2022", logLevel: "warning" }),
+]);
+try {
+  execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
+} catch {
+  console.error("build: tsc could not write the .d.ts types (its errors are above)");
+  process.exit(1);
+}
+
+/**
+ * What the analyzer cannot tell from the source by itself: the tag is defined through the constant `TAG`; Lit's
+ * internal state (`state: true`, never public) is no attribute; an event dispatched under a computed name has no
+ * name for it (`@fires` documents those); and consumers import the npm entry, not the source.
+ */
+const manifestFixes = {
+  name: "multiuser-chat-manifest-fixes",
+  packageLinkPhase({ customElementsManifest }) {
+    for (const module of customElementsManifest.modules) {
+      const strings = new Map(module.declarations.filter((d) => d.kind === "variable" && d.default?.startsWith('"')).map((d) => [d.name, JSON.parse(d.default)]));
+      for (const declaration of module.declarations) {
+        if (declaration.tagName !== undefined) declaration.tagName = strings.get(declaration.tagName) ?? declaration.tagName;
+        const isPublic = (attribute) => attribute.fieldName === undefined || declaration.members.find((member) => member.name === attribute.fieldName)?.privacy === "public";
+        declaration.attributes = declaration.attributes?.filter(isPublic);
+        declaration.events = declaration.events?.filter((event) => event.name !== undefined);
+      }
+      for (const entry of module.exports ?? []) {
+        if (entry.kind === "custom-element-definition") entry.name = strings.get(entry.name) ?? entry.name;
+        entry.declaration.module = NPM_ENTRY;
+      }
+      module.path = NPM_ENTRY;
+    }
+  },
+};
+const source = ts.createSourceFile(ELEMENT, await readFile(ELEMENT, "utf8"), ts.ScriptTarget.ES2022, true);
+const manifest = create({ modules: [source], plugins: [...litPlugin(), manifestFixes] });
+await writeFile("dist/custom-elements.json", `${JSON.stringify(manifest, null, 2)}\n`);
+
+// codepen.html is a body to paste into CodePen once the deployment's address is in it: as it is, it loads nothing.
+await cp("demo", "dist", { recursive: true, filter: (path) => !path.endsWith("codepen.html") });
+console.log("built dist/: multiuser-chat.js, multiuser-chat.iife.js, npm/, custom-elements.json and the demo");

@@ -50,3 +50,26 @@ export async function sendWithButton(element: MultiuserChat, text: string): Prom
   button.click();
   await element.updateComplete;
 }
+
+/**
+ * Draws the element's QR code on a canvas, in the colours its styles give it (an image of the SVG alone carries
+ * none), and decodes it with jsQR (bundled to ESM by scripts/test.mjs).
+ */
+export async function decodeQrCode(element: MultiuserChat): Promise<string | undefined> {
+  const { default: jsQR } = await import("/test-results/bundles/jsqr.js" as string);
+  const svg = part<SVGSVGElement>(element, '[role="img"] svg');
+  const style = getComputedStyle(svg);
+  const copy = svg.cloneNode(true) as SVGSVGElement;
+  copy.setAttribute("fill", style.fill);
+  const image = new Image();
+  image.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(new XMLSerializer().serializeToString(copy))}`;
+  await image.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = 400;
+  const context = canvas.getContext("2d")!;
+  context.fillStyle = style.backgroundColor;
+  context.fillRect(0, 0, 400, 400);
+  context.drawImage(image, 0, 0, 400, 400);
+  const { data, width, height } = context.getImageData(0, 0, 400, 400);
+  return jsQR(data, width, height)?.data;
+}

@@ -1,21 +1,5 @@
 import { expect } from "@esm-bundle/chai";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
-import { addChat, part, reflectorHost, removeAll, uniqueRoom, userTexts, waitFor } from "./helpers.js";
-
-/** Draws the element's QR code on a canvas and decodes it with jsQR (bundled to ESM by scripts/test.mjs). */
-async function decodeQrCode(element: MultiuserChat): Promise<string | undefined> {
-  const { default: jsQR } = await import("/test-results/bundles/jsqr.js" as string);
-  const svg = part(element, '[role="img"] svg');
-  const image = new Image();
-  image.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(new XMLSerializer().serializeToString(svg))}`;
-  await image.decode();
-  const canvas = document.createElement("canvas");
-  canvas.width = canvas.height = 400;
-  const context = canvas.getContext("2d")!;
-  context.drawImage(image, 0, 0, 400, 400);
-  const { data, width, height } = context.getImageData(0, 0, 400, 400);
-  return jsQR(data, width, height)?.data;
-}
+import { addChat, decodeQrCode, part, reflectorHost, removeAll, uniqueRoom, userTexts, waitFor } from "./helpers.js";
 
 describe("the room and the join URL", () => {
   const originalUrl = location.href;
@@ -54,6 +38,30 @@ describe("the room and the join URL", () => {
     const joinUrl = new URL(part<HTMLAnchorElement>(element, '[part="qr"] a').href);
     expect(joinUrl.searchParams.get("room")).to.equal(room);
     expect(await decodeQrCode(element)).to.equal(joinUrl.href);
+  });
+
+  it("points the QR code and the link at the join-url page, with the room and the key added", async () => {
+    const element = await addChat({ host: reflectorHost(), "join-url": "https://chat.example/embed/?lang=en" });
+    const page = new URL(location.href);
+    const key = new URLSearchParams(page.hash.slice(1)).get("key");
+    const expected = `https://chat.example/embed/?lang=en&room=${page.searchParams.get("room")}#key=${key}`;
+    expect(part<HTMLAnchorElement>(element, '[part="qr"] a').href).to.equal(expected);
+    expect(await decodeQrCode(element)).to.equal(expected);
+  });
+
+  it("resolves a relative join-url against the page, and follows a change of it without joining anew", async () => {
+    const room = uniqueRoom("join-url");
+    const element = await addChat({ host: reflectorHost(), room, "join-url": "/chat.html" });
+    expect(await decodeQrCode(element)).to.equal(`${location.origin}/chat.html?room=${room}`);
+    await waitFor(() => element.users.length === 1, "the element to join");
+    const self = element.users[0]!.id;
+    element.setAttribute("join-url", "https://chat.example/");
+    const link = () => part<HTMLAnchorElement>(element, '[part="qr"] a').href;
+    await waitFor(() => link() === `https://chat.example/?room=${room}`, "the link to follow the attribute");
+    expect(await decodeQrCode(element)).to.equal(link());
+    // Only the link changed: the same user is still the only one, and nobody left or joined.
+    expect(element.users.map((user) => user.id)).to.deep.equal([self]);
+    expect(element.history.map((entry) => entry.kind)).to.deep.equal(["notice"]);
   });
 
   it("registers the element once when the script loads twice, with a warning", async () => {
