@@ -63,8 +63,13 @@ export interface ReflectorSettings extends ReflectorLimits {
   grace: number;
   /** A snapshot falls due after this many events... */
   snapshotEvents: number;
-  /** ...or after this long with at least one event, whichever comes first. */
+  /** ...or after this long with at least one event, whichever comes first... */
   snapshotInterval: number;
+  /**
+   * ...but never sooner than this after the last round: under heavy traffic `snapshotEvents` alone would start
+   * several rounds a second, each with a vote, an upload and storage writes.
+   */
+  snapshotGap: number;
   /** How long the reflector waits for hashes, and then for an upload, before it gives up on a snapshot. */
   voteTimeout: number;
   /** How long an event may wait to be written to storage with the events after it; 0 writes each one at once. */
@@ -76,6 +81,7 @@ export const DEFAULT_SETTINGS: ReflectorSettings = {
   grace: 10_000,
   snapshotEvents: 500,
   snapshotInterval: 60_000,
+  snapshotGap: 1000,
   voteTimeout: 10_000,
   writeInterval: 100,
   ...DEFAULT_LIMITS,
@@ -214,6 +220,8 @@ export class Reflector<Socket extends ClientSocket> {
   private lastSentAt: number;
   private lastDueSeq: number;
   private lastDueAt: number;
+  /** When the last snapshot round started in this run of the room: the gap applies between rounds only. */
+  private lastRoundAt = -Infinity;
   /** When the oldest unwritten event must be written to storage. */
   private writeDueAt = Infinity;
   private round: SnapshotRound | undefined;
@@ -511,17 +519,24 @@ export class Reflector<Socket extends ClientSocket> {
     this.snapshotIfDue();
   }
 
-  /** Starts a snapshot round after the latest event when enough events or time have passed since the last one. */
+  /**
+   * Starts a snapshot round after the latest event when enough events or time have passed since the last one,
+   * and at least the gap. Only ever right after an event: replicas hash their replicated time too, and an event
+   * is what brings them all to the same time (after a restart, those that saw ticks before it are ahead of the
+   * room's stored time). A round started from a wake instead made the chaos run diverge.
+   */
   private snapshotIfDue(): void {
     if (this.round !== undefined || this.clientCount === 0) return;
     const now = this.options.clock();
     const since = this.store.lastSeq - this.lastDueSeq;
-    if (since === 0 || (since < this.options.snapshotEvents && now - this.lastDueAt < this.options.snapshotInterval)) return;
+    const { snapshotEvents, snapshotInterval, snapshotGap } = this.options;
+    if (since === 0 || now - this.lastRoundAt < snapshotGap || (since < snapshotEvents && now - this.lastDueAt < snapshotInterval)) return;
     const seq = this.store.lastSeq;
     const voters = [...this.clients.values()].filter((client) => client.socket !== undefined).map((client) => client.id);
     this.round = { seq, voters, hashes: new Map(), deadline: now + this.options.voteTimeout };
     this.lastDueSeq = seq;
     this.lastDueAt = now;
+    this.lastRoundAt = now;
     // Sent right after event `seq` on every socket, so every replica hashes its state at exactly that point.
     this.broadcast(encodeSnapshotNotice("snapshot-due", seq));
   }

@@ -17,6 +17,7 @@ const SETTING_VARIABLES: Record<keyof ReflectorSettings, string> = {
   grace: "GRACE_MS",
   snapshotEvents: "SNAPSHOT_EVENTS",
   snapshotInterval: "SNAPSHOT_INTERVAL_MS",
+  snapshotGap: "SNAPSHOT_GAP_MS",
   voteTimeout: "VOTE_TIMEOUT_MS",
   writeInterval: "WRITE_INTERVAL_MS",
   maxFrameLength: "MAX_FRAME_LENGTH",

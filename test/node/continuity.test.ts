@@ -22,10 +22,11 @@ import { waitFor } from "../support/wait-for.js";
 const GRACE_MS = 2000;
 const SNAPSHOT_EVENTS = 500;
 /**
- * No ticks and no time-driven snapshots: ticks move replicated time, and the tests compare whole states. Clients
- * here post in bursts of hundreds, which the default rate limit is there to stop; test/node/limits.test.ts covers it.
+ * No ticks and no time-driven snapshots: ticks move replicated time, and the tests compare whole states. Rounds
+ * follow SNAPSHOT_EVENTS alone (no gap between them), so the tests can count them. Clients here post in bursts
+ * of hundreds, which the default rate limit is there to stop; test/node/limits.test.ts covers it.
  */
-const QUIET = { TICK_INTERVAL_MS: "600000", SNAPSHOT_INTERVAL_MS: "600000", RATE_LIMIT: "100000", RATE_BURST: "100000" };
+const QUIET = { TICK_INTERVAL_MS: "600000", SNAPSHOT_INTERVAL_MS: "600000", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000" };
 const MAIN_VARS = { ...QUIET, GRACE_MS: String(GRACE_MS), SNAPSHOT_EVENTS: String(SNAPSHOT_EVENTS), VOTE_TIMEOUT_MS: "5000" };
 const SMALL_SNAPSHOT_EVENTS = 10;
 const RETENTION_MS = 1500;

@@ -99,7 +99,7 @@ class FakeSocket implements ClientSocket {
 const START = 1_000_000;
 /** Snapshots and limits effectively off, so that tests about something else see no snapshot frames and no throttling. */
 const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity, helloTimeout: Infinity };
-const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, voteTimeout: 5000, writeInterval: 0, ...NO_LIMITS };
+const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, snapshotGap: 0, voteTimeout: 5000, writeInterval: 0, ...NO_LIMITS };
 const GRACE = TEST_SETTINGS.grace;
 const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
 
@@ -729,6 +729,25 @@ describe("reflector: snapshots", () => {
     }
   });
 
+  test("rounds are at least snapshotGap apart: one held back starts with the first event after the gap", async () => {
+    const GAP = 1000;
+    const room = await openRoom({ snapshotEvents: 3, snapshotGap: GAP });
+    const a = room.hello();
+    postMany(room, a, 2); // seq 2 and 3: due at 3, and the first round waits for no gap
+    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [3]);
+    room.hash(a, 3, "h");
+    room.upload(a, 3, ["state"]);
+    room.advance(10);
+    postMany(room, a, 4, 3); // seq 4 to 7: due by count, held back by the gap
+    room.advance(GAP - 11);
+    room.post(a, 7); // seq 8, one millisecond early
+    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [3]);
+    room.advance(1);
+    const after = a.socket.mark();
+    room.post(a, 8); // seq 9
+    assert.deepEqual(shape(after()), ["message 9", "snapshot-due 9"], "right after the event, as every round");
+  });
+
   test("a unanimous round asks one client for the snapshot, stores it, trims the log, and welcomes from it", async () => {
     const room = await openRoom({ snapshotEvents: 5 });
     const a = room.hello();
@@ -1258,6 +1277,7 @@ describe("reflector: limits and identity", () => {
         grace: 10_000,
         snapshotEvents: 500,
         snapshotInterval: 60_000,
+        snapshotGap: 1000,
         voteTimeout: 10_000,
         writeInterval: 100,
         maxFrameLength: 61_440,
