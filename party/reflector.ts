@@ -119,6 +119,11 @@ interface Client<Socket> {
   socket: Socket | undefined;
   /** While the socket is gone: when the grace period ends. */
   awayUntil: number | undefined;
+  /**
+   * Set for a client the room loaded from storage: it saw the previous run of the room, whose last events may
+   * not have been written before it stopped. Cleared by its first welcome in this run.
+   */
+  earlierRun?: boolean;
 }
 
 /** A snapshot point in progress: first the hashes, then one upload from a client of the majority. */
@@ -222,6 +227,8 @@ export class Reflector<Socket extends ClientSocket> {
   private lastDueAt: number;
   /** When the last snapshot round started in this run of the room: the gap applies between rounds only. */
   private lastRoundAt = -Infinity;
+  /** The last event in storage when this run of the room started. */
+  private readonly loadedSeq: number;
   /** When the oldest unwritten event must be written to storage. */
   private writeDueAt = Infinity;
   private round: SnapshotRound | undefined;
@@ -243,6 +250,7 @@ export class Reflector<Socket extends ClientSocket> {
     this.time = store.lastTime;
     this.lastSentAt = now;
     this.lastDueSeq = store.lastSeq;
+    this.loadedSeq = store.lastSeq;
     this.lastDueAt = now;
   }
 
@@ -257,7 +265,7 @@ export class Reflector<Socket extends ClientSocket> {
     for (const event of store.replay()) if (event.type === "message") lastPosts.set(event.client, event.id);
     const awayUntil = options.clock() + options.grace;
     for (const [id, secret] of store.clients) {
-      reflector.clients.set(id, { id, secret, lastPost: lastPosts.get(id) ?? 0, socket: undefined, awayUntil });
+      reflector.clients.set(id, { id, secret, lastPost: lastPosts.get(id) ?? 0, socket: undefined, awayUntil, earlierRun: true });
     }
     return reflector;
   }
@@ -453,7 +461,11 @@ export class Reflector<Socket extends ClientSocket> {
       this.forget(client.socket, CLOSE_REPLACED, "this client resumed on a newer connection");
     }
     client.awayUntil = undefined;
-    this.sendWelcome(socket, client, true, client.lastPost, seq);
+    // Events past the stored log that a client saw before a restart may have been lost and their numbers reused
+    // since for other events: such a client starts again from the room's state, not from its own.
+    const held = client.earlierRun === true && seq > this.loadedSeq ? 0 : seq;
+    client.earlierRun = false;
+    this.sendWelcome(socket, client, true, client.lastPost, held);
     this.attach(client, socket);
   }
 

@@ -1217,6 +1217,32 @@ describe("reflector: coalesced storage writes", () => {
   });
 });
 
+describe("reflector: a restart that lost the log's tail", () => {
+  test("a client that saw lost events starts from the room's state, even once their numbers are reused", async () => {
+    const storage = new MemoryStorage();
+    const first = await openRoom({ writeInterval: 100 }, storage);
+    const a = first.hello();
+    const b = first.hello();
+    first.post(a, 1); // seq 3
+    first.advance(100);
+    first.reflector.wake(); // 1 to 3 are written
+    postMany(first, a, 2, 2); // seq 4 and 5, lost with the server
+
+    const second = await openRoom({ writeInterval: 100 }, storage, START + 1000);
+    const again = second.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 3 });
+    assert.equal(again.welcome.from, 3, "what a client saw up to the stored log is the room's too");
+    second.post(again, 2, "new post 2"); // seq 4 and 5 again, other events
+    second.post(again, 3, "new post 3");
+    const late = second.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 5 });
+    assert.equal(late.welcome.resumed, true);
+    assert.equal(late.welcome.from, 0, "its events 4 and 5 were not these: it gets the whole log");
+    assert.deepEqual(
+      late.socket.ofType("message").map((message) => message.payload),
+      ["post 1", "new post 2", "new post 3"],
+    );
+  });
+});
+
 describe("reflector: pure functions", () => {
   test("stampTime never goes below the last time", () => {
     assert.equal(stampTime(5, 3), 5);
