@@ -305,45 +305,45 @@ export class MultiuserChat extends LitElement {
   /** True while the folded QR code is shown. */
   declare protected qrOpen: boolean;
 
-  private session: Session | undefined;
+  #session: Session | undefined;
   /** Encoded once per join URL: the QR code does not change while the room stays the same. */
-  private qrCode: ReturnType<typeof qrSvg> | typeof nothing = nothing;
+  #qrCode: ReturnType<typeof qrSvg> | typeof nothing = nothing;
   /** The attribute values of the current session, so changing any of them joins anew. */
-  private joinedWith: string | undefined;
+  #joinedWith: string | undefined;
   /** Why the element could not join: a key that is not valid, or one that does not open this room. */
   declare protected failure: string | undefined;
-  private joinUrl = "";
+  #joinUrl = "";
   /** The room and key of the current session. */
-  private joined: { room: string; key: string | undefined } | undefined;
-  private stickToBottom = true;
+  #joined: { room: string; key: string | undefined } | undefined;
+  #stickToBottom = true;
   /** The element's own width decides the layout, whatever the viewport's. */
-  private resizer = new ResizeObserver(() => (this.narrow = this.offsetWidth < 480));
+  #resizer = new ResizeObserver(() => (this.narrow = this.offsetWidth < 480));
 
   override connectedCallback(): void {
     super.connectedCallback();
-    this.resizer.observe(this);
-    this.join();
+    this.#resizer.observe(this);
+    this.#join();
   }
 
   override disconnectedCallback(): void {
     super.disconnectedCallback();
-    this.resizer.disconnect();
-    this.leave();
+    this.#resizer.disconnect();
+    this.#leave();
   }
 
   /** The connection status: `connecting`, `connected`, `reconnecting` or `offline`. */
   get status(): SessionStatus {
-    return this.session?.status ?? "connecting";
+    return this.#session?.status ?? "connecting";
   }
 
   /** The users in the room, in the order they joined: frozen copies, with `own` marking this element's user. */
   get users(): readonly Own<ChatUser>[] {
-    return Object.freeze((this.model?.users ?? []).map((user) => this.own(user)));
+    return Object.freeze((this.model?.users ?? []).map((user) => this.#own(user)));
   }
 
   /** The history (at most the last 100 posts and notices): frozen copies, with `own` marking this element's posts. */
   get history(): readonly Own<ChatEntry>[] {
-    return Object.freeze((this.model?.history ?? []).map((entry) => this.own(entry)));
+    return Object.freeze((this.model?.history ?? []).map((entry) => this.#own(entry)));
   }
 
   /**
@@ -357,13 +357,13 @@ export class MultiuserChat extends LitElement {
       if (check.reason === "too-long") throw new RangeError(check.message);
       return false;
     }
-    this.session?.publish(CHAT_SCOPE, "post", { text: check.text });
-    return !!this.session;
+    this.#session?.publish(CHAT_SCOPE, "post", { text: check.text });
+    return !!this.#session;
   }
 
   /** Read-only view of the replicated model, once the first welcome has arrived. */
   get model(): ChatModel | undefined {
-    return this.session?.model as ChatModel | undefined;
+    return this.#session?.model as ChatModel | undefined;
   }
 
   /**
@@ -376,16 +376,16 @@ export class MultiuserChat extends LitElement {
   }
 
   protected override willUpdate(changed: PropertyValues<this>): void {
-    if (this.isConnected && this.joinedWith !== undefined && this.joinedWith !== this.joinAttributes()) this.join();
+    if (this.isConnected && this.#joinedWith !== undefined && this.#joinedWith !== this.#joinAttributes()) this.#join();
     // Where the QR code points is no reason to join anew: the others would see this user leave and come back.
-    else if (changed.has("joinPage") && this.joined !== undefined) this.showJoinUrl(this.joined);
-    const log = this.logElement;
-    this.stickToBottom = !log || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    else if (changed.has("joinPage") && this.#joined !== undefined) this.#showJoinUrl(this.#joined);
+    const log = this.#logElement;
+    this.#stickToBottom = !log || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
   }
 
   protected override updated(): void {
-    const log = this.logElement;
-    if (log && this.stickToBottom) log.scrollTop = log.scrollHeight;
+    const log = this.#logElement;
+    if (log && this.#stickToBottom) log.scrollTop = log.scrollHeight;
   }
 
   // Templates and styles are written without indentation: the bundle keeps every character of a template.
@@ -393,25 +393,25 @@ export class MultiuserChat extends LitElement {
   protected override render() {
     return html`<div part="header"><h2>Chat</h2><span part="status" role="status">${statusText[this.status]}</span></div>
 <div class=${this.narrow ? "body narrow" : "body"}><div part="log" role="log" aria-label="Chat messages" tabindex="0"><ol>
-${repeat(this.model?.history ?? [], (entry) => entry.n, (entry) => this.entryTemplate(entry))}
-${this.pendingTemplates()}
-</ol></div>${this.showUsers || this.showQr ? this.sideTemplate() : nothing}</div>
-<form part="form" @submit=${this.send}><input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.clearRefusal} />
+${repeat(this.model?.history ?? [], (entry) => entry.n, (entry) => this.#entryTemplate(entry))}
+${this.#pendingTemplates()}
+</ol></div>${this.showUsers || this.showQr ? this.#sideTemplate() : nothing}</div>
+<form part="form" @submit=${this.#send}><input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.#clearRefusal} />
 <button part="button" type="submit">Send</button></form>
 <p part="error" role="alert" ?hidden=${this.refusal === undefined && this.failure === undefined}>${this.failure ?? this.refusal ?? nothing}</p>
-${this.warningTemplate()}`;
+${this.#warningTemplate()}`;
   }
 
   /** The reader's own posts that wait for the connection, shown where they will appear. */
-  private pendingTemplates() {
-    const nickname = this.model?.nicknameOf(this.session?.clientId ?? "") ?? "You";
-    return (this.session?.pending ?? [])
+  #pendingTemplates() {
+    const nickname = this.model?.nicknameOf(this.#session?.clientId ?? "") ?? "You";
+    return (this.#session?.pending ?? [])
       .filter((pending) => pending.scope === CHAT_SCOPE && pending.event === "post")
       .map((pending) => html`<li part="pending"><span class="nickname">${nickname}</span>: ${(pending.data as { text?: string } | null)?.text ?? ""} <em>(sending…)</em></li>`);
   }
 
-  private warningTemplate() {
-    const divergence = this.session?.divergence;
+  #warningTemplate() {
+    const divergence = this.#session?.divergence;
     if (divergence === undefined) return nothing;
     const text = divergence.outvoted
       ? `This copy of the chat no longer matches the others (after event ${divergence.seq}), so what you see may be wrong. Reload the page to get the shared version.`
@@ -419,7 +419,7 @@ ${this.warningTemplate()}`;
     return html`<p part="warning" role="alert">${text}</p>`;
   }
 
-  private entryTemplate(entry: ChatEntry) {
+  #entryTemplate(entry: ChatEntry) {
     const time = html`<time datetime=${new Date(entry.time).toISOString()}>${timeFormat.format(entry.time)}</time>`;
     if (entry.kind === "notice") return html`<li part="notice">${time} ${entry.text}</li>`;
     return html`<li part="message">${time} <span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
@@ -429,33 +429,33 @@ ${this.warningTemplate()}`;
    * The users and the QR code: beside the log, or under it in the narrow layout, where the QR code folds away behind
    * a disclosure button that it directly follows.
    */
-  private sideTemplate() {
+  #sideTemplate() {
     const { model, narrow, showUsers } = this;
-    const self = this.session?.clientId;
+    const self = this.#session?.clientId;
     const folded = narrow && !this.qrOpen;
-    return html`<div class="side" @keydown=${this.closeQr}>${showUsers
+    return html`<div class="side" @keydown=${this.#closeQr}>${showUsers
       ? html`<h2>Users (${model?.users.length ?? 0})</h2><ul part="users" role="list" aria-label="Users">
 ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}</ul>`
       : nothing}${this.showQr
       ? html`${narrow ? html`<button part="qr-button" aria-expanded=${!folded} @click=${() => (this.qrOpen = folded)}>QR code</button>` : nothing}
-<figure part="qr" ?hidden=${folded}><div role="img" aria-label="QR code to join this chat">${this.qrCode}</div>
-<figcaption><a href=${this.joinUrl}>${this.joinUrl}</a></figcaption></figure>`
+<figure part="qr" ?hidden=${folded}><div role="img" aria-label="QR code to join this chat">${this.#qrCode}</div>
+<figcaption><a href=${this.#joinUrl}>${this.#joinUrl}</a></figcaption></figure>`
       : nothing}</div>`;
   }
 
   /** Escape closes the unfolded QR code and gives the focus back to its button. */
-  private closeQr(event: KeyboardEvent): void {
+  #closeQr(event: KeyboardEvent): void {
     if (event.key === "Escape" && this.qrOpen) {
       this.qrOpen = false;
       (event.currentTarget as HTMLElement).querySelector("button")?.focus();
     }
   }
 
-  private get logElement() {
+  get #logElement() {
     return this.renderRoot.querySelector<HTMLElement>("[part=log]");
   }
 
-  private send(event: SubmitEvent): void {
+  #send(event: SubmitEvent): void {
     event.preventDefault();
     const input = (event.currentTarget as HTMLFormElement).elements.namedItem("message") as HTMLInputElement;
     this.refusal = undefined;
@@ -467,15 +467,15 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
     }
   }
 
-  private clearRefusal(): void {
+  #clearRefusal(): void {
     this.refusal = undefined;
   }
 
-  private join(): void {
-    this.leave();
-    const { room, key } = (this.joined = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room) });
-    this.showJoinUrl(this.joined);
-    this.joinedWith = this.joinAttributes();
+  #join(): void {
+    this.#leave();
+    const { room, key } = (this.#joined = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room) });
+    this.#showJoinUrl(this.#joined);
+    this.#joinedWith = this.#joinAttributes();
     this.failure = undefined;
     const badRoom = checkRoomId(room);
     if (badRoom !== undefined) {
@@ -496,27 +496,27 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
       this.failure = `This link's key is not valid: ${(error as Error).message.replace(/^multiuser-chat: /, "")}.`;
       return;
     }
-    this.watch(session);
-    this.session = session;
+    this.#watch(session);
+    this.#session = session;
     this.requestUpdate();
   }
 
   /** Re-renders on every change of the session, and shows what keeps it from working. */
-  private watch(session: Session): void {
+  #watch(session: Session): void {
     const update = () => this.requestUpdate();
     for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
-    session.addEventListener("status", () => this.emit("status", { status: session.status }));
+    session.addEventListener("status", () => this.#emit("status", { status: session.status }));
     // The page hears of changes to the model, found by comparing it with what it was: the view never changes it.
     let seen = 0; // the highest entry number the page has heard of
     let present: ChatUser[] | undefined; // unset until the first welcome: what was there at join is not news
     const missing = (users: ChatUser[], from: ChatUser[], type: string) => {
-      for (const user of users) if (!from.some((other) => other.id === user.id)) this.emit(type, this.own(user));
+      for (const user of users) if (!from.some((other) => other.id === user.id)) this.#emit(type, this.#own(user));
     };
     const observe = () => {
       const model = session.model as ChatModel;
       if (present !== undefined) {
         missing(model.users, present, "user-enter");
-        for (const entry of model.history) if (entry.n > seen && entry.kind === "post") this.emit("message", this.own(entry));
+        for (const entry of model.history) if (entry.n > seen && entry.kind === "post") this.#emit("message", this.#own(entry));
         missing(present, model.users, "user-exit");
       }
       seen = model.history.at(-1)?.n ?? seen;
@@ -537,30 +537,30 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
   }
 
   /** A frozen copy of a user or an entry of the model, with `own` set when it is this element's user or post. */
-  private own<T extends ChatUser | ChatEntry>(item: T): Own<T> {
-    const self = this.session?.clientId;
+  #own<T extends ChatUser | ChatEntry>(item: T): Own<T> {
+    const self = this.#session?.clientId;
     return Object.freeze({ ...item, own: self !== undefined && ((item as ChatEntry).author ?? (item as ChatUser).id) === self }) as Own<T>;
   }
 
-  private emit(type: string, detail: object): void {
+  #emit(type: string, detail: object): void {
     this.dispatchEvent(new CustomEvent(`multiuser-chat-${type}`, { detail, bubbles: true, composed: true }));
   }
 
   /** The attributes that decide what to join, as one string to compare. */
-  private joinAttributes(): string {
+  #joinAttributes(): string {
     return JSON.stringify([this.host, this.room, this.key, this.party]);
   }
 
   /** The join link and its QR code: the `join-url` page (by default this one) with the room and key. */
-  private showJoinUrl({ room, key }: { room: string; key: string | undefined }): void {
-    this.joinUrl = joinUrlFor(this.joinPage ?? location.href, room, key);
-    this.qrCode = qrSvg(this.joinUrl);
+  #showJoinUrl({ room, key }: { room: string; key: string | undefined }): void {
+    this.#joinUrl = joinUrlFor(this.joinPage ?? location.href, room, key);
+    this.#qrCode = qrSvg(this.#joinUrl);
   }
 
-  private leave(): void {
-    this.session?.leave();
-    this.session = undefined;
-    this.joinedWith = undefined;
+  #leave(): void {
+    this.#session?.leave();
+    this.#session = undefined;
+    this.#joinedWith = undefined;
   }
 }
 

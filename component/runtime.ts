@@ -134,27 +134,27 @@ export class Replica {
   time = 0;
   root!: Model;
 
-  private prng: Xoshiro128StarStar;
-  private readonly models = new Map<string, Model>();
-  private nextModel = 1;
+  #prng: Xoshiro128StarStar;
+  readonly #models = new Map<string, Model>();
+  #nextModel = 1;
   /** In subscription order, which is replicated, so handlers run in the same order everywhere. */
-  private readonly subscriptions = new Map<string, Subscription[]>();
+  readonly #subscriptions = new Map<string, Subscription[]>();
   /** Kept sorted by (time, order). */
-  private futures: Future[] = [];
-  private nextFuture = 1;
-  private viewEvents: ViewEvent[] = [];
+  #futures: Future[] = [];
+  #nextFuture = 1;
+  #viewEvents: ViewEvent[] = [];
 
   private constructor(
     readonly sessionId: string,
     prngState: number[],
   ) {
-    this.prng = new Xoshiro128StarStar(prngState);
+    this.#prng = new Xoshiro128StarStar(prngState);
   }
 
   /** A new session's replica: seeded from the session id, with the root model created at time 0. */
   static create(sessionId: string, Root: ModelClass, options?: unknown): Replica {
     const replica = new Replica(sessionId, seedFromString(sessionId));
-    replica.execute(() => {
+    replica.#execute(() => {
       replica.root = Model.create.call(Root, options);
     });
     return replica;
@@ -164,38 +164,38 @@ export class Replica {
   apply(event: ReflectedEvent): void {
     if (event.seq <= this.seq) return;
     if (event.seq !== this.seq + 1) throw new Error(`event ${event.seq} arrived after event ${this.seq}: events are missing`);
-    this.execute(() => {
-      this.runFuturesUntil(event.time);
+    this.#execute(() => {
+      this.#runFuturesUntil(event.time);
       this.time = Math.max(this.time, event.time);
       this.seq = event.seq;
       if (event.type === "message") {
         const message = decodeModelEvent(event.payload);
-        if (message !== undefined) this.deliver(message.scope, message.event, message.data, event.client);
+        if (message !== undefined) this.#deliver(message.scope, message.event, message.data, event.client);
       } else {
-        this.deliver(this.sessionId, event.type, event.client, undefined);
+        this.#deliver(this.sessionId, event.type, event.client, undefined);
       }
-      this.runFuturesUntil(this.time);
+      this.#runFuturesUntil(this.time);
     });
   }
 
   /** Advances replicated time without an event (a tick), running the futures that fall due. */
   advanceTo(time: number): void {
     if (time <= this.time) return;
-    this.execute(() => {
-      this.runFuturesUntil(time);
+    this.#execute(() => {
+      this.#runFuturesUntil(time);
       this.time = time;
     });
   }
 
   /** Model-to-view notifications produced since the last call. */
   takeViewEvents(): ViewEvent[] {
-    const events = this.viewEvents;
-    this.viewEvents = [];
+    const events = this.#viewEvents;
+    this.#viewEvents = [];
     return events;
   }
 
   get pendingFutures(): number {
-    return this.futures.length;
+    return this.#futures.length;
   }
 
   /** The whole state in a canonical form: the same state gives the same text on every replica. */
@@ -205,15 +205,15 @@ export class Replica {
       sessionId: this.sessionId,
       seq: this.seq,
       time: this.time,
-      random: this.prng.state,
-      nextModel: this.nextModel,
-      nextFuture: this.nextFuture,
+      random: this.#prng.state,
+      nextModel: this.#nextModel,
+      nextFuture: this.#nextFuture,
       root: this.root.id,
       models: Object.fromEntries(
-        [...this.models].map(([id, model]) => [id, { class: registeredNames.get(model.constructor as ModelClass)!, state: ownState(model) }]),
+        [...this.#models].map(([id, model]) => [id, { class: registeredNames.get(model.constructor as ModelClass)!, state: ownState(model) }]),
       ),
-      subscriptions: [...this.subscriptions].flatMap(([key, list]) => list.map(({ model, method }) => [...key.split(TOPIC_SEPARATOR), model, method])),
-      futures: this.futures.map(({ time, order, model, method, args }) => [time, order, model, method, args]),
+      subscriptions: [...this.#subscriptions].flatMap(([key, list]) => list.map(({ model, method }) => [...key.split(TOPIC_SEPARATOR), model, method])),
+      futures: this.#futures.map(({ time, order, model, method, args }) => [time, order, model, method, args]),
     };
     return JSON.stringify(toCanonical(saved as unknown as StateValue, "state"));
   }
@@ -223,18 +223,21 @@ export class Replica {
     const saved = JSON.parse(text);
     if (saved.format !== 1) throw new Error(`unknown state format ${saved.format}`);
     const replica = new Replica(saved.sessionId, saved.random);
-    Object.assign(replica, { seq: saved.seq, time: saved.time, nextModel: saved.nextModel, nextFuture: saved.nextFuture });
+    replica.seq = saved.seq;
+    replica.time = saved.time;
+    replica.#nextModel = saved.nextModel;
+    replica.#nextFuture = saved.nextFuture;
     const stored = Object.entries(saved.models as Record<string, { class: string; state: Record<string, unknown> }>);
     for (const [id, { class: name }] of stored) {
       const Class = registry.get(name);
       if (Class === undefined) throw new Error(`state names model class ${name}, which is not registered`);
-      replica.models.set(id, Object.create(Class.prototype) as Model);
+      replica.#models.set(id, Object.create(Class.prototype) as Model);
     }
-    const resolve = (value: unknown) => fromCanonical(value, replica.models);
-    for (const [id, { state }] of stored) Object.assign(replica.models.get(id)!, resolve(state));
-    replica.root = replica.models.get(saved.root)!;
+    const resolve = (value: unknown) => fromCanonical(value, replica.#models);
+    for (const [id, { state }] of stored) Object.assign(replica.#models.get(id)!, resolve(state));
+    replica.root = replica.#models.get(saved.root)!;
     for (const [scope, event, model, method] of saved.subscriptions) replica.subscribe(scope, event, model, method);
-    replica.futures = saved.futures.map(([time, order, model, method, args]: [number, number, string, string, unknown[]]) => ({
+    replica.#futures = saved.futures.map(([time, order, model, method, args]: [number, number, string, string, unknown[]]) => ({
       time,
       order,
       model,
@@ -247,53 +250,53 @@ export class Replica {
   // The methods below are called by Model on behalf of model code.
 
   adopt(model: Model): void {
-    model.id = `M${this.nextModel++}`;
-    this.models.set(model.id, model);
+    model.id = `M${this.#nextModel++}`;
+    this.#models.set(model.id, model);
   }
 
   release(model: Model): void {
-    this.models.delete(model.id);
-    for (const [key, list] of this.subscriptions) {
+    this.#models.delete(model.id);
+    for (const [key, list] of this.#subscriptions) {
       const kept = list.filter((subscription) => subscription.model !== model.id);
-      if (kept.length > 0) this.subscriptions.set(key, kept);
-      else this.subscriptions.delete(key);
+      if (kept.length > 0) this.#subscriptions.set(key, kept);
+      else this.#subscriptions.delete(key);
     }
-    this.futures = this.futures.filter((future) => future.model !== model.id);
+    this.#futures = this.#futures.filter((future) => future.model !== model.id);
   }
 
   subscribe(scope: string, event: string, model: string, method: string): void {
     const key = topicKey(scope, event);
-    const list = this.subscriptions.get(key) ?? [];
+    const list = this.#subscriptions.get(key) ?? [];
     if (!list.some((subscription) => subscription.model === model && subscription.method === method)) list.push({ model, method });
-    this.subscriptions.set(key, list);
+    this.#subscriptions.set(key, list);
   }
 
   unsubscribe(scope: string, event: string, model: string, method?: string): void {
     const key = topicKey(scope, event);
-    const kept = (this.subscriptions.get(key) ?? []).filter((s) => s.model !== model || (method !== undefined && s.method !== method));
-    if (kept.length > 0) this.subscriptions.set(key, kept);
-    else this.subscriptions.delete(key);
+    const kept = (this.#subscriptions.get(key) ?? []).filter((s) => s.model !== model || (method !== undefined && s.method !== method));
+    if (kept.length > 0) this.#subscriptions.set(key, kept);
+    else this.#subscriptions.delete(key);
   }
 
   publish(scope: string, event: string, data: StateValue): void {
-    this.deliver(scope, event, data, undefined);
-    this.viewEvents.push({ scope, event, data });
+    this.#deliver(scope, event, data, undefined);
+    this.#viewEvents.push({ scope, event, data });
   }
 
   schedule(model: string, ms: number, method: string, args: StateValue[]): void {
     if (!(ms >= 0)) throw new Error(`future(${ms}): the delay must be zero or more milliseconds`);
-    const future = { time: this.time + ms, order: this.nextFuture++, model, method, args };
+    const future = { time: this.time + ms, order: this.#nextFuture++, model, method, args };
     // Insert after every future due at the same time or earlier: (time, order) stays sorted.
-    let index = this.futures.length;
-    while (index > 0 && this.futures[index - 1]!.time > future.time) index--;
-    this.futures.splice(index, 0, future);
+    let index = this.#futures.length;
+    while (index > 0 && this.#futures[index - 1]!.time > future.time) index--;
+    this.#futures.splice(index, 0, future);
   }
 
   random(): number {
-    return this.prng.next();
+    return this.#prng.next();
   }
 
-  private execute(body: () => void): void {
+  #execute(body: () => void): void {
     if (executing !== undefined) throw new Error("a replica is already processing an event");
     executing = this;
     try {
@@ -303,27 +306,27 @@ export class Replica {
     }
   }
 
-  private runFuturesUntil(time: number): void {
-    while (this.futures.length > 0 && this.futures[0]!.time <= time) {
-      const future = this.futures.shift()!;
+  #runFuturesUntil(time: number): void {
+    while (this.#futures.length > 0 && this.#futures[0]!.time <= time) {
+      const future = this.#futures.shift()!;
       this.time = Math.max(this.time, future.time);
-      this.invoke(future.model, future.method, future.args);
+      this.#invoke(future.model, future.method, future.args);
     }
   }
 
-  private deliver(scope: string, event: string, data: unknown, sender: string | undefined): void {
-    const list = this.subscriptions.get(topicKey(scope, event));
+  #deliver(scope: string, event: string, data: unknown, sender: string | undefined): void {
+    const list = this.#subscriptions.get(topicKey(scope, event));
     if (list === undefined) return;
     // A handler may subscribe or unsubscribe; iterate over the list as it was.
-    for (const { model, method } of [...list]) this.invoke(model, method, [data, sender]);
+    for (const { model, method } of [...list]) this.#invoke(model, method, [data, sender]);
   }
 
   /**
    * Runs one handler. An exception is logged and the batch goes on: every replica throws at the same point, so
    * skipping the rest of that handler keeps them identical.
    */
-  private invoke(modelId: string, method: string, args: unknown[]): void {
-    const model = this.models.get(modelId) as unknown as Record<string, unknown> | undefined;
+  #invoke(modelId: string, method: string, args: unknown[]): void {
+    const model = this.#models.get(modelId) as unknown as Record<string, unknown> | undefined;
     if (model === undefined) return;
     const handler = model[method];
     if (typeof handler !== "function") {

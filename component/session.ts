@@ -101,44 +101,47 @@ export class Session extends EventTarget {
   /** True once the room's data turned out to be encrypted with another key; the session has then left. */
   keyMismatch = false;
 
-  private readonly socket: PartySocket;
-  private readonly viewHandlers = new Map<string, Set<ViewHandler>>();
-  private readonly ready: Promise<void>;
-  private secret: string | undefined;
+  readonly #socket: PartySocket;
+  readonly #viewHandlers = new Map<string, Set<ViewHandler>>();
+  readonly #ready: Promise<void>;
+  #secret: string | undefined;
   /** True once the current socket's welcome is applied: only then may posts go out on it. */
-  private welcomed = false;
-  private catchUp: CatchUp | undefined;
-  private outbox: Outgoing[] = [];
+  #welcomed = false;
+  #catchUp: CatchUp | undefined;
+  #outbox: Outgoing[] = [];
   /** Posts ordered in the last UNSTORED_RETENTION ms, with when: the room may not have stored them yet. */
-  private ordered: { post: Outgoing; at: number }[] = [];
-  private nextPostId = 1;
+  #ordered: { post: Outgoing; at: number }[] = [];
+  #nextPostId = 1;
   /** Highest post id sent on the current connection: posts above it go out as the rate limit allows. */
-  private sentUpTo = 0;
+  #sentUpTo = 0;
   /** This client's copy of the reflector's rate limit, a little below it. */
-  private bucket: TokenBucket | undefined;
-  private flushTimer: ReturnType<typeof setTimeout> | undefined;
+  #bucket: TokenBucket | undefined;
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
   /** The state at the last snapshot point, kept until the reflector stores a snapshot or asks for this one. */
-  private kept: { seq: number; text: string; hash?: string } | undefined;
-  private lastHeard = 0;
-  private watchdog: ReturnType<typeof setInterval> | undefined;
-  private removeOnlineListeners = () => {};
-  private left = false;
-  private readonly roomKey: Promise<RoomKey>;
+  #kept: { seq: number; text: string; hash?: string } | undefined;
+  #lastHeard = 0;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #removeOnlineListeners = () => {};
+  #left = false;
+  readonly #roomKey: Promise<RoomKey>;
   /** True once this key has opened data of the room (a snapshot, or a message). */
-  private keyProven = false;
+  #keyProven = false;
   /**
    * Socket events are handled one after the other, each to its end: decryption is asynchronous, and events
    * must still reach the replica in order.
    */
-  private queue: Promise<void> = Promise.resolve();
+  #queue: Promise<void> = Promise.resolve();
 
-  constructor(private readonly options: SessionOptions) {
+  readonly #options: SessionOptions;
+
+  constructor(options: SessionOptions) {
     super();
+    this.#options = options;
     if (options.key !== undefined && !isRoomSecret(options.key)) {
       throw new Error("multiuser-chat: the room key must be base64url text of at least 128 bits (22 characters or more)");
     }
-    this.roomKey = RoomKey.derive(options.room, options.key);
-    this.socket = new PartySocket({
+    this.#roomKey = RoomKey.derive(options.room, options.key);
+    this.#socket = new PartySocket({
       host: options.host,
       room: options.room,
       party: options.party,
@@ -152,28 +155,28 @@ export class Session extends EventTarget {
       maxEnqueuedMessages: 0,
       ...(options.WebSocket === undefined ? {} : { WebSocket: options.WebSocket }),
     });
-    this.ready = new Promise((resolve, reject) => {
+    this.#ready = new Promise((resolve, reject) => {
       this.addEventListener("welcome", () => resolve(), { once: true });
       this.addEventListener("key-mismatch", () => reject(new Error(`multiuser-chat: this link's key does not match room ${options.room}`)), { once: true });
     });
     // Only a caller of whenReady needs to hear of the rejection; the session reports it as an event too.
-    this.ready.catch(() => {});
-    this.socket.addEventListener("open", () => this.enqueue(() => this.hello()));
-    this.socket.addEventListener("message", (event) => {
-      this.lastHeard = Date.now();
+    this.#ready.catch(() => {});
+    this.#socket.addEventListener("open", () => this.#enqueue(() => this.#hello()));
+    this.#socket.addEventListener("message", (event) => {
+      this.#lastHeard = Date.now();
       const data = String((event as MessageEvent).data);
-      this.enqueue(() => this.receive(data));
+      this.#enqueue(() => this.#receive(data));
     });
-    this.socket.addEventListener("close", (event) =>
-      this.enqueue(() => {
-        this.welcomed = false;
-        this.catchUp = undefined;
-        this.stopWatchdog();
+    this.#socket.addEventListener("close", (event) =>
+      this.#enqueue(() => {
+        this.#welcomed = false;
+        this.#catchUp = undefined;
+        this.#stopWatchdog();
         if ((event as CloseEvent).code === CLOSE_BAD_ROOM) this.leave();
-        if (!this.left) this.setStatus(this.disconnectedStatus());
+        if (!this.#left) this.#setStatus(this.#disconnectedStatus());
       }),
     );
-    this.watchOnline();
+    this.#watchOnline();
   }
 
   /** Joins a room; `await session.whenReady()` for the first welcome. */
@@ -183,7 +186,7 @@ export class Session extends EventTarget {
 
   /** Resolves once the first welcome has been applied; rejects if the key turns out not to match the room. */
   whenReady(): Promise<void> {
-    return this.ready;
+    return this.#ready;
   }
 
   /** The root model, read-only for views: change it only by publishing. */
@@ -193,7 +196,7 @@ export class Session extends EventTarget {
 
   /** Events published by this client that are not yet in the order, oldest first. */
   get pending(): readonly PendingEvent[] {
-    return this.outbox.map(({ id, scope, event, data }) => ({ id, scope, event, data }));
+    return this.#outbox.map(({ id, scope, event, data }) => ({ id, scope, event, data }));
   }
 
   /**
@@ -201,71 +204,70 @@ export class Session extends EventTarget {
    * it waits in `pending` and goes out on reconnection; either way it reaches the order exactly once.
    */
   publish(scope: string, event: string, data?: unknown): void {
-    if (this.left) return;
+    if (this.#left) return;
     const plain = encodeModelEvent(scope, event, data);
-    const pending: Outgoing = { id: this.nextPostId++, scope, event, data: data ?? null, sealed: this.roomKey.then((key) => key.encrypt(plain)) };
-    this.outbox.push(pending);
-    if (this.welcomed) this.enqueue(() => this.flush());
+    const pending: Outgoing = { id: this.#nextPostId++, scope, event, data: data ?? null, sealed: this.#roomKey.then((key) => key.encrypt(plain)) };
+    this.#outbox.push(pending);
+    if (this.#welcomed) this.#enqueue(() => this.#flush());
     this.dispatchEvent(new Event("pending"));
   }
 
   /** Calls `handler(data)` for each model-to-view event in `scope`/`event`. Returns a function that unsubscribes. */
   subscribe(scope: string, event: string, handler: ViewHandler): () => void {
     const key = topicKey(scope, event);
-    const handlers = this.viewHandlers.get(key) ?? new Set();
+    const handlers = this.#viewHandlers.get(key) ?? new Set();
     handlers.add(handler);
-    this.viewHandlers.set(key, handlers);
+    this.#viewHandlers.set(key, handlers);
     return () => handlers.delete(handler);
   }
 
   /** Leaves the room for good: the others see this client leave at once, without waiting for a grace period. */
   leave(): void {
-    if (this.left) return;
-    this.left = true;
-    if (this.welcomed) this.socket.send(encodeClientFrame({ type: "leave" }));
-    this.stopWatchdog();
-    clearTimeout(this.flushTimer);
-    this.removeOnlineListeners();
-    this.socket.close();
+    if (this.#left) return;
+    this.#left = true;
+    if (this.#welcomed) this.#socket.send(encodeClientFrame({ type: "leave" }));
+    this.#stopWatchdog();
+    clearTimeout(this.#flushTimer);
+    this.#removeOnlineListeners();
+    this.#socket.close();
   }
 
-  private hello(): void {
-    const resume = this.clientId !== undefined && this.secret !== undefined ? { client: this.clientId, secret: this.secret, seq: this.replica?.seq ?? 0 } : undefined;
-    this.socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) }));
+  #hello(): void {
+    const resume = this.clientId !== undefined && this.#secret !== undefined ? { client: this.clientId, secret: this.#secret, seq: this.replica?.seq ?? 0 } : undefined;
+    this.#socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) }));
   }
 
-  private enqueue(task: () => void | Promise<void>): void {
-    this.queue = this.queue.then(task).catch((error: unknown) => console.error("multiuser-chat: handling a frame failed", error));
+  #enqueue(task: () => void | Promise<void>): void {
+    this.#queue = this.#queue.then(task).catch((error: unknown) => console.error("multiuser-chat: handling a frame failed", error));
   }
 
-  /** Sends a pending event on the current connection, if it is still welcomed and the event still pending. */
   /**
    * Sends the pending posts not yet sent on this connection, in order and within the rate limit; the rest go out
    * when the limit allows.
    */
-  private async flush(): Promise<void> {
-    for (const pending of this.outbox) {
-      if (!this.welcomed) return;
-      if (pending.id <= this.sentUpTo) continue;
+  async #flush(): Promise<void> {
+    for (const pending of this.#outbox) {
+      if (!this.#welcomed) return;
+      if (pending.id <= this.#sentUpTo) continue;
       const now = Date.now();
-      if (this.bucket !== undefined && !this.bucket.take(now)) return this.flushLater(this.bucket.waitTime(now));
+      if (this.#bucket !== undefined && !this.#bucket.take(now)) return this.#flushLater(this.#bucket.waitTime(now));
       const payload = await pending.sealed;
-      if (!this.welcomed) return;
-      this.socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
-      this.sentUpTo = pending.id;
+      if (!this.#welcomed) return;
+      this.#socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
+      this.#sentUpTo = pending.id;
     }
   }
 
-  private flushLater(delay: number): void {
-    if (this.flushTimer !== undefined) return;
-    this.flushTimer = setTimeout(() => {
-      this.flushTimer = undefined;
-      this.enqueue(() => this.flush());
+  #flushLater(delay: number): void {
+    if (this.#flushTimer !== undefined) return;
+    this.#flushTimer = setTimeout(() => {
+      this.#flushTimer = undefined;
+      this.#enqueue(() => this.#flush());
     }, delay);
   }
 
-  private async receive(data: string): Promise<void> {
-    if (this.left) return;
+  async #receive(data: string): Promise<void> {
+    if (this.#left) return;
     let frame: ServerFrame;
     try {
       frame = parseServerFrame(data);
@@ -273,11 +275,11 @@ export class Session extends EventTarget {
       console.error("multiuser-chat: cannot read a frame from the reflector", error);
       return;
     }
-    if (this.catchUp !== undefined) return this.continueCatchUp(this.catchUp, frame);
-    if (frame.type === "message") frame = await this.open(frame);
+    if (this.#catchUp !== undefined) return this.#continueCatchUp(this.#catchUp, frame);
+    if (frame.type === "message") frame = await this.#open(frame);
     switch (frame.type) {
       case "welcome":
-        return this.startCatchUp(frame);
+        return this.#startCatchUp(frame);
       case "tick":
         this.replica?.advanceTo(frame.time);
         break;
@@ -285,28 +287,28 @@ export class Session extends EventTarget {
       case "user-enter":
       case "user-exit":
         this.replica?.apply(frame);
-        if (frame.type === "message" && frame.client === this.clientId) this.acknowledge(frame.id);
+        if (frame.type === "message" && frame.client === this.clientId) this.#acknowledge(frame.id);
         break;
       case "snapshot-due":
-        return this.hashState(frame.seq);
+        return this.#hashState(frame.seq);
       case "snapshot-request":
-        return await this.uploadSnapshot(frame.seq);
+        return await this.#uploadSnapshot(frame.seq);
       case "snapshot-stored":
-        if (this.kept !== undefined && this.kept.seq <= frame.seq) this.kept = undefined;
+        if (this.#kept !== undefined && this.#kept.seq <= frame.seq) this.#kept = undefined;
         return;
       case "divergence":
-        return this.reportDivergence(frame.seq, frame.votes);
+        return this.#reportDivergence(frame.seq, frame.votes);
       case "error":
         console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
         if (frame.code === "rate-limited" || frame.code === "out-of-order") {
           // A post was dropped: after a pause, send every pending post again, in order; duplicates are harmless.
-          this.sentUpTo = 0;
-          this.flushLater(RESEND_DELAY);
+          this.#sentUpTo = 0;
+          this.#flushLater(RESEND_DELAY);
         } else if (frame.code === "identity") {
           // The reflector does not take these credentials: join as a new client.
           this.clientId = undefined;
-          this.secret = undefined;
-          this.hello();
+          this.#secret = undefined;
+          this.#hello();
         }
         this.dispatchEvent(new CustomEvent("reflector-error", { detail: { code: frame.code, message: frame.message } }));
         return;
@@ -314,47 +316,47 @@ export class Session extends EventTarget {
         console.warn("multiuser-chat: ignoring a frame of unknown type from the reflector", frame);
         return;
     }
-    this.deliverToView(this.replica?.takeViewEvents() ?? []);
+    this.#deliverToView(this.replica?.takeViewEvents() ?? []);
   }
 
   /**
    * A welcome: the posts the reflector already has leave the outbox, and a replica is brought up to date from
    * the snapshot that follows, from nothing, or (when resumed) from this session's own replica.
    */
-  private async startCatchUp(welcome: Welcome): Promise<void> {
+  async #startCatchUp(welcome: Welcome): Promise<void> {
     // Ordered posts the room lost in a crash go out again, ahead of the newer ones. Only a room that knows this
     // client can say which it lost: a welcome that neither resumes it nor acknowledges anything cannot.
-    const lost = welcome.resumed || welcome.acked > 0 ? this.ordered.map(({ post }) => post) : [];
-    this.outbox = [...lost, ...this.outbox].filter((pending) => pending.id > welcome.acked);
-    this.ordered = [];
+    const lost = welcome.resumed || welcome.acked > 0 ? this.#ordered.map(({ post }) => post) : [];
+    this.#outbox = [...lost, ...this.#outbox].filter((pending) => pending.id > welcome.acked);
+    this.#ordered = [];
     if (!welcome.resumed) {
       // A new client id numbers its posts afresh.
-      this.outbox = this.outbox.map((pending, index) => ({ ...pending, id: index + 1 }));
-      this.nextPostId = this.outbox.length + 1;
-      this.kept = undefined;
+      this.#outbox = this.#outbox.map((pending, index) => ({ ...pending, id: index + 1 }));
+      this.#nextPostId = this.#outbox.length + 1;
+      this.#kept = undefined;
     }
     this.clientId = welcome.client;
-    this.secret = welcome.secret;
+    this.#secret = welcome.secret;
     let replica: Replica | undefined;
     if (welcome.snapshot === null) {
-      replica = welcome.resumed && welcome.from > 0 ? this.replica : Replica.create(this.options.room, this.options.model, this.options.modelOptions);
+      replica = welcome.resumed && welcome.from > 0 ? this.replica : Replica.create(this.#options.room, this.#options.model, this.#options.modelOptions);
     }
-    this.catchUp = { welcome, replica, parts: [] };
-    await this.continueCatchUp(this.catchUp, undefined);
+    this.#catchUp = { welcome, replica, parts: [] };
+    await this.#continueCatchUp(this.#catchUp, undefined);
   }
 
-  private async continueCatchUp(catchUp: CatchUp, frame: ServerFrame | undefined): Promise<void> {
+  async #continueCatchUp(catchUp: CatchUp, frame: ServerFrame | undefined): Promise<void> {
     const { welcome } = catchUp;
     if (frame?.type === "snapshot") {
       catchUp.parts.push(frame.data);
       if (catchUp.parts.length === welcome.snapshot?.parts) {
-        const text = await this.openSnapshot(catchUp.parts.join(""));
+        const text = await this.#openSnapshot(catchUp.parts.join(""));
         if (text === undefined) return;
         catchUp.replica = Replica.restore(text);
       }
     } else if (frame?.type === "message" || frame?.type === "user-enter" || frame?.type === "user-exit") {
-      catchUp.replica!.apply(frame.type === "message" ? await this.open(frame) : frame);
-      if (frame.type === "message" && frame.client === welcome.client) this.acknowledge(frame.id);
+      catchUp.replica!.apply(frame.type === "message" ? await this.#open(frame) : frame);
+      if (frame.type === "message" && frame.client === welcome.client) this.#acknowledge(frame.id);
     } else if (frame !== undefined) {
       console.warn(`multiuser-chat: a ${frame.type} frame arrived before the welcome's events; ignoring it`);
     }
@@ -364,49 +366,54 @@ export class Session extends EventTarget {
     // Notifications from catching up describe the past; the view renders the whole state instead.
     replica.takeViewEvents();
     this.replica = replica;
-    this.catchUp = undefined;
-    this.welcomed = true;
-    this.sentUpTo = 0;
+    this.#catchUp = undefined;
+    this.#welcomed = true;
+    this.#sentUpTo = 0;
     const rate = welcome.rate;
-    this.bucket = rate === null ? undefined : new TokenBucket(rate.perSecond * 0.9, Math.max(1, rate.burst - RATE_RESERVE), Date.now());
-    await this.flush();
-    this.startWatchdog(welcome.tick);
-    this.setStatus("connected");
+    this.#bucket = rate === null ? undefined : new TokenBucket(rate.perSecond * 0.9, Math.max(1, rate.burst - RATE_RESERVE), Date.now());
+    await this.#flush();
+    this.#startWatchdog(welcome.tick);
+    this.#setStatus("connected");
     this.dispatchEvent(new Event("pending"));
     this.dispatchEvent(new Event("welcome"));
   }
 
-  /** Own posts up to `id` are in the order now. */
-  private acknowledge(id: number): void {
-    const before = this.outbox.length;
+  /**
+   * Own posts up to `id` are in the order now. Both lists are in order (the outbox by id, `ordered` by time), so
+   * only their heads change: a client posting thousands a second must not scan either list per acknowledgement.
+   */
+  #acknowledge(id: number): void {
     const now = Date.now();
     // Only pruned while connected: a post ordered just before the connection dropped stays until the next welcome.
-    this.ordered = this.ordered.filter(({ at }) => now - at < UNSTORED_RETENTION);
-    for (const post of this.outbox) if (post.id <= id) this.ordered.push({ post, at: now });
-    this.outbox = this.outbox.filter((pending) => pending.id > id);
-    if (this.outbox.length !== before) this.dispatchEvent(new Event("pending"));
+    const expired = this.#ordered.findIndex(({ at }) => now - at < UNSTORED_RETENTION);
+    this.#ordered.splice(0, expired === -1 ? this.#ordered.length : expired);
+    let done = 0;
+    while (done < this.#outbox.length && this.#outbox[done]!.id <= id) this.#ordered.push({ post: this.#outbox[done++]!, at: now });
+    if (done === 0) return;
+    this.#outbox.splice(0, done);
+    this.dispatchEvent(new Event("pending"));
   }
 
   /** A snapshot point: keep the state exactly as it is after event `seq`, and report its hash. */
-  private hashState(seq: number): void {
+  #hashState(seq: number): void {
     const replica = this.replica;
     if (replica === undefined || replica.seq !== seq) {
       console.warn(`multiuser-chat: a snapshot is due at ${seq} but this replica is at ${replica?.seq}`);
       return;
     }
     const kept: { seq: number; text: string; hash?: string } = { seq, text: replica.serialize() };
-    this.kept = kept;
+    this.#kept = kept;
     sha256Hex(kept.text).then((hash) => {
       kept.hash = hash;
-      if (this.welcomed && this.kept === kept) this.socket.send(encodeClientFrame({ type: "hash", seq, hash }));
+      if (this.#welcomed && this.#kept === kept) this.#socket.send(encodeClientFrame({ type: "hash", seq, hash }));
     });
   }
 
-  private async uploadSnapshot(seq: number): Promise<void> {
-    const kept = this.kept;
+  async #uploadSnapshot(seq: number): Promise<void> {
+    const kept = this.#kept;
     if (kept?.seq !== seq) return;
-    const parts = splitSnapshot(await (await this.roomKey).encrypt(kept.text));
-    parts.forEach((data, part) => this.socket.send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
+    const parts = splitSnapshot(await (await this.#roomKey).encrypt(kept.text));
+    parts.forEach((data, part) => this.#socket.send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
   }
 
   /**
@@ -414,45 +421,45 @@ export class Session extends EventTarget {
    * every replica skips. When well-formed ciphertext of the room does not open before this key has opened
    * anything, the key is the wrong one.
    */
-  private async open(event: Extract<ServerFrame, { type: "message" }>): Promise<Extract<ServerFrame, { type: "message" }>> {
+  async #open(event: Extract<ServerFrame, { type: "message" }>): Promise<Extract<ServerFrame, { type: "message" }>> {
     try {
-      const payload = await (await this.roomKey).decrypt(event.payload);
-      this.keyProven = true;
+      const payload = await (await this.#roomKey).decrypt(event.payload);
+      this.#keyProven = true;
       return { ...event, payload };
     } catch (error) {
       if (!(error instanceof WrongKeyError)) throw error;
-      if (!this.keyProven && error.sealed) this.wrongKey();
+      if (!this.#keyProven && error.sealed) this.#wrongKey();
       return { ...event, payload: "" };
     }
   }
 
   /** The snapshot's serialized state, or undefined when this key cannot open it. */
-  private async openSnapshot(sealed: string): Promise<string | undefined> {
+  async #openSnapshot(sealed: string): Promise<string | undefined> {
     try {
-      const text = await (await this.roomKey).decrypt(sealed);
-      this.keyProven = true;
+      const text = await (await this.#roomKey).decrypt(sealed);
+      this.#keyProven = true;
       return text;
     } catch (error) {
       if (!(error instanceof WrongKeyError)) throw error;
-      this.wrongKey();
+      this.#wrongKey();
       return undefined;
     }
   }
 
-  private wrongKey(): void {
+  #wrongKey(): void {
     if (this.keyMismatch) return;
     this.keyMismatch = true;
-    console.error(`multiuser-chat: this link's key does not match room ${this.options.room}; leaving it`);
+    console.error(`multiuser-chat: this link's key does not match room ${this.#options.room}; leaving it`);
     this.dispatchEvent(new Event("key-mismatch"));
     this.leave();
   }
 
-  private reportDivergence(seq: number, votes: Vote[]): void {
-    const ownHash = this.kept?.seq === seq ? this.kept.hash : undefined;
+  #reportDivergence(seq: number, votes: Vote[]): void {
+    const ownHash = this.#kept?.seq === seq ? this.#kept.hash : undefined;
     const outvoted = ownHash === undefined || majority(votes)?.hash !== ownHash;
     this.divergence = { seq, votes, ownHash, outvoted };
     console.error(
-      `multiuser-chat: replicas of room ${this.options.room} hold different states after event ${seq}. ` +
+      `multiuser-chat: replicas of room ${this.#options.room} hold different states after event ${seq}. ` +
         `This replica's hash is ${ownHash ?? "unknown"}; ${outvoted ? "it is not the majority's" : "it is the majority's"}. ` +
         "A model is not deterministic: look for Math.random, Date.now, timers or unordered iteration in model code.",
       votes,
@@ -460,35 +467,35 @@ export class Session extends EventTarget {
     this.dispatchEvent(new Event("divergence"));
   }
 
-  private deliverToView(events: ViewEvent[]): void {
+  #deliverToView(events: ViewEvent[]): void {
     for (const { scope, event, data } of events) {
-      for (const handler of this.viewHandlers.get(topicKey(scope, event)) ?? []) handler(data);
+      for (const handler of this.#viewHandlers.get(topicKey(scope, event)) ?? []) handler(data);
     }
     if (events.length > 0) this.dispatchEvent(new Event("update"));
   }
 
   /** The reflector ticks a quiet room, so a connection silent for several ticks is dead even if no close arrived. */
-  private startWatchdog(tick: number): void {
-    this.stopWatchdog();
+  #startWatchdog(tick: number): void {
+    this.#stopWatchdog();
     const limit = Math.max(3 * tick, tick + 5000);
-    this.watchdog = setInterval(() => {
-      if (Date.now() - this.lastHeard > limit) this.socket.reconnect();
+    this.#watchdog = setInterval(() => {
+      if (Date.now() - this.#lastHeard > limit) this.#socket.reconnect();
     }, tick);
   }
 
-  private stopWatchdog(): void {
-    clearInterval(this.watchdog);
-    this.watchdog = undefined;
+  #stopWatchdog(): void {
+    clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
   }
 
-  private setStatus(status: SessionStatus): void {
+  #setStatus(status: SessionStatus): void {
     if (status === this.status) return;
     this.status = status;
     this.dispatchEvent(new Event("status"));
   }
 
   /** The status while the socket is not open. */
-  private disconnectedStatus(): SessionStatus {
+  #disconnectedStatus(): SessionStatus {
     if (isOffline()) return "offline";
     return this.clientId === undefined ? "connecting" : "reconnecting";
   }
@@ -497,12 +504,12 @@ export class Session extends EventTarget {
    * In a browser, the status says offline as soon as the network is gone (the socket may take a while to notice),
    * and the session reconnects at once when it is back instead of trusting a socket that lived through the outage.
    */
-  private watchOnline(): void {
+  #watchOnline(): void {
     if (typeof window === "undefined") return;
-    const offline = () => this.setStatus("offline");
+    const offline = () => this.#setStatus("offline");
     const online = () => {
-      this.setStatus(this.disconnectedStatus());
-      this.socket.reconnect();
+      this.#setStatus(this.#disconnectedStatus());
+      this.#socket.reconnect();
     };
     // A closed tab says goodbye at once instead of leaving the others to wait out its grace period.
     const pagehide = (event: PageTransitionEvent) => {
@@ -511,7 +518,7 @@ export class Session extends EventTarget {
     window.addEventListener("offline", offline);
     window.addEventListener("online", online);
     window.addEventListener("pagehide", pagehide);
-    this.removeOnlineListeners = () => {
+    this.#removeOnlineListeners = () => {
       window.removeEventListener("offline", offline);
       window.removeEventListener("online", online);
       window.removeEventListener("pagehide", pagehide);

@@ -43,7 +43,7 @@ const minifyCssLiterals = {
   },
 };
 
-const bundle = { bundle: true, outdir: "dist", target: "es2022", minify: true, sourcemap: "linked", legalComments: "eof", logLevel: "warning", plugins: [minifyCssLiterals] };
+const bundle = { bundle: true, outdir: "dist", target: "es2022", minify: true, sourcemap: "linked", legalComments: "linked", charset: "utf8", logLevel: "warning", plugins: [minifyCssLiterals] };
 await Promise.all([
   build({ ...bundle, entryPoints: { "multiuser-chat": ELEMENT }, format: "esm" }),
   // A classic script has no import.meta. While it first runs, document.currentScript is its <script>, whose URL

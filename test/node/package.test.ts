@@ -14,6 +14,8 @@ const at = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.
 const pkg = JSON.parse(await readFile(at("package.json"), "utf8"));
 const ENTRY = "dist/npm/multiuser-chat.js";
 const TAG = "multiuser-chat";
+/** The single-file bundles; each names its .LEGAL.txt (the libraries' licence comments) in its last lines. */
+const bundles = ["dist/multiuser-chat.js", "dist/multiuser-chat.iife.js"];
 
 /** Every file package.json points consumers and tools at. */
 const named = (): string[] => [
@@ -85,10 +87,19 @@ test("custom-elements.json describes <multiuser-chat> as the element's JSDoc doe
   }
 });
 
-test("npm pack would ship the entry, the types, both bundles and the manifest, and no sources, tests or demo", () => {
+test("each single-file bundle points at its license text, which holds the bundled libraries' notices", async () => {
+  for (const bundle of bundles) {
+    const name = bundle.slice("dist/".length);
+    assert.ok((await readFile(at(bundle), "utf8")).includes(`see ${name}.LEGAL.txt */`), `${bundle} does not name ${name}.LEGAL.txt`);
+    const notices = await readFile(at(`${bundle}.LEGAL.txt`), "utf8");
+    for (const library of ["lit-html/lit-html.js", "@lit/reactive-element/reactive-element.js"]) assert.ok(notices.includes(library), `${bundle}.LEGAL.txt has no notice for ${library}`);
+  }
+});
+
+test("npm pack would ship the entry, the types, both bundles with their license texts and the manifest, and no sources, tests or demo", () => {
   const [{ files }] = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: at(""), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }));
   const paths = (files as { path: string }[]).map(({ path }) => path);
-  for (const path of [...named().filter((path) => path !== "package.json"), "dist/multiuser-chat.js", "dist/multiuser-chat.iife.js"]) assert.ok(paths.includes(path), `${path} is not packed`);
+  for (const path of [...named().filter((path) => path !== "package.json"), ...bundles.flatMap((bundle) => [bundle, `${bundle}.LEGAL.txt`])]) assert.ok(paths.includes(path), `${path} is not packed`);
   assert.deepEqual(
     paths.filter((path) => !/^(dist\/|README\.md$|package\.json$)/.test(path) || path === "dist/index.html"),
     [],
