@@ -26,7 +26,9 @@ const reflectorPlugin = {
 /**
  * `executeServerCommand("demo-page", { action, ... })` drives a second page showing the served demo, in a browser
  * context of its own: offline mode cuts a whole context, and the test page's own channel must stay up.
- * Actions: open (room, or the whole url) → id; offline (id, offline); status (id) → text; log (id) → texts; post (id, text); close (id);
+ * Actions: open (room, or the whole url) → id; offline (id, offline); drop (id): closes every WebSocket the page has
+ * open, as a dropped connection would (Chromium's offline mode keeps them open); status (id) → text; log (id) → texts;
+ * post (id, text); close (id);
  * evaluate (id, expression) → the JSON-serializable value of a JavaScript expression evaluated in the demo page.
  * screenshot (id, name, colorScheme, width) → bytes: the page in that colour scheme and width (motion reduced), as
  * test-results/screenshots/<name>.png, which git ignores, for a person to look at.
@@ -40,6 +42,19 @@ const demoPagePlugin = {
     const { action, id, room, url, offline, text, expression } = payload;
     if (action === "open") {
       const context = await session.browser.getPage(session.id).context().browser().newContext();
+      // Every WebSocket the page opens is kept in a list the page cannot reach from its own code, for `drop`.
+      await context.addInitScript(() => {
+        const sockets = new Set();
+        const Native = WebSocket;
+        window.WebSocket = class extends Native {
+          constructor(...args) {
+            super(...args);
+            sockets.add(this);
+            this.addEventListener("close", () => sockets.delete(this));
+          }
+        };
+        Object.defineProperty(window, "__dropConnections", { value: () => sockets.forEach((socket) => socket.close()) });
+      });
       const page = await context.newPage();
       await page.goto(url ?? `http://${reflector.host}/?room=${encodeURIComponent(room)}`);
       const pageId = String(++demoPagesOpened);
@@ -49,6 +64,7 @@ const demoPagePlugin = {
     const page = demoPages.get(id);
     const chat = page.locator("multiuser-chat");
     if (action === "offline") return (await page.context().setOffline(Boolean(offline)), true);
+    if (action === "drop") return (await page.evaluate(() => window.__dropConnections()), true);
     if (action === "status") return (await chat.getByRole("status").textContent()).trim();
     if (action === "log") return (await chat.getByRole("log").getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
     if (action === "post") {

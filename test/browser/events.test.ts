@@ -124,7 +124,7 @@ describe("<multiuser-chat> events and API", () => {
       await waitFor(async () => (await demo({ action: "status", id })) === "Offline", "the offline status");
       // Chromium's offline mode holds an open WebSocket and delivers what it buffered once back online; a real drop
       // closes it. Close it, so that the page gets what it missed as a reconnection does: in the welcome's catch-up.
-      await demo({ action: "evaluate", id, expression: `document.querySelector("multiuser-chat").session.socket.reconnect(), true` });
+      await demo({ action: "drop", id });
       await (element as MultiuserChat).updateComplete;
       (element as MultiuserChat).post("said while the other page was offline");
       await pause(500);
