@@ -67,7 +67,7 @@ const RATE_RESERVE = 5;
 const RESEND_DELAY = 1000;
 /**
  * How long a post stays resendable after the reflector ordered it. The reflector writes events to storage in
- * batches a moment later (WRITE_INTERVAL_MS, 100 ms by default); if it dies before, the room comes back
+ * batches a moment later (WRITE_INTERVAL_MS, 1 s by default); if it dies before, the room comes back
  * without the post, and the next welcome's `acked` says so.
  */
 const UNSTORED_RETENTION = 5000;

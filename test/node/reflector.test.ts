@@ -1305,7 +1305,7 @@ describe("reflector: limits and identity", () => {
         snapshotInterval: 60_000,
         snapshotGap: 1000,
         voteTimeout: 10_000,
-        writeInterval: 100,
+        writeInterval: 1000,
         maxFrameLength: 61_440,
         rateLimit: 20,
         rateBurst: 60,
