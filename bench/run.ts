@@ -3,6 +3,7 @@
  * both under a real `partykit dev` on loopback, and prints a markdown table with the budgets of issue 5.
  * Each scenario uses a fresh room; server CPU time comes from the workerd process's /proc/<pid>/stat.
  */
+import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
 import { performance } from "node:perf_hooks";
@@ -238,6 +239,17 @@ async function lateJoin(server: Server, events: number, joins: number): Promise<
 
 // ---- the report ----
 
+/** The commit measured, so that tables kept in docs/performance.md say what they measured. */
+function revision(): string {
+  try {
+    const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    const changed = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim() !== "";
+    return `commit ${commit}${changed ? " with uncommitted changes" : ""}`;
+  } catch {
+    return "no git commit";
+  }
+}
+
 const format = (value: number, digits = 1) => (Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–");
 const integer = (value: number) => Math.round(value).toLocaleString("en-US");
 const ratio = (ours: number, base: number) => (base > 0 ? `${format(ours / base, 2)}×` : "–");
@@ -365,7 +377,7 @@ async function main(): Promise<void> {
   row("", "bytes gzipped", gzipped, undefined, integer, "≤ 30,000", gzipped <= 30_000);
 
   const cpu = cpus()[0]?.model ?? "unknown CPU";
-  console.log(`### ${new Date().toISOString().slice(0, 10)}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${pinning}${QUICK ? "; --quick" : ""}\n`);
+  console.log(`### ${new Date().toISOString().slice(0, 10)}, ${revision()}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${pinning}${QUICK ? "; --quick" : ""}\n`);
   console.log("| Scenario | Metric | Reflector | Baseline | Ratio | Budget |");
   console.log("| --- | --- | ---: | ---: | ---: | --- |");
   for (const r of rows) console.log(`| ${r.scenario} | ${r.metric} | ${r.reflector} | ${r.baseline} | ${r.ratio} | ${r.budget} |`);
