@@ -158,7 +158,7 @@ export class DeliveryCheck {
   /** Waits until nothing is missing, or `timeout` ms have passed; returns what is still missing. */
   async drain(timeout = 10_000): Promise<number> {
     const deadline = performance.now() + timeout;
-    while (this.missing > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    while (this.missing > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
     return this.missing;
   }
 }
