@@ -22,8 +22,8 @@ const QUICK = process.argv.includes("--quick");
 const ONLY = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",");
 const selected = (name: string) => ONLY === undefined || ONLY.includes(name);
 const SATURATION_RUNS = 3;
-/** Fan-out runs each scenario's 10 s this many times per server, in turns of TURN_SECONDS; the median pass counts. */
-const FAN_OUT_PASSES = 3;
+/** Fan-out runs each scenario's 10 s this many times per server, in turns of TURN_SECONDS, and pools the latencies. */
+const FAN_OUT_PASSES = 2;
 /**
  * Short enough that the idle server is never quiet for a whole tick interval (1 s): the reflector would then tick
  * its clients during the other server's turn.
@@ -151,11 +151,10 @@ async function closeRooms(rooms: Record<ServerKind, LoadedRoom>): Promise<Record
  * `rate` times a second at evenly spread moments and receiving everything. The servers alternate in turns of
  * TURN_SECONDS until each has had `passes` × `seconds` of load, and a turn starts only when the other server's posts
  * have all arrived. Taking turns exposes both to the same moments of a shared, noisy machine: in separate runs of
- * 10 s, the same server's p99 moved by 2 to 4 times from one run to the next. Returns each pass's latencies too.
+ * 10 s, the same server's p99 moved by 2 to 4 times from one run to the next.
  */
-async function fanOut(servers: Record<ServerKind, Server>, clients: number, rate: number, seconds: number, passes: number) {
+async function fanOut(servers: Record<ServerKind, Server>, clients: number, rate: number, seconds: number, passes: number): Promise<Record<ServerKind, Outcome>> {
   const rooms = await openRooms(servers, `fan-out-${clients}`, clients, clients);
-  const passStarts: Record<ServerKind, number[]> = { reflector: [], baseline: [] };
   const interval = 1000 / rate;
   const turn = TURN_SECONDS * 1000;
   // Each server's schedule runs on its own clock, which advances only during its turns: post n of a sender is due
@@ -163,7 +162,6 @@ async function fanOut(servers: Record<ServerKind, Server>, clients: number, rate
   for (let loaded = 0; loaded < passes * seconds * 1000; loaded += turn) {
     for (const kind of KINDS) {
       const room = rooms[kind];
-      if (loaded % (seconds * 1000) === 0) passStarts[kind].push(room.check.latencies.length);
       const start = performance.now() + 5;
       await loadRoom(servers[kind], room, async () => {
         await Promise.all(
@@ -178,10 +176,9 @@ async function fanOut(servers: Record<ServerKind, Server>, clients: number, rate
       });
     }
   }
-  const passLatencies = (kind: ServerKind) => passStarts[kind].map((from, pass) => rooms[kind].check.latencies.slice(from, passStarts[kind][pass + 1]));
   const outcomes = await closeRooms(rooms);
   progress(`fan-out, ${clients} clients: closed`);
-  return { outcomes, passes: { reflector: passLatencies("reflector"), baseline: passLatencies("baseline") } };
+  return outcomes;
 }
 
 /**
@@ -377,14 +374,12 @@ async function main(): Promise<void> {
     const fanSeconds = QUICK ? 2 : 10;
     for (const [clients, rate] of selected("fan-out") ? ([[10, 20], [50, 5], [200, 1]] as const) : []) {
       progress(`fan-out, ${clients} clients × ${rate}/s`);
-      const { outcomes, passes } = await fanOut(servers, clients, rate, fanSeconds, FAN_OUT_PASSES);
-      // The median pass: a tail is set by a few stalls of a shared machine, and one pass can catch more of them.
-      const median = (kind: ServerKind, p: number) => percentile(passes[kind].map((latencies) => percentile(latencies, p)), 50);
-      const pooled = (kind: ServerKind) => percentile(outcomes[kind].check.latencies, 99);
-      row(`Fan-out, ${clients} clients × ${rate} posts/s, ${FAN_OUT_PASSES} passes of ${fanSeconds} s in turns of ${TURN_SECONDS} s`, "delivery p50 ms (median pass)", median("reflector", 50), median("baseline", 50), (v) => format(v, 2));
-      const [p99, baseP99] = [median("reflector", 99), median("baseline", 99)];
-      row("", "delivery p99 ms (median pass)", p99, baseP99, (v) => format(v, 2), "≤ 1.3× baseline", p99 <= 1.3 * baseP99);
-      row("", "delivery p99 ms (all passes)", pooled("reflector"), pooled("baseline"), (v) => format(v, 2));
+      const outcomes = await fanOut(servers, clients, rate, fanSeconds, FAN_OUT_PASSES);
+      const latency = (kind: ServerKind, p: number) => percentile(outcomes[kind].check.latencies, p);
+      row(`Fan-out, ${clients} clients × ${rate} posts/s, ${FAN_OUT_PASSES} × ${fanSeconds} s in turns of ${TURN_SECONDS} s`, "delivery p50 ms", latency("reflector", 50), latency("baseline", 50), (v) => format(v, 2));
+      row("", "delivery p90 ms", latency("reflector", 90), latency("baseline", 90), (v) => format(v, 2));
+      const [p99, baseP99] = [latency("reflector", 99), latency("baseline", 99)];
+      row("", "delivery p99 ms", p99, baseP99, (v) => format(v, 2), "≤ 1.3× baseline", p99 <= 1.3 * baseP99);
       row("", "server CPU µs / delivery", perDelivery(outcomes.reflector), perDelivery(outcomes.baseline), (v) => format(v, 2));
       integrity("", [outcomes.reflector], [outcomes.baseline]);
     }
