@@ -75,34 +75,6 @@ interface Outcome {
   cpuMicros: number;
 }
 
-/** Runs `load` with `clients` connected to a fresh room, measuring server CPU from the first post to the last delivery. */
-async function measure(server: Server, name: string, clientCount: number, senders: number, load: (clients: LoadClient[], check: DeliveryCheck) => Promise<void>): Promise<Outcome> {
-  const check = new DeliveryCheck(senders, clientCount);
-  const clients = await connectAll(server, freshRoom(name), clientCount, check);
-  progress(`${server.kind}: ${clientCount} connected`);
-  await sleep(200);
-  const cpuBefore = cpuMicros(server.workerd);
-  const started = performance.now();
-  await load(clients, check);
-  const missing = await check.drain();
-  const seconds = (performance.now() - started) / 1000;
-  const cpu = cpuMicros(server.workerd) - cpuBefore;
-  progress(`${server.kind}: delivered in ${format(seconds)} s`);
-  const refusals = await closeAll(clients);
-  progress(`${server.kind}: closed`);
-  return { check, missing, refusals, seconds, cpuMicros: cpu };
-}
-
-/** One client posts `count` times, each after the previous one came back. */
-async function roundTrip(server: Server, count: number): Promise<Outcome> {
-  return measure(server, "round-trip", 1, 1, async ([client], check) => {
-    for (let n = 0; n < count; n++) {
-      client!.publish(check.send(0));
-      while (check.deliveries <= n) await new Promise((resolve) => setImmediate(resolve));
-    }
-  });
-}
-
 const KINDS = ["reflector", "baseline"] as const;
 
 /** A fresh room on one server, with its clients connected, and what its load has cost so far. */
@@ -144,6 +116,21 @@ async function closeRooms(rooms: Record<ServerKind, LoadedRoom>): Promise<Record
     outcomes[kind] = { check, missing: check.missing, refusals: await closeAll(clients), seconds, cpuMicros: cpu };
   }
   return outcomes;
+}
+
+/** One client in a fresh room on each server posts `count` times, each after the previous one came back. */
+async function roundTrip(servers: Record<ServerKind, Server>, count: number): Promise<Record<ServerKind, Outcome>> {
+  const rooms = await openRooms(servers, "round-trip", 1, 1);
+  for (const kind of KINDS) {
+    const { check, clients } = rooms[kind];
+    await loadRoom(servers[kind], rooms[kind], async () => {
+      for (let n = 0; n < count; n++) {
+        clients[0]!.publish(check.send(0));
+        while (check.deliveries <= n) await new Promise((resolve) => setImmediate(resolve));
+      }
+    });
+  }
+  return closeRooms(rooms);
 }
 
 /**
@@ -355,17 +342,16 @@ async function main(): Promise<void> {
   const pinning = `${pinCores(groups)}; file watchers paused`;
   resumeWatchers = pauseWatchers(groups);
   progress(`${pinning}`);
-  const both = async <T>(run: (server: Server) => Promise<T>) => ({ reflector: await run(servers.reflector), baseline: await run(servers.baseline) });
   try {
     // Warm-up: the first few thousand messages run through workerd's JIT; not measured.
     progress("warming up");
-    await both((server) => roundTrip(server, 500));
+    await roundTrip(servers, 500);
     await saturation(servers, 10, 100, 1, 1);
 
     if (selected("round-trip")) {
     const posts = QUICK ? 300 : 2000;
     progress(`round trip, ${posts} posts`);
-    const rt = await both((server) => roundTrip(server, posts));
+    const rt = await roundTrip(servers, posts);
     row(`Round trip, 1 client, ${posts} sequential posts`, "p50 ms", percentile(rt.reflector.check.latencies, 50), percentile(rt.baseline.check.latencies, 50), (v) => format(v, 2));
     row("", "p99 ms", percentile(rt.reflector.check.latencies, 99), percentile(rt.baseline.check.latencies, 99), (v) => format(v, 2));
     integrity("", [rt.reflector], [rt.baseline]);
