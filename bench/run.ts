@@ -71,17 +71,16 @@ interface Outcome {
   check: DeliveryCheck;
   missing: number;
   refusals: string[];
-  seconds: number;
+  /** Server CPU time over all the room's load. */
   cpuMicros: number;
 }
 
 const KINDS = ["reflector", "baseline"] as const;
 
-/** A fresh room on one server, with its clients connected, and what its load has cost so far. */
+/** A fresh room on one server, with its clients connected, and the server CPU its load has cost so far. */
 interface LoadedRoom {
   check: DeliveryCheck;
   clients: LoadClient[];
-  seconds: number;
   cpuMicros: number;
 }
 
@@ -90,21 +89,20 @@ async function openRooms(servers: Record<ServerKind, Server>, name: string, clie
   const rooms = {} as Record<ServerKind, LoadedRoom>;
   for (const kind of KINDS) {
     const check = new DeliveryCheck(senders, clients);
-    rooms[kind] = { check, clients: await connectAll(servers[kind], freshRoom(name), clients, check), seconds: 0, cpuMicros: 0 };
+    rooms[kind] = { check, clients: await connectAll(servers[kind], freshRoom(name), clients, check), cpuMicros: 0 };
     progress(`${kind}: ${clients} connected`);
   }
   await sleep(200);
   return rooms;
 }
 
-/** Runs `load` in one server's room and waits for every delivery; adds its time and the server's CPU to the room's. */
+/** Runs `load` in one server's room and waits for every delivery; adds the server's CPU to the room's. */
 async function loadRoom(server: Server, room: LoadedRoom, load: () => Promise<void>): Promise<{ seconds: number; cpuMicros: number }> {
   const cpuBefore = cpuMicros(server.workerd);
   const started = performance.now();
   await load();
   await room.check.drain();
   const spent = { seconds: (performance.now() - started) / 1000, cpuMicros: cpuMicros(server.workerd) - cpuBefore };
-  room.seconds += spent.seconds;
   room.cpuMicros += spent.cpuMicros;
   return spent;
 }
@@ -112,8 +110,8 @@ async function loadRoom(server: Server, room: LoadedRoom, load: () => Promise<vo
 async function closeRooms(rooms: Record<ServerKind, LoadedRoom>): Promise<Record<ServerKind, Outcome>> {
   const outcomes = {} as Record<ServerKind, Outcome>;
   for (const kind of KINDS) {
-    const { check, clients, seconds, cpuMicros: cpu } = rooms[kind];
-    outcomes[kind] = { check, missing: check.missing, refusals: await closeAll(clients), seconds, cpuMicros: cpu };
+    const { check, clients, cpuMicros: cpu } = rooms[kind];
+    outcomes[kind] = { check, missing: check.missing, refusals: await closeAll(clients), cpuMicros: cpu };
   }
   return outcomes;
 }
