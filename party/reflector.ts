@@ -362,18 +362,19 @@ export class Reflector<Socket extends ClientSocket> {
     this.leaveRound(client.id);
   }
 
-  /** Milliseconds until `wake` has something to do, or undefined when nothing is pending. */
+  /**
+   * Milliseconds until `wake` has something to do, or undefined when nothing is pending. The adapter asks after
+   * every frame, so it is one pass with no arrays built.
+   */
   nextWakeIn(): number | undefined {
-    const now = this.options.clock();
-    const due: number[] = [];
-    if (this.clientCount > 0) due.push(this.lastSentAt + this.options.tickInterval);
-    for (const client of this.clients.values()) if (client.awayUntil !== undefined) due.push(client.awayUntil);
-    if (this.round !== undefined) due.push(this.round.deadline);
-    if (this.store.unwrittenEvents > 0) due.push(this.writeDueAt);
+    let due = this.clientCount > 0 ? this.lastSentAt + this.options.tickInterval : Infinity;
+    for (const client of this.clients.values()) if (client.awayUntil !== undefined && client.awayUntil < due) due = client.awayUntil;
+    if (this.round !== undefined) due = Math.min(due, this.round.deadline);
+    if (this.store.unwrittenEvents > 0) due = Math.min(due, this.writeDueAt);
     // Insertion order is opening order, so the first socket waiting for its hello is the first to time out.
     const firstOpened = this.openedAt.values().next();
-    if (!firstOpened.done && Number.isFinite(this.limits.helloTimeout)) due.push(firstOpened.value + this.limits.helloTimeout);
-    return due.length === 0 ? undefined : Math.max(0, Math.min(...due) - now);
+    if (!firstOpened.done) due = Math.min(due, firstOpened.value + this.limits.helloTimeout);
+    return due === Infinity ? undefined : Math.max(0, due - this.options.clock());
   }
 
   /**
