@@ -213,6 +213,12 @@ function sameSecret(a: string, b: string): boolean {
 export class Reflector<Socket extends ClientSocket> {
   /** Every open socket; undefined until it says hello. Keyed by socket, never by the client-chosen `_pk`. */
   private readonly sockets = new Map<Socket, Client<Socket> | undefined>();
+  /**
+   * The sockets that have said hello, whom every broadcast goes to. An array rather than a pass over `sockets`:
+   * in workerd a map's iterator allocates a result object per entry, i.e. per delivery, and that garbage alone
+   * made the room collect more often than the baseline room (docs/performance.md, item 10).
+   */
+  private readonly present: Socket[] = [];
   /** Every open socket's rate limiter, from its first frame on (hello counts). */
   private readonly limiters = new Map<Socket, RateLimiter>();
   /** When each socket that has not said hello yet opened. */
@@ -276,9 +282,12 @@ export class Reflector<Socket extends ClientSocket> {
 
   /** Sockets that have said hello, i.e. clients that are present now. */
   get clientCount(): number {
-    let count = 0;
-    for (const client of this.sockets.values()) if (client !== undefined) count++;
-    return count;
+    return this.present.length;
+  }
+
+  /** Whether some client is within its grace period: every client is either present or away. */
+  private get anyAway(): boolean {
+    return this.clients.size > this.present.length;
   }
 
   /** True when no client is present or within its grace period: the room is idle. */
@@ -364,16 +373,15 @@ export class Reflector<Socket extends ClientSocket> {
 
   /**
    * Milliseconds until `wake` has something to do, or undefined when nothing is pending. The adapter asks after
-   * every frame, so it is one pass with no arrays built.
+   * every frame, so it builds nothing, and walks the clients only while some are away.
    */
   nextWakeIn(): number | undefined {
     let due = this.clientCount > 0 ? this.lastSentAt + this.options.tickInterval : Infinity;
-    for (const client of this.clients.values()) if (client.awayUntil !== undefined && client.awayUntil < due) due = client.awayUntil;
+    if (this.anyAway) for (const client of this.clients.values()) if (client.awayUntil !== undefined && client.awayUntil < due) due = client.awayUntil;
     if (this.round !== undefined) due = Math.min(due, this.round.deadline);
     if (this.store.unwrittenEvents > 0) due = Math.min(due, this.writeDueAt);
     // Insertion order is opening order, so the first socket waiting for its hello is the first to time out.
-    const firstOpened = this.openedAt.values().next();
-    if (!firstOpened.done) due = Math.min(due, firstOpened.value + this.limits.helloTimeout);
+    if (this.openedAt.size > 0) due = Math.min(due, this.openedAt.values().next().value! + this.limits.helloTimeout);
     return due === Infinity ? undefined : Math.max(0, due - this.options.clock());
   }
 
@@ -388,8 +396,10 @@ export class Reflector<Socket extends ClientSocket> {
       if (opened + this.limits.helloTimeout > now) break;
       this.forget(socket, CLOSE_NO_HELLO, "no hello");
     }
-    for (const client of [...this.clients.values()]) {
-      if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
+    if (this.anyAway) {
+      for (const client of [...this.clients.values()]) {
+        if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
+      }
     }
     for (const [id, { until }] of [...this.retired]) if (until <= now) this.store.forgetRetired(id);
     if (this.round !== undefined && this.round.deadline <= now) {
@@ -415,6 +425,7 @@ export class Reflector<Socket extends ClientSocket> {
 
   /** Forgets a socket, closing it with `code` when one is given: its frames are ignored from now on. */
   private forget(socket: Socket, code?: number, reason?: string): void {
+    if (this.sockets.get(socket) !== undefined) this.present.splice(this.present.indexOf(socket), 1);
     this.sockets.delete(socket);
     this.limiters.delete(socket);
     this.openedAt.delete(socket);
@@ -478,6 +489,7 @@ export class Reflector<Socket extends ClientSocket> {
     this.openedAt.delete(socket);
     client.socket = socket;
     this.sockets.set(socket, client);
+    this.present.push(socket);
   }
 
   /**
@@ -645,7 +657,7 @@ export class Reflector<Socket extends ClientSocket> {
   /** Our own loop: one closing socket must not stop the others from receiving (PartyKit's broadcast throws halfway). */
   private broadcast(text: string): void {
     this.lastSentAt = this.options.clock();
-    for (const client of this.sockets.values()) if (client !== undefined) trySend(client.socket!, text);
+    for (let index = 0; index < this.present.length; index++) trySend(this.present[index]!, text);
   }
 }
 

@@ -662,6 +662,33 @@ describe("reflector: disconnects, grace and resume", () => {
     assert.equal(room.reflector.isEmpty, true);
     assert.equal(room.reflector.nextWakeIn(), undefined);
   });
+
+  test("after every way a socket can go, each event reaches every present socket once and no other", async () => {
+    const room = await openRoom();
+    const [leaver, dropped, replaced, returning, staying] = [1, 2, 3, 4, 5].map(() => room.hello());
+    room.send(leaver!, { type: "leave" });
+    room.reflector.disconnect(dropped!.socket);
+    const replacement = room.hello(new FakeSocket(), { client: replaced!.id, secret: replaced!.secret, seq: 0 });
+    room.reflector.disconnect(returning!.socket);
+    const returned = room.hello(new FakeSocket(), { client: returning!.id, secret: returning!.secret, seq: 0 });
+    const silent = new FakeSocket();
+    room.reflector.connect(silent);
+    const present = [replacement, returned, staying!].map((member) => member.socket);
+    const gone = [leaver!, dropped!, replaced!, returning!].map((member) => member.socket).concat(silent);
+    assert.equal(room.reflector.clientCount, 3);
+
+    const marks = [...present, ...gone].map((socket) => socket.mark());
+    room.post(staying!, 1);
+    room.advance(GRACE);
+    room.reflector.wake();
+    const heard = marks.map((after) => eventsIn(after()));
+    const expected = [
+      [7, "message", staying!.id],
+      [8, "user-exit", dropped!.id],
+    ];
+    assert.deepEqual(heard, [...present.map(() => expected), ...gone.map(() => [])]);
+    assert.equal(room.reflector.clientCount, 3);
+  });
 });
 
 describe("reflector: exactly-once posts", () => {
