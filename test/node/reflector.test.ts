@@ -1328,7 +1328,7 @@ describe("reflector: limits and identity", () => {
       {
         tickInterval: 1000,
         grace: 10_000,
-        snapshotEvents: 500,
+        snapshotEvents: 1000,
         snapshotInterval: 60_000,
         snapshotGap: 1000,
         voteTimeout: 10_000,
