@@ -13,6 +13,7 @@ import { CHAT_SCOPE, ChatModel } from "../component/chat-model.js";
 import { newRoomSecret } from "../component/room-key.js";
 import { Session } from "../component/session.js";
 import { parseServerFrame, type Welcome } from "../party/protocol.js";
+import { DEFAULT_SETTINGS } from "../party/reflector.js";
 import { removePersistDir, startPartykitDev, type PartykitDev } from "../test/support/partykit-dev.js";
 import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";
 import { cpuMicros, findWorkerd, pauseWatchers, pinCores } from "./server-process.js";
@@ -214,6 +215,23 @@ function countingWebSocket() {
   return { stats, WebSocket: CountingWebSocket };
 }
 
+/** A WebSocket for the replica that fills a late-join room: it notes the room's last event and snapshot points. */
+function watchingWebSocket() {
+  const room = { lastSeq: 0, dueSeq: 0, storedSeq: 0 };
+  class WatchingWebSocket extends WebSocket {
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols);
+      this.on("message", (data: Buffer) => {
+        const frame = parseServerFrame(String(data));
+        if (frame.type === "message" || frame.type === "user-enter" || frame.type === "user-exit") room.lastSeq = frame.seq;
+        else if (frame.type === "snapshot-due") room.dueSeq = frame.seq;
+        else if (frame.type === "snapshot-stored") room.storedSeq = frame.seq;
+      });
+    }
+  }
+  return { room, WebSocket: WatchingWebSocket };
+}
+
 interface LateJoin {
   events: number;
   fillSeconds: number;
@@ -230,7 +248,8 @@ async function lateJoin(server: Server, events: number, joins: number): Promise<
   const room = freshRoom(`late-join-${events}`);
   const key = newRoomSecret();
   const join = (WebSocketClass: unknown = WebSocket) => Session.join({ host: server.dev.host, room, key, model: ChatModel, WebSocket: WebSocketClass });
-  const keeper = join();
+  const watch = watchingWebSocket();
+  const keeper = join(watch.WebSocket);
   await keeper.whenReady();
   const fillStarted = performance.now();
   const drained = () => new Promise<void>((resolve) => {
@@ -244,13 +263,24 @@ async function lateJoin(server: Server, events: number, joins: number): Promise<
     await drained();
   }
   const fillSeconds = (performance.now() - fillStarted) / 1000;
-  // Rounds are at least SNAPSHOT_GAP_MS (1 s) apart and start right after an event, so a room filled at full
-  // speed ends up to a second of posts past its last snapshot. As in a room that goes on, one more post after a
-  // pause starts the round that covers them; the late joiners come after it.
+  // A round starts right after the event that makes it due: SNAPSHOT_EVENTS (1,000) events after the last one,
+  // and at least SNAPSHOT_GAP_MS (1 s) after it. So a room filled at full speed ends up to 1,000 events past its
+  // last snapshot, and the joiners' cost would depend on where the fill happened to stop, not on the room's
+  // history. As in a room that goes on, posts after a pause start the round that covers the fill; the late
+  // joiners come after it. A tail of up to two events per joiner is left alone: the joiners add as many (an
+  // enter and an exit each) to every room.
+  const filled = watch.room.lastSeq;
   await sleep(1100);
-  keeper.publish(CHAT_SCOPE, "post", { text: "after a pause" });
-  await drained();
-  await sleep(500);
+  for (let more = 1; filled - watch.room.dueSeq > 2 * joins; more++) {
+    if (more > DEFAULT_SETTINGS.snapshotEvents) throw new Error(`no snapshot round after ${more - 1} more posts`);
+    keeper.publish(CHAT_SCOPE, "post", { text: `after a pause, ${more}` });
+    await drained();
+  }
+  const deadline = performance.now() + 10_000;
+  while (watch.room.storedSeq < watch.room.dueSeq) {
+    if (performance.now() > deadline) throw new Error(`snapshot ${watch.room.dueSeq} was not stored within 10 s`);
+    await sleep(10);
+  }
   const samples: { milliseconds: number; bytes: number; welcome: Welcome }[] = [];
   for (let index = 0; index < joins; index++) {
     const { stats, WebSocket: CountingWebSocket } = countingWebSocket();
