@@ -1,25 +1,25 @@
-// Chromium tests: the Debian browser through Playwright, against a real `partykit dev` that this config starts on a
-// free loopback port and stops when the run ends. Run through scripts/test.mjs (it loads tsx for the TypeScript helper).
+// Chromium tests: the Debian browser through Playwright, against a real `wrangler dev` (the Worker that deploys) that
+// this config starts on a free loopback port and stops when the run ends. Run through scripts/test.mjs (it loads tsx
+// for the TypeScript helper).
 import { defaultReporter, summaryReporter } from "@web/test-runner";
 import { esbuildPlugin } from "@web/dev-server-esbuild";
 import { playwrightLauncher } from "@web/test-runner-playwright";
-import { removePersistDir, startPartykitDev } from "./test/support/partykit-dev.ts";
+import { startReflector } from "./test/support/reflector-server.ts";
 import { countReporter } from "./test/support/wtr-count-reporter.mjs";
 
 let reflector;
 
 /** Starts the reflector with the test server and stops it (by the PID it started) with it. */
 const reflectorPlugin = {
-  name: "partykit-dev",
+  name: "wrangler-dev",
   async serverStart() {
     // Snapshots fall due often here (every 20 events, with no gap between rounds), so the browser tests run
     // through snapshot rounds too. The rate limit is raised so that a burst of posts arrives at once;
     // test/node/limits.test.ts covers the limit itself.
-    reflector = await startPartykitDev({ vars: { SNAPSHOT_EVENTS: "20", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000" } });
+    reflector = await startReflector({ vars: { SNAPSHOT_EVENTS: "20", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000" } });
   },
   async serverStop() {
     await reflector?.stop();
-    if (reflector) await removePersistDir(reflector.persistDir);
   },
 };
 

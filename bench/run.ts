@@ -13,8 +13,8 @@ import { CHAT_SCOPE, ChatModel } from "../component/chat-model.js";
 import { newRoomSecret } from "../component/room-key.js";
 import { Session } from "../component/session.js";
 import { parseServerFrame, type Welcome } from "../party/protocol.js";
-import { DEFAULT_SETTINGS } from "../party/reflector.js";
-import { removePersistDir, startPartykitDev, type PartykitDev } from "../test/support/partykit-dev.js";
+import { DEFAULT_SETTINGS } from "../party/settings.js";
+import { startReflector, type ReflectorServer } from "../test/support/reflector-server.js";
 import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";
 import { cpuMicros, findWorkerd, pauseWatchers, pinCores } from "./server-process.js";
 
@@ -33,7 +33,7 @@ const TURN_SECONDS = 0.5;
 
 interface Server {
   kind: ServerKind;
-  dev: PartykitDev;
+  dev: ReflectorServer;
   workerd: number;
 }
 
@@ -47,8 +47,8 @@ async function startServer(kind: ServerKind): Promise<Server> {
   const config = "bench/partykit.json";
   const dev =
     kind === "reflector"
-      ? await startPartykitDev({ config, vars: { RATE_LIMIT: "1000000", RATE_BURST: "1000000", MAX_CLIENTS: "1000" } })
-      : await startPartykitDev({ config, script: "bench/baseline-room.ts" });
+      ? await startReflector({ platform: "partykit", config, vars: { RATE_LIMIT: "1000000", RATE_BURST: "1000000", MAX_CLIENTS: "1000" } })
+      : await startReflector({ platform: "partykit", config: "bench/baseline.partykit.json" });
   started.push(dev);
   return { kind, dev, workerd: findWorkerd(dev.processGroup) };
 }
@@ -351,7 +351,7 @@ const began = performance.now();
 const progress = (text: string) => console.error(`bench: ${format((performance.now() - began) / 1000, 0)} s: ${text}`);
 
 /** Every server started, so that even a crash of the bench stops them (by their process groups). */
-const started: PartykitDev[] = [];
+const started: ReflectorServer[] = [];
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void stopAll().then(() => process.exit(130)));
 process.once("uncaughtException", (error) => {
   console.error(error);
@@ -361,7 +361,7 @@ process.once("uncaughtException", (error) => {
 let resumeWatchers = () => {};
 async function stopAll(): Promise<void> {
   resumeWatchers();
-  await Promise.all(started.splice(0).map(async (dev) => (await dev.stop(), await removePersistDir(dev.persistDir))));
+  await Promise.all(started.splice(0).map(async (dev) => await dev.stop()));
 }
 
 async function main(): Promise<void> {

@@ -198,6 +198,14 @@ export class Replica {
     return this.#futures.length;
   }
 
+  /**
+   * When the earliest pending future falls due, in replicated time; undefined when none is pending. Every replica
+   * computes the same, so any of them can ask the reflector for a tick then.
+   */
+  get nextFutureTime(): number | undefined {
+    return this.#futures[0]?.time;
+  }
+
   /** The whole state in a canonical form: the same state gives the same text on every replica. */
   serialize(): string {
     const saved = {

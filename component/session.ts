@@ -10,7 +10,7 @@
  */
 import { PartySocket } from "partysocket";
 import { TokenBucket } from "../party/token-bucket.js";
-import { encodeClientFrame, majority, parseServerFrame, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
+import { CLOSE_BAD_ROOM, encodeClientFrame, majority, parseServerFrame, PING, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
 import { isRoomSecret, RoomKey, WrongKeyError } from "./room-key.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
 import { sha256Hex } from "./state-hash.js";
@@ -59,8 +59,6 @@ export interface Divergence {
 
 type ViewHandler = (data: unknown) => void;
 
-/** Close code of a connection to a room id the reflector refuses: trying again cannot help. */
-const CLOSE_BAD_ROOM = 4001;
 /** Frames a client leaves to the reflector's rate limit for its hello, hashes and leave, beyond its posts. */
 const RATE_RESERVE = 5;
 /** How long to wait before sending again after the reflector refused a post. */
@@ -71,6 +69,8 @@ const RESEND_DELAY = 1000;
  * without the post, and the next welcome's `acked` says so.
  */
 const UNSTORED_RETENTION = 5000;
+/** A heartbeat left unanswered this long means the connection is dead, whatever the socket says. */
+const PONG_TIMEOUT = 10_000;
 
 /** A pending event with its payload, encrypted once: every resend carries the same ciphertext. */
 interface Outgoing extends PendingEvent {
@@ -120,7 +120,10 @@ export class Session extends EventTarget {
   /** The state at the last snapshot point, kept until the reflector stores a snapshot or asks for this one. */
   #kept: { seq: number; text: string; hash?: string } | undefined;
   #lastHeard = 0;
-  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #pongTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The replicated time this connection last asked the reflector to tick at. */
+  #tickAsked: number | undefined;
   #removeOnlineListeners = () => {};
   #left = false;
   readonly #roomKey: Promise<RoomKey>;
@@ -171,7 +174,7 @@ export class Session extends EventTarget {
       this.#enqueue(() => {
         this.#welcomed = false;
         this.#catchUp = undefined;
-        this.#stopWatchdog();
+        this.#stopHeartbeat();
         if ((event as CloseEvent).code === CLOSE_BAD_ROOM) this.leave();
         if (!this.#left) this.#setStatus(this.#disconnectedStatus());
       }),
@@ -226,7 +229,7 @@ export class Session extends EventTarget {
     if (this.#left) return;
     this.#left = true;
     if (this.#welcomed) this.#socket.send(encodeClientFrame({ type: "leave" }));
-    this.#stopWatchdog();
+    this.#stopHeartbeat();
     clearTimeout(this.#flushTimer);
     this.#removeOnlineListeners();
     this.#socket.close();
@@ -283,6 +286,8 @@ export class Session extends EventTarget {
       case "tick":
         this.replica?.advanceTo(frame.time);
         break;
+      case "pong":
+        return;
       case "message":
       case "user-enter":
       case "user-exit":
@@ -317,6 +322,19 @@ export class Session extends EventTarget {
         return;
     }
     this.#deliverToView(this.replica?.takeViewEvents() ?? []);
+    this.#askForTick();
+  }
+
+  /**
+   * Replicated time moves only with events and ticks, and a quiet room has neither. When the models have work due
+   * later (a pending `future`), ask the reflector to tick then. Every replica computes the same time and asks; the
+   * reflector keeps the earliest request, and an event that comes first makes the tick unnecessary.
+   */
+  #askForTick(): void {
+    const due = this.replica?.nextFutureTime;
+    if (!this.#welcomed || due === undefined || due <= this.replica!.time || due === this.#tickAsked) return;
+    this.#tickAsked = due;
+    this.#socket.send(encodeClientFrame({ type: "tick-request", time: due }));
   }
 
   /**
@@ -372,7 +390,9 @@ export class Session extends EventTarget {
     const rate = welcome.rate;
     this.#bucket = rate === null ? undefined : new TokenBucket(rate.perSecond * 0.9, Math.max(1, rate.burst - RATE_RESERVE), Date.now());
     await this.#flush();
-    this.#startWatchdog(welcome.tick);
+    this.#startHeartbeat(welcome.heartbeat);
+    this.#tickAsked = undefined;
+    this.#askForTick();
     this.#setStatus("connected");
     this.dispatchEvent(new Event("pending"));
     this.dispatchEvent(new Event("welcome"));
@@ -474,18 +494,27 @@ export class Session extends EventTarget {
     if (events.length > 0) this.dispatchEvent(new Event("update"));
   }
 
-  /** The reflector ticks a quiet room, so a connection silent for several ticks is dead even if no close arrived. */
-  #startWatchdog(tick: number): void {
-    this.#stopWatchdog();
-    const limit = Math.max(3 * tick, tick + 5000);
-    this.#watchdog = setInterval(() => {
-      if (Date.now() - this.#lastHeard > limit) this.#socket.reconnect();
-    }, tick);
+  /**
+   * A quiet room sends nothing, so the client asks: a heartbeat every `interval`, which the reflector's platform
+   * answers without waking the room. A connection that leaves one unanswered for PONG_TIMEOUT is dead even if no
+   * close arrived, and the client reconnects.
+   */
+  #startHeartbeat(interval: number): void {
+    this.#stopHeartbeat();
+    this.#heartbeat = setInterval(() => {
+      const sent = Date.now();
+      this.#socket.send(PING);
+      clearTimeout(this.#pongTimer);
+      this.#pongTimer = setTimeout(() => {
+        if (this.#lastHeard < sent) this.#socket.reconnect();
+      }, PONG_TIMEOUT);
+    }, interval);
   }
 
-  #stopWatchdog(): void {
-    clearInterval(this.#watchdog);
-    this.#watchdog = undefined;
+  #stopHeartbeat(): void {
+    clearInterval(this.#heartbeat);
+    clearTimeout(this.#pongTimer);
+    this.#heartbeat = undefined;
   }
 
   #setStatus(status: SessionStatus): void {

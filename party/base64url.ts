@@ -9,3 +9,8 @@ export function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
   const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
   return Uint8Array.from(binary, (char) => char.charCodeAt(0));
 }
+
+/** 128 random bits, base64url: unguessable, so nobody can claim another client's id or secret. */
+export function newToken(): string {
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+}

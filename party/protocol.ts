@@ -4,7 +4,7 @@
  */
 
 /** Bumped whenever a frame changes shape; a client and a reflector speaking different versions refuse each other. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /**
  * Largest client frame the reflector accepts, in UTF-16 code units, as received. Storage keeps a string in at most
@@ -39,6 +39,26 @@ export function checkRoomId(id: string, maxLength = MAX_ROOM_ID_LENGTH): string 
   return undefined;
 }
 
+/**
+ * The heartbeat a client sends, and the answer, as exact texts: on Cloudflare the platform answers it without
+ * waking the room (`setWebSocketAutoResponse`); elsewhere the reflector answers it itself.
+ */
+export const PING = '{"type":"ping"}';
+export const PONG = '{"type":"pong"}';
+
+/** Close code for a socket whose client resumed on a newer socket. */
+export const CLOSE_REPLACED = 4000;
+/** Close code for a connection to a room whose id is not a valid room id (after an error frame `bad-room`). */
+export const CLOSE_BAD_ROOM = 4001;
+/** Close code for a new client refused because the room holds `maxClients` clients (after an error frame `room-full`). */
+export const CLOSE_ROOM_FULL = 4002;
+/** Close code for a connection that kept sending above its rate limit (after its last `rate-limited` error frame). */
+export const CLOSE_FLOODING = 4003;
+/** Close code for a socket that did not say hello within `helloTimeout`. */
+export const CLOSE_NO_HELLO = 4004;
+/** Close code for a socket that sent nothing, heartbeats included, for `silenceTimeout`: its peer is gone. */
+export const CLOSE_SILENT = 4005;
+
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
   | { type: "message"; seq: number; time: number; client: string; id: number; payload: string }
@@ -61,8 +81,8 @@ export interface Welcome {
   acked: number;
   /** The reflector's current time; a replica advances to it once caught up. */
   time: number;
-  /** Milliseconds of silence after which the reflector sends a tick: a connection quiet for much longer is dead. */
-  tick: number;
+  /** How often the client sends a heartbeat (PING); a connection that leaves one unanswered is dead. */
+  heartbeat: number;
   /** The connection's frame rate limit, which the client keeps below; null when there is none. */
   rate: { perSecond: number; burst: number } | null;
   /** A snapshot to restore first, sent as `parts` `snapshot` frames right after this one; null when none is needed. */
@@ -90,6 +110,7 @@ export type ServerFrame =
   | Welcome
   | SnapshotPart
   | { type: "tick"; time: number }
+  | { type: "pong" }
   | { type: "snapshot-due"; seq: number }
   | { type: "snapshot-request"; seq: number }
   | { type: "snapshot-stored"; seq: number }
@@ -114,6 +135,8 @@ export type ClientFrame = (
   | { type: "publish"; id: number; payload: string }
   | { type: "hash"; seq: number; hash: string }
   | SnapshotPart
+  | { type: "tick-request"; time: number }
+  | { type: "ping" }
   | { type: "leave" }
 ) & { client?: string };
 
@@ -224,6 +247,10 @@ function parseFields(fields: Record<string, unknown>): ClientFrame {
       if (typeof fields.data !== "string") throw new ProtocolError("bad-frame", "snapshot.data must be a string");
       return { type: "snapshot", seq: count(fields.seq, "snapshot.seq", 1), part, parts, data: fields.data };
     }
+    case "tick-request":
+      return { type: "tick-request", time: count(fields.time, "tick-request.time", 1) };
+    case "ping":
+      return { type: "ping" };
     case "leave":
       return { type: "leave" };
     default:

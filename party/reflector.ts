@@ -1,4 +1,9 @@
 import {
+  CLOSE_FLOODING,
+  CLOSE_NO_HELLO,
+  CLOSE_REPLACED,
+  CLOSE_ROOM_FULL,
+  CLOSE_SILENT,
   encodeDivergence,
   encodeError,
   encodeSnapshotNotice,
@@ -8,6 +13,7 @@ import {
   majority,
   MAX_FRAME_LENGTH,
   parseClientFrame,
+  PONG,
   ProtocolError,
   type ClientFrame,
   type ErrorCode,
@@ -15,105 +21,41 @@ import {
   type SnapshotPart,
   type Vote,
 } from "./protocol.js";
-import { RoomStore, type RetiredClient, type RoomStorage } from "./room-store.js";
+import { RoomStore, type RetiredClient, type RoomRecord, type RoomStorage } from "./room-store.js";
+import { DEFAULT_SETTINGS, type ReflectorSettings } from "./settings.js";
 import { TokenBucket } from "./token-bucket.js";
 
-/** Anything the reflector can send a text frame to: a PartyKit connection, or a plain object in tests. */
+/**
+ * Anything the reflector can send a text frame to: a PartyServer or PartyKit connection, or a plain object in tests.
+ * `state` is what the socket carries while the room sleeps (a hibernatable WebSocket's attachment); the reflector
+ * keeps a `SocketState` there.
+ */
 export interface ClientSocket {
   send(text: string): void;
   close(code?: number, reason?: string): void;
+  readonly state: unknown;
+  setState(state: SocketState): unknown;
 }
 
-/**
- * What one connection, and one room, may use of the reflector; each can be set per deployment (see
- * `docs/security.md`). Unit tests turn them off with Infinity; PartyKit variables take finite numbers.
- */
-export interface ReflectorLimits {
-  /** Largest client frame, in UTF-16 code units; never more than MAX_FRAME_LENGTH, which storage needs. */
-  maxFrameLength: number;
-  /** Frames per second a connection may send on average: its token bucket refills at this rate... */
-  rateLimit: number;
-  /** ...up to this many tokens, which is also how many frames it may send at once. */
-  rateBurst: number;
-  /**
-   * A connection that has more than this many frames refused as rate-limited within one refill window
-   * (rateBurst / rateLimit seconds: the time an empty bucket takes to fill) is closed as flooding.
-   */
-  floodRefusals: number;
-  /** Clients, present or away, a room holds; a newcomer beyond them is refused. Resumes are always allowed. */
-  maxClients: number;
-  /** Milliseconds a socket may stay open without saying hello: sockets that never join must not pile up. */
-  helloTimeout: number;
+/** What a socket carries across a sleep of the room: when it opened, and the client it said hello as. */
+export interface SocketState {
+  opened: number;
+  client?: string;
 }
 
-export const DEFAULT_LIMITS: ReflectorLimits = {
-  maxFrameLength: MAX_FRAME_LENGTH,
-  rateLimit: 20,
-  rateBurst: 60,
-  floodRefusals: 100,
-  maxClients: 100,
-  helloTimeout: 10_000,
-};
-
-/** The room's timings, all in milliseconds, and its limits; each can be set per deployment (see `docs/protocol.md`). */
-export interface ReflectorSettings extends ReflectorLimits {
-  /** Silence after which the reflector sends a tick. */
-  tickInterval: number;
-  /** How long a client whose socket dropped stays present, waiting for it to resume. */
-  grace: number;
-  /**
-   * A snapshot falls due after this many events, which is also the most a newcomer replays below the gap's
-   * rate. Each round is a burst of about three frames per client; at 500 under load they lengthened the
-   * delivery tail by a third (docs/performance.md, item 10)...
-   */
-  snapshotEvents: number;
-  /** ...or after this long with at least one event, whichever comes first... */
-  snapshotInterval: number;
-  /**
-   * ...but never sooner than this after the last round: under heavy traffic `snapshotEvents` alone would start
-   * several rounds a second, each with a vote, an upload and storage writes.
-   */
-  snapshotGap: number;
-  /** How long the reflector waits for hashes, and then for an upload, before it gives up on a snapshot. */
-  voteTimeout: number;
-  /**
-   * How long an event may wait to be written to storage with the events after it; 0 writes each one at once.
-   * `partykit dev` commits every write with an fsync on the room's thread (about 1.5 ms here), which holds
-   * every frame back meanwhile: fewer, larger writes keep that out of the latency tail.
-   */
-  writeInterval: number;
-}
-
-export const DEFAULT_SETTINGS: ReflectorSettings = {
-  tickInterval: 1000,
-  grace: 10_000,
-  snapshotEvents: 1000,
-  snapshotInterval: 60_000,
-  snapshotGap: 1000,
-  voteTimeout: 10_000,
-  writeInterval: 1000,
-  ...DEFAULT_LIMITS,
-};
-
-/** Settings for one room; limits left out take their defaults. */
-export interface ReflectorOptions extends Omit<ReflectorSettings, keyof ReflectorLimits>, Partial<ReflectorLimits> {
+/** The settings and what the reflector is given by its platform. Settings left out take their defaults. */
+export interface ReflectorOptions<Socket> extends Partial<ReflectorSettings> {
   storage: RoomStorage;
   /** The server's clock, in milliseconds since the epoch. */
   clock: () => number;
   /** Makes a fresh, unguessable token: client ids and resume secrets. */
   newToken: () => string;
+  /** Sockets still open from before the room slept, each with its `state`: the room takes them back as they were. */
+  sockets?: Iterable<Socket>;
+  /** When the platform last answered this socket's heartbeat on the room's behalf (Cloudflare does, asleep or not). */
+  heartbeatAt?: (socket: Socket) => number | undefined;
 }
 
-/** Close code for a socket whose client resumed on a newer socket. */
-export const CLOSE_REPLACED = 4000;
-/** Close code for a connection to a room whose id is not a valid room id (after an error frame `bad-room`). */
-export const CLOSE_BAD_ROOM = 4001;
-/** Close code for a new client refused because the room holds `maxClients` clients (after an error frame `room-full`). */
-export const CLOSE_ROOM_FULL = 4002;
-/** Close code for a connection that kept sending above its rate limit (after its last `rate-limited` error frame). */
-export const CLOSE_FLOODING = 4003;
-/** Close code for a socket that did not say hello within `helloTimeout`. */
-export const CLOSE_NO_HELLO = 4004;
 /** How long, and for how many clients, the reflector remembers a client after its grace period ended. */
 const RETIRED_MEMORY = 60 * 60 * 1000;
 const MAX_RETIRED = 1000;
@@ -128,10 +70,18 @@ interface Client<Socket> {
   /** While the socket is gone: when the grace period ends. */
   awayUntil: number | undefined;
   /**
-   * Set for a client the room loaded from storage: it saw the previous run of the room, whose last events may
-   * not have been written before it stopped. Cleared by its first welcome in this run.
+   * Set for a client the room loaded from storage without a socket: it saw the previous run of the room, whose last
+   * events may not have been written before it stopped. Cleared by its first welcome in this run.
    */
   earlierRun?: boolean;
+}
+
+/** One open socket: the client it said hello as (none yet), its rate limit, and when it was last heard from. */
+interface Connection<Socket> {
+  client: Client<Socket> | undefined;
+  limiter: RateLimiter;
+  opened: number;
+  lastHeard: number;
 }
 
 /** A snapshot point in progress: first the hashes, then one upload from a client of the majority. */
@@ -157,7 +107,7 @@ export class RateLimiter {
   private readonly refusals: number[] = [];
 
   constructor(
-    private readonly limits: Pick<ReflectorLimits, "rateLimit" | "rateBurst" | "floodRefusals">,
+    private readonly limits: Pick<ReflectorSettings, "rateLimit" | "rateBurst" | "floodRefusals">,
     now: number,
   ) {
     this.bucket = new TokenBucket(limits.rateLimit, limits.rateBurst, now);
@@ -189,16 +139,6 @@ export function countVotes(hashes: Map<string, string>): Vote[] {
   return [...byHash].map(([hash, clients]) => ({ hash, clients })).sort((a, b) => b.clients.length - a.clients.length);
 }
 
-/**
- * What a room's retention alarm should do: delete an idle empty room, or look again when it would become idle.
- * A room with no clients and no history has nothing to delete and needs no alarm.
- */
-export function retentionAction(now: number, lastActivity: number | undefined, retention: number, empty: boolean): { delete: boolean; alarmAt?: number } {
-  if (!empty || lastActivity === undefined) return { delete: false };
-  if (now >= lastActivity + retention) return { delete: true };
-  return { delete: false, alarmAt: lastActivity + retention };
-}
-
 /** Compares secrets in time independent of where they differ. */
 function sameSecret(a: string, b: string): boolean {
   let difference = a.length ^ b.length;
@@ -206,82 +146,106 @@ function sameSecret(a: string, b: string): boolean {
   return difference === 0;
 }
 
+const isSocketState = (state: unknown): state is SocketState =>
+  typeof state === "object" && state !== null && typeof (state as SocketState).opened === "number" && ["undefined", "string"].includes(typeof (state as SocketState).client);
+
 /**
  * One room's reflector: gives every event the next sequence number and the server's time, stores it and sends it
  * to every client, the sender included. It decides client ids, emits `user-enter` / `user-exit` into the same
  * order, keeps clients through short disconnections, and collects snapshots. Payloads and snapshots pass through
  * as opaque strings.
  *
- * Everything here is synchronous: a sequence number is assigned the moment a frame arrives.
+ * Everything here is synchronous: a sequence number is assigned the moment a frame arrives. Nothing runs on a
+ * timer: the platform calls `wake` at `nextWakeAt`, and a room with nothing due needs no JavaScript at all. So
+ * that a room may sleep between any two calls, everything it must not forget is in storage (written within
+ * `writeInterval`) or in its sockets' `state`, and `open` rebuilds the room from both.
  */
 export class Reflector<Socket extends ClientSocket> {
-  /** Every open socket; undefined until it says hello. Keyed by socket, never by the client-chosen `_pk`. */
-  private readonly sockets = new Map<Socket, Client<Socket> | undefined>();
+  /** Every open socket. Keyed by socket, never by the client-chosen `_pk`. */
+  private readonly connections = new Map<Socket, Connection<Socket>>();
   /**
-   * The sockets that have said hello, whom every broadcast goes to. An array rather than a pass over `sockets`:
+   * The sockets that have said hello, whom every broadcast goes to. An array rather than a pass over `connections`:
    * in workerd a map's iterator allocates a result object per entry, i.e. per delivery, and that garbage alone
    * made the room collect more often than the baseline room (docs/performance.md, item 10).
    */
   private readonly present: Socket[] = [];
-  /** Every open socket's rate limiter, from its first frame on (hello counts). */
-  private readonly limiters = new Map<Socket, RateLimiter>();
-  /** When each socket that has not said hello yet opened. */
-  private readonly openedAt = new Map<Socket, number>();
-  private readonly limits: ReflectorLimits;
+  /** When each socket that has not said hello yet opened, earliest first. */
+  private readonly waiting = new Map<Socket, number>();
+  private readonly settings: ReflectorSettings;
   /** Present and away clients by id, in the order they joined. */
   private readonly clients = new Map<string, Client<Socket>>();
-  /**
-   * Clients whose grace period ended: a return within RETIRED_MEMORY learns which of its posts got through. The
-   * store's map, kept in room storage: a client that returns after a server restart must not resend its posts.
-   */
-  private readonly retired: ReadonlyMap<string, RetiredClient>;
+  private store: RoomStore;
   private time: number;
-  private lastSentAt: number;
   private lastDueSeq: number;
   private lastDueAt: number;
   /** When the last snapshot round started in this run of the room: the gap applies between rounds only. */
   private lastRoundAt = -Infinity;
   /** The last event in storage when this run of the room started. */
   private readonly loadedSeq: number;
-  /** When the oldest unwritten event must be written to storage. */
+  /** When what waits for storage must be written. */
   private writeDueAt = Infinity;
+  /** Whether the room record (see `saveRoom`) changed since it was written. */
+  private roomChanged = false;
   private round: SnapshotRound | undefined;
+  /** The earliest time the replicas asked to be ticked at: a model has work due then. */
+  private tickAt: number | undefined;
+  /** When to look for sockets that have gone silent; Infinity while nobody is present. */
+  private silenceCheckAt = Infinity;
 
   private constructor(
-    private readonly options: ReflectorOptions,
-    private readonly store: RoomStore,
+    private readonly options: ReflectorOptions<Socket>,
+    store: RoomStore,
   ) {
+    const settings = { ...DEFAULT_SETTINGS, ...definedOnly(options) };
+    settings.maxFrameLength = Math.min(settings.maxFrameLength, MAX_FRAME_LENGTH);
+    this.settings = settings;
+    this.store = store;
     const now = options.clock();
-    this.limits = {
-      maxFrameLength: Math.min(options.maxFrameLength ?? DEFAULT_LIMITS.maxFrameLength, MAX_FRAME_LENGTH),
-      rateLimit: options.rateLimit ?? DEFAULT_LIMITS.rateLimit,
-      rateBurst: options.rateBurst ?? DEFAULT_LIMITS.rateBurst,
-      floodRefusals: options.floodRefusals ?? DEFAULT_LIMITS.floodRefusals,
-      maxClients: options.maxClients ?? DEFAULT_LIMITS.maxClients,
-      helloTimeout: options.helloTimeout ?? DEFAULT_LIMITS.helloTimeout,
-    };
-    this.retired = store.retired;
-    this.time = store.lastTime;
-    this.lastSentAt = now;
-    this.lastDueSeq = store.lastSeq;
+    const room = store.room;
+    this.time = Math.max(store.lastTime, room?.time ?? 0);
+    this.tickAt = room?.tickAt;
+    this.lastDueSeq = room?.lastDueSeq ?? store.lastSeq;
+    this.lastDueAt = room?.lastDueAt ?? now;
     this.loadedSeq = store.lastSeq;
-    this.lastDueAt = now;
+    const stored = room?.round;
+    if (stored !== undefined) this.round = { ...stored, hashes: new Map(stored.hashes) };
   }
 
   /**
-   * Loads the room. Clients it still counts as present were connected to an earlier run of the server: each gets a
-   * grace period from now to come back as itself, as after any dropped socket.
+   * Loads the room and takes back the sockets that stayed open while it slept. Clients it counts as present but
+   * whose socket is gone (the server restarted) each get a grace period from now to come back as themselves, as
+   * after any dropped socket; clients that were away stay away until their grace period ends.
    */
-  static async open<Socket extends ClientSocket>(options: ReflectorOptions): Promise<Reflector<Socket>> {
+  static async open<Socket extends ClientSocket>(options: ReflectorOptions<Socket>): Promise<Reflector<Socket>> {
     const store = await RoomStore.load(options.storage);
     const reflector = new Reflector<Socket>(options, store);
     const lastPosts = new Map(Object.entries(store.snapshot?.lastPosts ?? {}));
     for (const event of store.replay()) if (event.type === "message") lastPosts.set(event.client, event.id);
-    const awayUntil = options.clock() + options.grace;
-    for (const [id, secret] of store.clients) {
-      reflector.clients.set(id, { id, secret, lastPost: lastPosts.get(id) ?? 0, socket: undefined, awayUntil, earlierRun: true });
+    const now = options.clock();
+    for (const [id, { secret, awayUntil }] of store.clients) {
+      reflector.clients.set(id, { id, secret, lastPost: lastPosts.get(id) ?? 0, socket: undefined, awayUntil: awayUntil ?? now + reflector.settings.grace, earlierRun: true });
     }
+    const sockets = [...(options.sockets ?? [])].map((socket) => ({ socket, state: socket.state }));
+    sockets.sort((a, b) => (isSocketState(a.state) ? a.state.opened : 0) - (isSocketState(b.state) ? b.state.opened : 0));
+    for (const { socket, state } of sockets) reflector.takeBack(socket, state, now);
     return reflector;
+  }
+
+  /** A socket that stayed open while the room slept: present again as the client it said hello as, or still waiting. */
+  private takeBack(socket: Socket, state: unknown, now: number): void {
+    const client = isSocketState(state) && state.client !== undefined ? this.clients.get(state.client) : undefined;
+    if (!isSocketState(state) || (state.client !== undefined && (client === undefined || client.socket !== undefined))) {
+      // Nothing the room knows: the client resumes on a new socket and the room sorts out who it is.
+      return closeSocket(socket, CLOSE_REPLACED, "the room does not know this connection");
+    }
+    this.connections.set(socket, { client: undefined, limiter: new RateLimiter(this.settings, now), opened: state.opened, lastHeard: now });
+    if (client === undefined) {
+      this.waiting.set(socket, state.opened);
+      return;
+    }
+    client.earlierRun = false;
+    client.awayUntil = undefined;
+    this.attach(client, socket);
   }
 
   /** Sockets that have said hello, i.e. clients that are present now. */
@@ -304,12 +268,16 @@ export class Reflector<Socket extends ClientSocket> {
     return this.store.lastSeq === 0 ? undefined : this.store.lastTime;
   }
 
+  private get retired(): ReadonlyMap<string, RetiredClient> {
+    return this.store.retired;
+  }
+
   /** A socket opened; it becomes a client when it says hello. */
   connect(socket: Socket): void {
     const now = this.options.clock();
-    this.sockets.set(socket, undefined);
-    this.limiters.set(socket, new RateLimiter(this.limits, now));
-    this.openedAt.set(socket, now);
+    this.connections.set(socket, { client: undefined, limiter: new RateLimiter(this.settings, now), opened: now, lastHeard: now });
+    this.waiting.set(socket, now);
+    socket.setState({ opened: now } satisfies SocketState);
   }
 
   /**
@@ -317,25 +285,28 @@ export class Reflector<Socket extends ClientSocket> {
    * over the connection's rate limit, and a connection that keeps sending over it is closed as flooding.
    */
   receive(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
-    if (!this.sockets.has(socket)) return;
-    const client = this.sockets.get(socket);
+    const connection = this.connections.get(socket);
+    if (connection === undefined) return;
+    const now = this.options.clock();
+    connection.lastHeard = now;
+    const client = connection.client;
     const uploading = client !== undefined && this.round?.uploader === client.id;
     let frame: ClientFrame | undefined;
     let problem: ProtocolError | undefined;
     try {
       // Only the client asked for a snapshot may send frames up to the hard maximum: its parts are that large.
-      frame = parseClientFrame(data, uploading ? MAX_FRAME_LENGTH : this.limits.maxFrameLength);
+      frame = parseClientFrame(data, uploading ? MAX_FRAME_LENGTH : this.settings.maxFrameLength);
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
       problem = error;
     }
     const requested = frame?.type === "snapshot" && uploading && frame.seq === this.round!.seq;
-    const limit = this.limits.maxFrameLength;
+    const limit = this.settings.maxFrameLength;
     if (uploading && !requested && typeof data === "string" && data.length > limit) {
       problem = new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${limit}`);
     }
     // The parts of a snapshot the reflector asked for are never throttled, however many there are.
-    if (!requested && !this.limiters.get(socket)!.take(this.options.clock())) return this.rateLimited(socket, client);
+    if (!requested && !connection.limiter.take(now)) return this.rateLimited(socket, connection);
     if (problem !== undefined) return refuse(socket, problem.code, problem.message);
     if (frame!.client !== undefined && frame!.client !== client?.id) {
       return refuse(socket, "identity", `client ${frame!.client} belongs to another connection; the reflector knows who sent this frame`);
@@ -344,6 +315,8 @@ export class Reflector<Socket extends ClientSocket> {
   }
 
   private handle(socket: Socket, client: Client<Socket> | undefined, frame: ClientFrame): void {
+    // A heartbeat is answered whoever sends it, as the platform answers it when it does so for the room.
+    if (frame.type === "ping") return trySend(socket, PONG);
     if (client === undefined) {
       if (frame.type === "hello") this.welcome(socket, frame);
       else refuse(socket, "out-of-turn", `send hello before ${frame.type}`);
@@ -358,6 +331,8 @@ export class Reflector<Socket extends ClientSocket> {
         return this.vote(client, frame.seq, frame.hash);
       case "snapshot":
         return this.upload(client, frame);
+      case "tick-request":
+        return this.requestTick(frame.time);
       case "leave":
         // A deliberate goodbye needs no grace period.
         this.forget(socket);
@@ -367,39 +342,44 @@ export class Reflector<Socket extends ClientSocket> {
 
   /** A socket closed or failed: its client is away until it resumes or its grace period ends. */
   disconnect(socket: Socket): void {
-    const client = this.sockets.get(socket);
+    const client = this.connections.get(socket)?.client;
     this.forget(socket);
     if (client === undefined || client.socket !== socket) return;
-    client.socket = undefined;
-    client.awayUntil = this.options.clock() + this.options.grace;
-    this.leaveRound(client.id);
+    this.goAway(client, this.options.clock());
   }
 
   /**
-   * Milliseconds until `wake` has something to do, or undefined when nothing is pending. The adapter asks after
-   * every frame, so it builds nothing, and walks the clients only while some are away.
+   * When `wake` next has something to do, in the clock's milliseconds, or undefined when nothing is pending: the
+   * earliest of the storage flush, hello timeouts, grace periods, the snapshot round, a requested tick, the silence
+   * check and, for an empty room, retention. The adapter asks after every frame, so it builds nothing and walks the
+   * clients only while some are away.
    */
-  nextWakeIn(): number | undefined {
-    let due = this.clientCount > 0 ? this.lastSentAt + this.options.tickInterval : Infinity;
+  nextWakeAt(): number | undefined {
+    let due = this.unwritten ? this.writeDueAt : Infinity;
     if (this.anyAway) for (const client of this.clients.values()) if (client.awayUntil !== undefined && client.awayUntil < due) due = client.awayUntil;
-    if (this.round !== undefined) due = Math.min(due, this.round.deadline);
-    if (this.store.unwrittenEvents > 0) due = Math.min(due, this.writeDueAt);
+    if (this.round !== undefined && this.round.deadline < due) due = this.round.deadline;
     // Insertion order is opening order, so the first socket waiting for its hello is the first to time out.
-    if (this.openedAt.size > 0) due = Math.min(due, this.openedAt.values().next().value! + this.limits.helloTimeout);
-    return due === Infinity ? undefined : Math.max(0, due - this.options.clock());
+    if (this.waiting.size > 0) due = Math.min(due, this.waiting.values().next().value! + this.settings.helloTimeout);
+    if (this.present.length > 0) {
+      if (this.tickAt !== undefined && this.tickAt < due) due = this.tickAt;
+      if (this.silenceCheckAt < due) due = this.silenceCheckAt;
+    }
+    if (this.clients.size === 0 && this.store.lastSeq > 0) due = Math.min(due, this.store.lastTime + this.settings.retention);
+    return due === Infinity ? undefined : due;
   }
 
   /**
-   * Does what is due: writes the events waiting for storage, closes sockets that never said hello, ends grace
-   * periods, gives up on a stalled snapshot, and ticks a quiet room.
+   * Does what is due: writes what waits for storage, closes sockets that never said hello or went silent, ends grace
+   * periods, gives up on a stalled snapshot, ticks the replicas that asked, and deletes a room idle past retention.
    */
   wake(): void {
     const now = this.options.clock();
-    if (this.writeDueAt <= now) this.store.flushEvents();
-    for (const [socket, opened] of this.openedAt) {
-      if (opened + this.limits.helloTimeout > now) break;
+    if (this.unwritten && this.writeDueAt <= now) this.flush();
+    for (const [socket, opened] of this.waiting) {
+      if (opened + this.settings.helloTimeout > now) break;
       this.forget(socket, CLOSE_NO_HELLO, "no hello");
     }
+    if (this.silenceCheckAt <= now) this.dropSilent(now);
     if (this.anyAway) {
       for (const client of [...this.clients.values()]) {
         if (client.awayUntil !== undefined && client.awayUntil <= now) this.exit(client, now);
@@ -410,30 +390,126 @@ export class Reflector<Socket extends ClientSocket> {
       if (this.round.candidates === undefined) this.countRound();
       else this.requestUpload(this.round.uploader);
     }
-    if (this.clientCount > 0 && now - this.lastSentAt >= this.options.tickInterval) {
+    if (this.tickAt !== undefined && this.tickAt <= now) this.tick(now);
+    if (this.clients.size === 0 && this.store.lastSeq > 0 && now >= this.store.lastTime + this.settings.retention) this.deleteRoom();
+  }
+
+  /** Writes everything that waits for storage. */
+  private flush(): void {
+    this.store.flush(this.roomChanged ? this.roomRecord() : undefined);
+    this.roomChanged = false;
+    this.writeDueAt = Infinity;
+  }
+
+  /** Whether anything waits to be written: events, or a change of the room record. */
+  private get unwritten(): boolean {
+    return this.store.unwrittenEvents > 0 || this.roomChanged;
+  }
+
+  /**
+   * Something is about to wait for storage: when nothing did, it is due within `writeInterval`, so that it is
+   * stored before the room can sleep. (Storing a client record writes the waiting events early; that is harmless.)
+   */
+  private willStore(): void {
+    if (!this.unwritten) this.writeDueAt = this.options.clock() + this.settings.writeInterval;
+  }
+
+  /** What the room must remember across a sleep besides its log and clients changed: write it with the next flush. */
+  private saveRoom(): void {
+    this.willStore();
+    this.roomChanged = true;
+    if (this.settings.writeInterval === 0) this.flush();
+  }
+
+  private roomRecord(): RoomRecord {
+    const round = this.round;
+    return {
+      time: this.time,
+      tickAt: this.tickAt,
+      lastDueSeq: this.lastDueSeq,
+      lastDueAt: this.lastDueAt,
+      round:
+        round === undefined
+          ? undefined
+          : { seq: round.seq, voters: round.voters, hashes: [...round.hashes], deadline: round.deadline, candidates: round.candidates, uploader: round.uploader },
+    };
+  }
+
+  /** A replica has model work due at `time`: tick then, unless an event carries time past it first. */
+  private requestTick(time: number): void {
+    if (time <= this.time || (this.tickAt !== undefined && this.tickAt <= time)) return;
+    this.tickAt = time;
+    this.saveRoom();
+  }
+
+  private tick(now: number): void {
+    this.tickAt = undefined;
+    // Nobody to tick: the replicas ask again when they come back.
+    if (this.present.length > 0) {
       this.time = stampTime(now, this.time);
       this.broadcast(encodeTick(this.time));
     }
+    this.saveRoom();
+  }
+
+  /**
+   * Closes the sockets that have sent nothing, heartbeats included, for `silenceTimeout`: their peers are gone
+   * without a word. Looks again when the quietest of the others could be silent that long.
+   */
+  private dropSilent(now: number): void {
+    let quietest = Infinity;
+    for (const socket of [...this.present]) {
+      const connection = this.connections.get(socket)!;
+      const heard = Math.max(connection.lastHeard, this.options.heartbeatAt?.(socket) ?? 0);
+      if (now - heard >= this.settings.silenceTimeout) {
+        const client = connection.client!;
+        this.forget(socket, CLOSE_SILENT, "no heartbeat");
+        this.goAway(client, now);
+      } else {
+        quietest = Math.min(quietest, heard);
+      }
+    }
+    this.silenceCheckAt = quietest + this.settings.silenceTimeout;
+  }
+
+  private deleteRoom(): void {
+    this.store.deleteAll();
+    this.store = RoomStore.empty(this.options.storage);
+    this.writeDueAt = Infinity;
+    this.roomChanged = false;
+    this.time = 0;
+    this.tickAt = undefined;
+    this.round = undefined;
+    this.lastDueSeq = 0;
   }
 
   /** A frame over the rate limit is refused; a connection refused too often within one refill window is closed. */
-  private rateLimited(socket: Socket, client: Client<Socket> | undefined): void {
-    const { rateLimit, rateBurst } = this.limits;
+  private rateLimited(socket: Socket, connection: Connection<Socket>): void {
+    const { rateLimit, rateBurst } = this.settings;
     refuse(socket, "rate-limited", `more than ${rateBurst} frames at once or ${rateLimit} per second; this frame was dropped`);
     const now = this.options.clock();
-    if (!this.limiters.get(socket)!.refused(now)) return;
+    if (!connection.limiter.refused(now)) return;
     // A flooder loses its seat at once: no grace period, and the others see it leave.
+    const client = connection.client;
     this.forget(socket, CLOSE_FLOODING, "flooding");
     if (client !== undefined) this.leaveNow(client, now);
   }
 
   /** Forgets a socket, closing it with `code` when one is given: its frames are ignored from now on. */
   private forget(socket: Socket, code?: number, reason?: string): void {
-    if (this.sockets.get(socket) !== undefined) this.present.splice(this.present.indexOf(socket), 1);
-    this.sockets.delete(socket);
-    this.limiters.delete(socket);
-    this.openedAt.delete(socket);
+    if (this.connections.get(socket)?.client !== undefined) this.present.splice(this.present.indexOf(socket), 1);
+    if (this.present.length === 0) this.silenceCheckAt = Infinity;
+    this.connections.delete(socket);
+    this.waiting.delete(socket);
     if (code !== undefined) closeSocket(socket, code, reason ?? "");
+  }
+
+  /** A client's socket is gone: it stays in the room, away, for the grace period. */
+  private goAway(client: Client<Socket>, now: number): void {
+    client.socket = undefined;
+    client.awayUntil = now + this.settings.grace;
+    this.store.rememberClient(client.id, { secret: client.secret, awayUntil: client.awayUntil });
+    this.leaveRound(client.id);
   }
 
   /** A client leaves at once, without a grace period: it said goodbye, or lost its seat. */
@@ -456,8 +532,8 @@ export class Reflector<Socket extends ClientSocket> {
       const retired = this.retired.get(id);
       if (retired !== undefined && sameSecret(retired.secret, secret)) acked = retired.lastPost;
     }
-    if (this.clients.size >= this.limits.maxClients) {
-      refuse(socket, "room-full", `this room holds ${this.limits.maxClients} clients, present or away; try again later`);
+    if (this.clients.size >= this.settings.maxClients) {
+      refuse(socket, "room-full", `this room holds ${this.settings.maxClients} clients, present or away; try again later`);
       this.forget(socket, CLOSE_ROOM_FULL, "room full");
       return;
     }
@@ -467,7 +543,7 @@ export class Reflector<Socket extends ClientSocket> {
     this.clients.set(id, client);
     // The enter goes in the log before the client's record: a record must never outlive its enter in a crash.
     const enter = this.record({ type: "user-enter", client: id });
-    this.store.rememberClient(id, client.secret);
+    this.store.rememberClient(id, { secret: client.secret });
     this.sendWelcome(socket, client, false, acked, 0);
     this.broadcast(enter);
     this.attach(client, socket);
@@ -479,6 +555,8 @@ export class Reflector<Socket extends ClientSocket> {
     if (client.socket !== undefined) {
       // The old socket has not noticed that it is dead; the client knows better.
       this.forget(client.socket, CLOSE_REPLACED, "this client resumed on a newer connection");
+    } else {
+      this.store.rememberClient(client.id, { secret: client.secret });
     }
     client.awayUntil = undefined;
     // Events past the stored log that a client saw before a restart may have been lost and their numbers reused
@@ -490,10 +568,13 @@ export class Reflector<Socket extends ClientSocket> {
   }
 
   private attach(client: Client<Socket>, socket: Socket): void {
-    this.openedAt.delete(socket);
+    const connection = this.connections.get(socket)!;
+    this.waiting.delete(socket);
     client.socket = socket;
-    this.sockets.set(socket, client);
+    connection.client = client;
+    if (this.present.length === 0) this.silenceCheckAt = this.options.clock() + this.settings.silenceTimeout;
     this.present.push(socket);
+    socket.setState({ opened: connection.opened, client: client.id } satisfies SocketState);
   }
 
   /**
@@ -505,6 +586,7 @@ export class Reflector<Socket extends ClientSocket> {
     const fromHeld = seq > 0 && seq >= store.snapshotSeq && seq <= store.lastSeq;
     const snapshot = fromHeld ? undefined : store.snapshot;
     const from = fromHeld ? seq : store.snapshotSeq;
+    const { rateLimit, rateBurst } = this.settings;
     const frames = [
       encodeWelcome({
         client: client.id,
@@ -512,8 +594,8 @@ export class Reflector<Socket extends ClientSocket> {
         resumed,
         acked,
         time: this.time,
-        tick: this.options.tickInterval,
-        rate: Number.isFinite(this.limits.rateLimit) && Number.isFinite(this.limits.rateBurst) ? { perSecond: this.limits.rateLimit, burst: this.limits.rateBurst } : null,
+        heartbeat: this.settings.heartbeat,
+        rate: Number.isFinite(rateLimit) && Number.isFinite(rateBurst) ? { perSecond: rateLimit, burst: rateBurst } : null,
         snapshot: snapshot === undefined ? null : { seq: snapshot.seq, parts: snapshot.parts.length },
         from,
         last: store.lastSeq,
@@ -559,17 +641,18 @@ export class Reflector<Socket extends ClientSocket> {
    * room's stored time). A round started from a wake instead made the chaos run diverge.
    */
   private snapshotIfDue(): void {
-    if (this.round !== undefined || this.clientCount === 0) return;
+    if (this.round !== undefined || this.present.length === 0) return;
     const now = this.options.clock();
     const since = this.store.lastSeq - this.lastDueSeq;
-    const { snapshotEvents, snapshotInterval, snapshotGap } = this.options;
+    const { snapshotEvents, snapshotInterval, snapshotGap } = this.settings;
     if (since === 0 || now - this.lastRoundAt < snapshotGap || (since < snapshotEvents && now - this.lastDueAt < snapshotInterval)) return;
     const seq = this.store.lastSeq;
     const voters = [...this.clients.values()].filter((client) => client.socket !== undefined).map((client) => client.id);
-    this.round = { seq, voters, hashes: new Map(), deadline: now + this.options.voteTimeout };
+    this.round = { seq, voters, hashes: new Map(), deadline: now + this.settings.voteTimeout };
     this.lastDueSeq = seq;
     this.lastDueAt = now;
     this.lastRoundAt = now;
+    this.saveRoom();
     // Sent right after event `seq` on every socket, so every replica hashes its state at exactly that point.
     this.broadcast(encodeSnapshotNotice("snapshot-due", seq));
   }
@@ -582,6 +665,7 @@ export class Reflector<Socket extends ClientSocket> {
       return;
     }
     round.hashes.set(client.id, hash);
+    this.saveRoom();
     if (round.voters.every((voter) => round.hashes.has(voter))) this.countRound();
   }
 
@@ -591,12 +675,14 @@ export class Reflector<Socket extends ClientSocket> {
     const votes = countVotes(round.hashes);
     if (votes.length > 1) this.broadcast(encodeDivergence(round.seq, votes));
     const winner = majority(votes);
-    if (winner === undefined) {
-      this.round = undefined;
-      return;
-    }
+    if (winner === undefined) return this.endRound();
     round.candidates = [...winner.clients];
     this.requestUpload(undefined);
+  }
+
+  private endRound(): void {
+    this.round = undefined;
+    this.saveRoom();
   }
 
   /** Asks the next client of the majority for the snapshot, after `failed` did not deliver it. */
@@ -604,13 +690,11 @@ export class Reflector<Socket extends ClientSocket> {
     const round = this.round!;
     round.candidates = round.candidates!.filter((id) => id !== failed);
     const uploader = round.candidates.map((id) => this.clients.get(id)).find((client) => client?.socket !== undefined);
-    if (uploader === undefined) {
-      this.round = undefined;
-      return;
-    }
+    if (uploader === undefined) return this.endRound();
     round.uploader = uploader.id;
     round.parts = undefined;
-    round.deadline = this.options.clock() + this.options.voteTimeout;
+    round.deadline = this.options.clock() + this.settings.voteTimeout;
+    this.saveRoom();
     trySend(uploader.socket!, encodeSnapshotNotice("snapshot-request", round.seq));
   }
 
@@ -626,7 +710,7 @@ export class Reflector<Socket extends ClientSocket> {
     if (round.parts.some((part) => part === undefined)) return;
     const lastPosts = Object.fromEntries([...this.clients.values()].map((known) => [known.id, known.lastPost]));
     this.store.storeSnapshot({ seq: round.seq, parts: round.parts as string[], lastPosts });
-    this.round = undefined;
+    this.endRound();
     this.broadcast(encodeSnapshotNotice("snapshot-stored", frame.seq));
     this.snapshotIfDue();
   }
@@ -637,6 +721,7 @@ export class Reflector<Socket extends ClientSocket> {
     if (round === undefined) return;
     if (round.candidates === undefined) {
       round.voters = round.voters.filter((voter) => voter !== id || round.hashes.has(voter));
+      this.saveRoom();
       if (round.voters.every((voter) => round.hashes.has(voter))) this.countRound();
     } else if (round.uploader === id) {
       this.requestUpload(id);
@@ -646,23 +731,29 @@ export class Reflector<Socket extends ClientSocket> {
   /** Stamps, stores and returns the encoded event. */
   private record(event: { type: "message"; client: string; id: number; payload: string } | { type: "user-enter" | "user-exit"; client: string }): string {
     this.time = stampTime(this.options.clock(), this.time);
+    // The event carries time past a requested tick: the replicas run their due work on the way to it.
+    if (this.tickAt !== undefined && this.time >= this.tickAt) this.tickAt = undefined;
     const seq = this.store.lastSeq + 1;
     // Built field by field so that every event's keys come in the documented order.
     const stamped: ReflectedEvent =
       event.type === "message"
         ? { type: "message", seq, time: this.time, client: event.client, id: event.id, payload: event.payload }
         : { type: event.type, seq, time: this.time, client: event.client };
+    this.willStore();
     const text = this.store.append(stamped);
-    if (this.options.writeInterval === 0) this.store.flushEvents();
-    else if (this.store.unwrittenEvents === 1) this.writeDueAt = this.options.clock() + this.options.writeInterval;
+    if (this.settings.writeInterval === 0) this.flush();
     return text;
   }
 
   /** Our own loop: one closing socket must not stop the others from receiving (PartyKit's broadcast throws halfway). */
   private broadcast(text: string): void {
-    this.lastSentAt = this.options.clock();
     for (let index = 0; index < this.present.length; index++) trySend(this.present[index]!, text);
   }
+}
+
+/** The options with their undefined settings left out, so that they do not hide the defaults. */
+function definedOnly(options: Partial<ReflectorSettings>): Partial<ReflectorSettings> {
+  return Object.fromEntries(Object.entries(options).filter(([key, value]) => key in DEFAULT_SETTINGS && value !== undefined));
 }
 
 function refuse(socket: ClientSocket, code: ErrorCode, message: string): void {

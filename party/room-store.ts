@@ -8,6 +8,7 @@ export interface RoomStorage {
   /** Deletes at most 128 keys per call, as Durable Object storage does. */
   delete(keys: string[], options?: WriteOptions): Promise<number>;
   list(options: { prefix: string }): Promise<Map<string, unknown>>;
+  deleteAll(options?: WriteOptions): Promise<void>;
 }
 
 /**
@@ -22,6 +23,35 @@ export interface WriteOptions {
 interface StoredChunk {
   first: number;
   last: number;
+}
+
+/** A client the room counts as present: its secret, and while its socket is gone, when its grace period ends. */
+export interface ClientRecord {
+  secret: string;
+  awayUntil?: number;
+}
+
+/**
+ * What the room must remember across a sleep besides its log and its clients: the floor of replicated time (a tick
+ * moves it without an event), the tick the replicas asked for, when the last snapshot round fell due, and the round
+ * in progress. Kept in memory and written with the next flush.
+ */
+export interface RoomRecord {
+  time: number;
+  tickAt?: number;
+  lastDueSeq: number;
+  lastDueAt: number;
+  round?: StoredRound;
+}
+
+/** A snapshot round as stored: enough to go on with it after the room slept. Parts being uploaded are not kept. */
+export interface StoredRound {
+  seq: number;
+  voters: string[];
+  hashes: [string, string][];
+  deadline: number;
+  candidates?: string[];
+  uploader?: string;
 }
 
 /** A client whose grace period ended, remembered so that a late return learns which of its posts got through. */
@@ -56,6 +86,7 @@ const chunkKey = (first: number) => EVENTS_PREFIX + pad(first);
 const snapshotPartPrefix = (seq: number) => `${SNAPSHOT_KEY}:${pad(seq)}:`;
 const snapshotPartKey = (seq: number, index: number) => snapshotPartPrefix(seq) + String(index).padStart(4, "0");
 const CLIENT_PREFIX = "client:";
+const ROOM_KEY = "room";
 const RETIRED_PREFIX = "retired:";
 /** Durable Object storage takes at most 128 keys per put or delete. */
 const KEYS_PER_OPERATION = 128;
@@ -86,8 +117,8 @@ export class RoomStore {
     private readonly chunks: StoredChunk[],
     private seq: number,
     private time: number,
-    /** Secret of every client that is present or within its grace period, by client id. */
-    readonly clients: Map<string, string>,
+    /** Every client that is present or within its grace period, by client id. */
+    readonly clients: Map<string, ClientRecord>,
     /** Clients whose grace period ended, by client id; kept in storage so that a restart does not forget them. */
     readonly retired: Map<string, RetiredClient>,
   ) {}
@@ -95,6 +126,13 @@ export class RoomStore {
   /** Events appended but not yet written, oldest first, and their length in code units. */
   private unwritten: string[] = [];
   private unwrittenLength = 0;
+  /** The room record as loaded. */
+  private roomRecord: RoomRecord | undefined;
+
+  /** A room that has never stored anything, or whose storage was just deleted. */
+  static empty(storage: RoomStorage): RoomStore {
+    return new RoomStore(storage, undefined, [], [], 0, 0, new Map(), new Map());
+  }
 
   static async load(storage: RoomStorage): Promise<RoomStore> {
     const record = (await storage.get(SNAPSHOT_KEY)) as Omit<StoredSnapshot, "parts"> & { parts: number } | undefined;
@@ -119,9 +157,10 @@ export class RoomStore {
       encoded.push(...texts.slice(Math.max(0, base + 1 - first)));
       chunks.push({ first, last: first + texts.length - 1 });
     }
-    const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, secret]) => [key.slice(CLIENT_PREFIX.length), String(secret)]));
+    const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, record]) => [key.slice(CLIENT_PREFIX.length), record as ClientRecord]));
     const retired = new Map([...(await storage.list({ prefix: RETIRED_PREFIX }))].map(([key, record]) => [key.slice(RETIRED_PREFIX.length), record as RetiredClient]));
     const store = new RoomStore(storage, snapshot, encoded, chunks, base, snapshot?.time ?? 0, clients, retired);
+    store.roomRecord = (await storage.get(ROOM_KEY)) as RoomRecord | undefined;
     // Left over when a server stopped between storing a snapshot and trimming the events it covers.
     store.deleteKeys(stale);
     const last = encoded.length > 0 ? (JSON.parse(encoded.at(-1)!) as ReflectedEvent) : undefined;
@@ -161,9 +200,20 @@ export class RoomStore {
     return this.encoded.map((text) => JSON.parse(text) as ReflectedEvent);
   }
 
-  /** Events appended since the last `flushEvents`. */
+  /** Events appended since the last flush. */
   get unwrittenEvents(): number {
     return this.unwritten.length;
+  }
+
+  /** The room record as loaded; undefined for a room that never wrote one. */
+  get room(): RoomRecord | undefined {
+    return this.roomRecord;
+  }
+
+  /** Writes the events appended since the last flush as one chunk, then `room` when given. */
+  flush(room?: RoomRecord): void {
+    this.flushEvents();
+    if (room !== undefined) this.put({ [ROOM_KEY]: room }, "storing the room record");
   }
 
   /** Adds an event to the log; it is written with the next `flushEvents`, or at once when a chunk is full. */
@@ -213,10 +263,10 @@ export class RoomStore {
    * Records a client the room counts as present until `forgetClient`, so a restarted server can resume it. Client
    * records are written after every event appended before them, so that they never run ahead of the log.
    */
-  rememberClient(id: string, secret: string): void {
+  rememberClient(id: string, record: ClientRecord): void {
     this.flushEvents();
-    this.clients.set(id, secret);
-    this.put({ [CLIENT_PREFIX + id]: secret }, "storing a client");
+    this.clients.set(id, record);
+    this.put({ [CLIENT_PREFIX + id]: record }, "storing a client");
   }
 
   forgetClient(id: string): void {
@@ -234,6 +284,11 @@ export class RoomStore {
   forgetRetired(id: string): void {
     this.retired.delete(id);
     this.deleteKeys([RETIRED_PREFIX + id]);
+  }
+
+  /** Deletes everything the room stored: an idle room's retention ended. */
+  deleteAll(): void {
+    this.write(this.storage.deleteAll(UNCONFIRMED), "deleting the room");
   }
 
   private deleteKeys(keys: string[]): void {

@@ -1,13 +1,19 @@
-// `npm start`: runs the reflector and serves the demo with `partykit dev`, then prints where to open it.
-// Stop with Ctrl-C. The port is 1999 unless PORT says otherwise; rooms persist in .partykit/.
+// `npm start`: runs the Worker that deploys (the reflector and the demo in dist/) under `wrangler dev`, then prints
+// where to open it. Stop with Ctrl-C. The port is 1999 unless PORT says otherwise; rooms persist in .wrangler/state.
 import { spawn } from "node:child_process";
 import { networkInterfaces } from "node:os";
 
 const port = Number(process.env.PORT ?? 1999);
 const child = spawn(
   process.execPath,
-  ["node_modules/partykit/dist/bin.mjs", "dev", "--port", String(port), "--persist", ".partykit/state", "--disable-request-cf-fetch", "--no-hotkeys"],
-  { stdio: ["ignore", "pipe", "inherit"] },
+  // All interfaces, so that a phone on the same network can open the demo and its rooms.
+  ["node_modules/wrangler/bin/wrangler.js", "dev", "--ip", "0.0.0.0", "--port", String(port), "--persist-to", ".wrangler/state", "--show-interactive-dev-session=false"],
+  {
+    stdio: ["ignore", "pipe", "inherit"],
+    // NODE_ENV=test keeps miniflare from fetching the `Request.cf` object, which fails without internet and which
+    // nothing here reads; metrics stay off.
+    env: { ...process.env, NODE_ENV: "test", WRANGLER_SEND_METRICS: "false" },
+  },
 );
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => child.kill(signal));
 child.on("exit", (code) => process.exit(code ?? 0));

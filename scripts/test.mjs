@@ -1,5 +1,5 @@
-// Runs the whole suite: the Node tests (model, runtime, reflector, and integration against a real `partykit dev`),
-// then the Chromium tests through @web/test-runner. Ends with one line: `N passed, N failed`.
+// Runs the whole suite: the Node tests (model, runtime, reflector, and integration against a real `wrangler dev` and
+// `partykit dev`), then the Chromium tests through @web/test-runner. Ends with one line: `N passed, N failed`.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { build } from "esbuild";
@@ -24,8 +24,9 @@ const suites = [];
 let passed = 0;
 let failed = 0;
 if (only === undefined) {
-  // The strict typecheck counts as one check of the suite.
-  const code = await run(process.execPath, ["node_modules/typescript/bin/tsc", "--noEmit", "-p", "."]);
+  // The strict typecheck counts as one check of the suite: the project against the DOM, the Worker against the
+  // Workers runtime (party/tsconfig.json).
+  const code = (await run(process.execPath, ["node_modules/typescript/bin/tsc", "--noEmit", "-p", "."])) || (await run(process.execPath, ["node_modules/typescript/bin/tsc", "--noEmit", "-p", "party"]));
   console.log(code === 0 ? "typecheck passed" : "typecheck failed");
   if (code === 0) passed++;
   else failed++;

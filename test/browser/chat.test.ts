@@ -14,7 +14,7 @@ import {
   waitFor,
 } from "./helpers.js";
 
-describe("<multiuser-chat> in Chromium against partykit dev", () => {
+describe("<multiuser-chat> in Chromium against wrangler dev", () => {
   afterEach(removeAll);
 
   it("two elements in one room see each other's posts, the same users and the same nicknames", async () => {

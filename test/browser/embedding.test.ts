@@ -82,7 +82,7 @@ describe("the builds embedded in pages on another origin", () => {
   }
 
   it("demo/codepen.html's body works on another origin, and its QR code opens the deployment's demo page in the same room", async () => {
-    const deployment = "https://multiuser-chat.YOUR-USERNAME.partykit.dev";
+    const deployment = "https://multiuser-chat.YOUR-SUBDOMAIN.workers.dev";
     const file = await (await fetch("/demo/codepen.html")).text();
     const body = new DOMParser().parseFromString(file, "text/html").body.innerHTML;
     expect(body).to.include(`${deployment}/multiuser-chat.js`);

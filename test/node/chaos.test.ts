@@ -1,5 +1,5 @@
 /**
- * A bounded, seeded chaos run against a real `partykit dev`: headless clients post, lose their sockets, lose their
+ * A bounded, seeded chaos run against a real `wrangler dev`: headless clients post, lose their sockets, lose their
  * network for a while (mostly within the grace period, a few times beyond it), join late and leave for good, and
  * the server restarts once in the middle. At the end every live replica holds the same state, every acknowledged
  * post is in the history exactly once, nothing is duplicated, and posts still pending when posting stopped arrive.
@@ -14,7 +14,7 @@ import { seedFromString, Xoshiro128StarStar } from "../../component/prng.js";
 import { Session } from "../../component/session.js";
 import { sha256Hex } from "../../component/state-hash.js";
 import { TestNetwork } from "../support/network.js";
-import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
 // A fixed seed by default, so every run makes the same choices; timings still vary with the machine.
@@ -26,7 +26,6 @@ const CHAOS_MS = 60_000;
 const RESTART_AT_MS = 28_000;
 const GRACE_MS = 5000;
 const SETTINGS = {
-  TICK_INTERVAL_MS: "1000",
   GRACE_MS: String(GRACE_MS),
   SNAPSHOT_EVENTS: "200",
   SNAPSHOT_INTERVAL_MS: "15000",
@@ -70,12 +69,12 @@ interface Client {
   errors: string[];
 }
 
-test(`chaos: seeded kills, cuts, joins, leaves and a server restart against partykit dev (seed ${SEED})`, { timeout: 150_000 }, async () => {
+test(`chaos: seeded kills, cuts, joins, leaves and a server restart against wrangler dev (seed ${SEED})`, { timeout: 150_000 }, async () => {
   const started = Date.now();
   console.log(`chaos seed: ${SEED}  (replay with CHAOS_SEED=${SEED})`);
   const rng = new Rng(SEED);
   const room = `chaos-${SEED}`.replace(/[^A-Za-z0-9_-]/g, "-");
-  let server: PartykitDev = await startPartykitDev({ vars: SETTINGS });
+  let server: ReflectorServer = await startReflector({ vars: SETTINGS });
   const persistDir = server.persistDir;
   const port = server.port;
   const clients: Client[] = [];
@@ -182,8 +181,8 @@ test(`chaos: seeded kills, cuts, joins, leaves and a server restart against part
         restart = (async () => {
           const t0 = Date.now();
           console.log(`chaos: restarting the server at ${elapsed} ms`);
-          await server.stop();
-          server = await startPartykitDev({ vars: SETTINGS, persistDir, port });
+          await server.stop({ keep: true });
+          server = await startReflector({ vars: SETTINGS, persistDir, port });
           counts.restarts++;
           restartMs = Date.now() - t0;
           console.log(`chaos: server back after ${restartMs} ms`);
@@ -358,7 +357,6 @@ test(`chaos: seeded kills, cuts, joins, leaves and a server restart against part
   } finally {
     restoreAll();
     for (const client of clients) client.session.leave();
-    await server.stop();
-    await removePersistDir(persistDir);
+    await server.stop({ keep: false });
   }
 });

@@ -1,5 +1,5 @@
 /**
- * Continuity against a real `partykit dev`: late joins from a snapshot after many events, connections that drop
+ * Continuity against a real local server, under both platforms (`wrangler dev` and `partykit dev`): late joins from a snapshot after many events, connections that drop
  * and come back (within and after the grace period), posts resent over dying connections, replicas that diverge,
  * and rooms that outlive their clients (a server restart) or are deleted by the retention alarm.
  *
@@ -16,17 +16,17 @@ import { sha256Hex, stateHash } from "../../component/state-hash.js";
 import { PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
 import { DriftingChatModel } from "../support/drifting-model.js";
 import { TestNetwork } from "../support/network.js";
-import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+import { PLATFORMS, removePersistDir, startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
 const GRACE_MS = 2000;
 const SNAPSHOT_EVENTS = 500;
 /**
- * No ticks and no time-driven snapshots: ticks move replicated time, and the tests compare whole states. Rounds
+ * No time-driven snapshots: the tests compare whole states at the points they choose. Rounds
  * follow SNAPSHOT_EVENTS alone (no gap between them), so the tests can count them. Clients here post in bursts
  * of hundreds, which the default rate limit is there to stop; test/node/limits.test.ts covers it.
  */
-const QUIET = { TICK_INTERVAL_MS: "600000", SNAPSHOT_INTERVAL_MS: "600000", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000" };
+const QUIET = { SNAPSHOT_INTERVAL_MS: "600000", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000" };
 const MAIN_VARS = { ...QUIET, GRACE_MS: String(GRACE_MS), SNAPSHOT_EVENTS: String(SNAPSHOT_EVENTS), VOTE_TIMEOUT_MS: "5000" };
 const SMALL_SNAPSHOT_EVENTS = 10;
 const RETENTION_MS = 1500;
@@ -123,7 +123,7 @@ async function assertConverged(sessions: Session[], what = "every replica to rea
 }
 
 /** A bare socket speaking the wire protocol, to see (and send) frames exactly as they are. */
-function rawSocket(server: PartykitDev, room: string) {
+function rawSocket(server: ReflectorServer, room: string) {
   const frames: ServerFrame[] = [];
   const socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=raw-${Math.random().toString(36).slice(2)}`);
   socket.on("message", (data) => frames.push(JSON.parse(String(data)) as ServerFrame));
@@ -146,7 +146,7 @@ function rawSocket(server: PartykitDev, room: string) {
   return { socket, frames, opened, send, welcomed };
 }
 
-async function joinClient(server: PartykitDev, room: string, tracked: Session[], model: ModelClass = ChatModel, modelOptions: unknown = MODEL_OPTIONS): Promise<Client> {
+async function joinClient(server: ReflectorServer, room: string, tracked: Session[], model: ModelClass = ChatModel, modelOptions: unknown = MODEL_OPTIONS): Promise<Client> {
   const wire = new Wire();
   const session = Session.join({ host: server.host, room, model, modelOptions, WebSocket: wire.WebSocket });
   tracked.push(session);
@@ -155,29 +155,31 @@ async function joinClient(server: PartykitDev, room: string, tracked: Session[],
   return { session, wire };
 }
 
-const MAIN_SERVER = { current: undefined as PartykitDev | undefined };
-const SMALL_SERVER = { current: undefined as PartykitDev | undefined };
+for (const platform of PLATFORMS) describe(`continuity and room lifetime against a real ${platform} dev`, () => {
+const MAIN_SERVER = { current: undefined as ReflectorServer | undefined };
+const SMALL_SERVER = { current: undefined as ReflectorServer | undefined };
 const sessions: Session[] = [];
-const persistDirs = new Set<string>();
+/** Every server started here, to stop at the end; a restarted one keeps its state folder until then. */
+const servers = new Set<ReflectorServer>();
 const main = () => MAIN_SERVER.current!;
 const small = () => SMALL_SERVER.current!;
+const start = async (options: Parameters<typeof startReflector>[0]) => {
+  const server = await startReflector({ platform, ...options });
+  servers.add(server);
+  return server;
+};
 
 before(async () => {
-  const [first, second] = await Promise.allSettled([startPartykitDev({ vars: MAIN_VARS }), startPartykitDev({ vars: SMALL_VARS })]);
-  for (const result of [first, second]) if (result.status === "fulfilled") persistDirs.add(result.value.persistDir);
-  if (first.status === "fulfilled") MAIN_SERVER.current = first.value;
-  if (second.status === "fulfilled") SMALL_SERVER.current = second.value;
-  if (first.status === "rejected") throw first.reason;
-  if (second.status === "rejected") throw second.reason;
+  [MAIN_SERVER.current, SMALL_SERVER.current] = await Promise.all([start({ vars: MAIN_VARS }), start({ vars: SMALL_VARS })]);
 });
 
 after(async () => {
   for (const session of sessions) session.leave();
-  for (const holder of [MAIN_SERVER, SMALL_SERVER]) await holder.current?.stop();
-  for (const dir of persistDirs) await removePersistDir(dir);
+  for (const server of servers) await server.stop({ keep: true });
+  for (const dir of new Set([...servers].map((server) => server.persistDir))) await removePersistDir(dir);
 });
 
-describe("continuity against a real partykit dev", () => {
+describe("continuity", () => {
   test("a client joining after more than 10,000 events gets a snapshot and fewer than SNAPSHOT_EVENTS events", async () => {
     const room = "ten-thousand";
     const clients: Client[] = [];
@@ -541,8 +543,8 @@ describe("continuity against a real partykit dev", () => {
   });
 });
 
-describe("room lifetime against a real partykit dev", () => {
-  test("a room without clients keeps its history across a partykit dev restart", async () => {
+describe("room lifetime", () => {
+  test(`a room without clients keeps its history across a ${platform} dev restart`, async () => {
     const room = "lifetime-restart";
     const writer = await joinClient(main(), room, sessions);
     const observer = await joinClient(main(), room, sessions);
@@ -558,9 +560,9 @@ describe("room lifetime against a real partykit dev", () => {
     await sleep(500);
 
     const old = main();
-    await old.stop();
+    await old.stop({ keep: true });
     MAIN_SERVER.current = undefined;
-    MAIN_SERVER.current = await startPartykitDev({ persistDir: old.persistDir, vars: MAIN_VARS });
+    MAIN_SERVER.current = await start({ persistDir: old.persistDir, vars: MAIN_VARS });
 
     const reader = await joinClient(main(), room, sessions);
     const readerName = chat(reader.session).nicknameOf(reader.session.clientId!)!;
@@ -577,18 +579,17 @@ describe("room lifetime against a real partykit dev", () => {
   });
 
   test("posts the reflector ordered but had not written when it died are sent again and appear once", async () => {
-    // Events wait a minute for their batch write here, so a restart is sure to lose the posts' events.
-    const vars = { ...MAIN_VARS, WRITE_INTERVAL_MS: "60000" };
-    let server = await startPartykitDev({ vars });
-    persistDirs.add(server.persistDir);
+    // Events wait the longest allowed, 5 s, for their batch write here, so the restart below loses the posts' events.
+    const vars = { ...MAIN_VARS, WRITE_INTERVAL_MS: "5000" };
+    let server = await start({ vars });
     try {
       const room = "unwritten-tail";
       const writer = await joinClient(server, room, sessions);
       const texts = ["one", "two", "three"];
       for (const text of texts) writer.session.publish("chat", "post", { text });
       await waitFor(() => writer.session.pending.length === 0 && postTexts(writer.session).length === 3, "the posts to be ordered");
-      await server.stop();
-      server = await startPartykitDev({ vars, persistDir: server.persistDir, port: server.port });
+      await server.stop({ keep: true });
+      server = await start({ vars, persistDir: server.persistDir, port: server.port });
 
       // The writer resumes within its grace period; the room has only its enter, so it sends its posts again.
       await waitFor(() => writer.session.status === "connected" && writer.session.pending.length === 0 && postTexts(writer.session).length === 3, "the posts to be ordered again");
@@ -597,7 +598,7 @@ describe("room lifetime against a real partykit dev", () => {
       assert.deepEqual(postTexts(writer.session), texts);
       await assertConverged([writer.session, reader.session]);
     } finally {
-      await server.stop();
+      await server.stop({ keep: true });
     }
   });
 
@@ -633,4 +634,5 @@ describe("room lifetime against a real partykit dev", () => {
     );
     assert.equal(late.session.replica!.seq, 1, "the log starts afresh");
   });
+});
 });

@@ -1,5 +1,5 @@
 /**
- * End-to-end encryption against a real `partykit dev`: what the reflector relays and stores is ciphertext, and a
+ * End-to-end encryption against a real `wrangler dev`: what the reflector relays and stores is ciphertext, and a
  * client holding the wrong key is told so without disturbing anyone else.
  */
 import assert from "node:assert/strict";
@@ -12,16 +12,16 @@ import { newRoomSecret, RoomKey } from "../../component/room-key.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
 import { PROTOCOL_VERSION } from "../../party/protocol.js";
-import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
-// Snapshots often, so that stored snapshots are checked too; no ticks, so whole states can be compared.
-const VARS = { TICK_INTERVAL_MS: "600000", SNAPSHOT_EVENTS: "5", VOTE_TIMEOUT_MS: "1000" };
+// Snapshots often, so that stored snapshots are checked too.
+const VARS = { SNAPSHOT_EVENTS: "5", VOTE_TIMEOUT_MS: "1000" };
 
 const chat = (session: Session) => session.model as ChatModel;
 const postTexts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post").map((entry) => entry.text);
 
-async function join(server: PartykitDev, room: string, key: string | undefined): Promise<Session> {
+async function join(server: ReflectorServer, room: string, key: string | undefined): Promise<Session> {
   const session = Session.join({ host: server.host, room, key, model: ChatModel, WebSocket });
   await session.whenReady();
   return session;
@@ -36,18 +36,17 @@ async function filesUnder(dir: string): Promise<Buffer[]> {
 /** Storage keeps a string as Latin-1 or UTF-16 bytes, and the wire as UTF-8: look for all three. */
 const encodings = (text: string) => [Buffer.from(text, "utf8"), Buffer.from(text, "latin1"), Buffer.from(text, "utf16le")];
 
-describe("end-to-end encryption against a real partykit dev", () => {
-  let server: PartykitDev;
+describe("end-to-end encryption against a real wrangler dev", () => {
+  let server: ReflectorServer;
   const sessions: Session[] = [];
 
   before(async () => {
-    server = await startPartykitDev({ vars: VARS });
+    server = await startReflector({ vars: VARS });
   });
 
   after(async () => {
     for (const session of sessions) session.leave();
     await server.stop();
-    await removePersistDir(server.persistDir);
   });
 
   test("the reflector relays and stores no plaintext of posts or nicknames", async () => {
@@ -76,10 +75,10 @@ describe("end-to-end encryption against a real partykit dev", () => {
     for (const text of forbidden) assert.ok(!observed.some((frame) => frame.includes(text)), `a frame carried "${text}"`);
     assert.ok(observed.some((frame) => frame.includes('"type":"message"')), "the observer saw the messages");
 
-    // Give the non-awaited storage writes a moment, then read every byte partykit dev persisted.
+    // Give the non-awaited storage writes a moment, then read every byte wrangler dev persisted.
     await new Promise((resolve) => setTimeout(resolve, 500));
     const files = await filesUnder(server.persistDir);
-    assert.ok(files.length > 0, "partykit dev persisted the room");
+    assert.ok(files.length > 0, "wrangler dev persisted the room");
     const stored = files;
     for (const text of forbidden) {
       for (const encoded of encodings(text)) assert.ok(!stored.some((bytes) => bytes.includes(encoded)), `storage holds "${text}"`);

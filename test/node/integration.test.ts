@@ -1,14 +1,17 @@
 /**
- * Headless clients against a real `partykit dev` on a loopback port: real sockets, the real reflector, real storage.
+ * Headless clients against a real local server on a loopback port, under both platforms: `wrangler dev` running the
+ * PartyServer Worker (what deploys) and `partykit dev` running the PartyKit adapter. Real sockets, the real
+ * reflector, real storage.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
-import { ChatModel } from "../../component/chat-model.js";
-import { Session } from "../../component/session.js";
+import type { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { MAX_FRAME_LENGTH, PROTOCOL_VERSION, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
-import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+import { MAX_FRAME_LENGTH, PING, PROTOCOL_VERSION, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { PLATFORMS, startReflector, type ReflectorServer } from "../support/reflector-server.js";
+import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";
+import { TimerChatModel } from "../support/timer-model.js";
 import { waitFor } from "../support/wait-for.js";
 
 /** The longest payload of `unit` repeated whose publish frame is still within the limit. */
@@ -18,25 +21,10 @@ function largestPayload(unit: string): string {
   return unit.repeat(Math.floor((MAX_FRAME_LENGTH - frameLength("")) / perUnit));
 }
 
-const chat = (session: Session) => session.model as ChatModel;
-const postTexts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post").map((entry) => entry.text);
-
-async function join(server: PartykitDev, room: string): Promise<Session> {
-  const session = Session.join({ host: server.host, room, model: ChatModel, WebSocket });
-  await session.whenReady();
-  return session;
-}
-
-/** Waits until every session has applied the same last event, then compares their state hashes. */
-async function assertConverged(sessions: Session[]): Promise<string> {
-  await waitFor(() => new Set(sessions.map((session) => session.replica!.seq)).size === 1, "every replica to reach the same event");
-  const hashes = await Promise.all(sessions.map((session) => stateHash(session.replica!)));
-  assert.equal(new Set(hashes).size, 1, `replicas differ: ${hashes.join(" ")}`);
-  return hashes[0]!;
-}
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A bare socket speaking the wire protocol, to see frames as the reflector sends them. It says hello once open. */
-function rawSocket(server: PartykitDev, room: string, pk: string) {
+function rawSocket(server: ReflectorServer, room: string, pk: string) {
   const frames: ServerFrame[] = [];
   const socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=${pk}`);
   socket.on("message", (data) => frames.push(JSON.parse(String(data))));
@@ -56,26 +44,25 @@ const caughtUpEvents = (frames: ServerFrame[]) => {
   return frames.filter((frame): frame is ReflectedEvent => "seq" in frame && frame.type !== "snapshot").filter((event) => event.seq > welcome.from && event.seq <= welcome.last);
 };
 
-const SETTINGS = { TICK_INTERVAL_MS: "600000", GRACE_MS: "1500" };
+/** Heartbeats every 2 s, so that a test of 20 s sees ten of them; every entry into a room's code is logged. */
+const SETTINGS = { GRACE_MS: "1500", HEARTBEAT_MS: "2000", LOG_ENTRIES: "1" };
 
-describe("against a real partykit dev", () => {
-  let server: PartykitDev;
+for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () => {
+  let server: ReflectorServer;
   const sessions: Session[] = [];
-  const joinTracked = async (room: string) => {
-    const session = await join(server, room);
+  const joinTracked = async (room: string, options = {}) => {
+    const session = await joinRoom(server.host, room, options);
     sessions.push(session);
     return session;
   };
 
   before(async () => {
-    // No ticks during these tests: a tick moves replicated time, and the tests compare whole states.
-    server = await startPartykitDev({ vars: SETTINGS });
+    server = await startReflector({ platform, vars: SETTINGS });
   });
 
   after(async () => {
     for (const session of sessions) session.leave();
-    await server.stop();
-    await removePersistDir(server.persistDir);
+    await server.stop({ keep: false });
   });
 
   test("three clients posting concurrently end with identical state, and a late joiner reaches it too", async () => {
@@ -109,7 +96,7 @@ describe("against a real partykit dev", () => {
   test("closing a client gives the others its user-exit", async () => {
     const room = "leaving";
     const stayer = await joinTracked(room);
-    const leaver = await join(server, room);
+    const leaver = await joinRoom(server.host, room);
     await waitFor(() => chat(stayer).users.length === 2, "the second user");
     const leaverName = chat(leaver).nicknameOf(leaver.clientId!)!;
     leaver.leave();
@@ -148,7 +135,7 @@ describe("against a real partykit dev", () => {
     client.socket.close();
   });
 
-  test("after partykit dev stops and starts again on the same storage and port, the history is whole and a client resumes as itself", async () => {
+  test(`after ${platform} dev stops and starts again on the same storage and port, the history is whole and a client resumes as itself`, async () => {
     const room = "restart";
     const writer = await joinTracked(room);
     for (let i = 0; i < 30; i++) writer.publish("chat", "post", { text: `before restart ${i}` });
@@ -169,9 +156,9 @@ describe("against a real partykit dev", () => {
     for (const session of sessions.splice(0)) if (session !== writer) session.leave();
     sessions.push(writer);
     assert.equal(writer.status, "connected");
-    await server.stop();
+    await server.stop({ keep: true });
     await waitFor(() => writer.status === "reconnecting", "the writer to notice the server is gone");
-    server = await startPartykitDev({ persistDir: server.persistDir, port: server.port, vars: SETTINGS });
+    server = await startReflector({ platform, persistDir: server.persistDir, port: server.port, vars: SETTINGS });
     await waitFor(() => writer.status === "connected", "the writer to resume");
     assert.equal(writer.clientId, writerId, "the restarted reflector knows the writer by its secret");
 
@@ -197,19 +184,59 @@ describe("against a real partykit dev", () => {
     assert.deepEqual(stored, largest);
     check.socket.close();
   });
-});
 
-describe("ticks against a real partykit dev", () => {
-  test("a quiet room's replicas advance in time", async () => {
-    const server = await startPartykitDev({ vars: { TICK_INTERVAL_MS: "200" } });
-    try {
-      const session = await join(server, "quiet");
-      const start = session.replica!.time;
-      await waitFor(() => session.replica!.time >= start + 400, "two ticks");
-      session.leave();
-    } finally {
-      await server.stop();
-      await removePersistDir(server.persistDir);
-    }
+  test("a model's work due later runs in a quiet room: the replicas ask for a tick at its time, and only then does one come", async () => {
+    const delay = 1500;
+    const session = await joinTracked("timer", { model: TimerChatModel, modelOptions: { delay } });
+    const model = session.model as TimerChatModel;
+    const entered = model.history.at(-1)!.time;
+    await waitFor(() => model.rings.length === 1, "the ring, which needs a tick");
+    assert.deepEqual(model.rings, [entered + delay], "at the time it was due, in replicated time");
+    const time = session.replica!.time;
+    await sleep(3000);
+    assert.equal(session.replica!.time, time, "no tick after it: nothing is due");
+  });
+
+  test("a connected client of an idle room receives nothing but the answers to its heartbeats for 20 s", async () => {
+    const room = "idle";
+    const client = rawSocket(server, room, "idle-watcher");
+    await client.opened;
+    await waitFor(() => welcomeOf(client.frames) !== undefined, "the welcome");
+    const others = await Promise.all([joinTracked(room), joinTracked(room)]);
+    await waitFor(() => client.frames.filter((frame) => frame.type === "user-enter").length === 3, "everyone's enter");
+    const seen = client.frames.length;
+    const pinger = setInterval(() => client.socket.send(PING), 2000);
+    await sleep(20_000);
+    clearInterval(pinger);
+    const types = client.frames.slice(seen).map((frame) => frame.type);
+    assert.ok(types.length >= 9, `answers to about ten heartbeats, got ${types.length}`);
+    assert.deepEqual(new Set(types), new Set(["pong"]), "and nothing else");
+    await assertConverged(others);
+    client.socket.close();
+    if (platform !== "wrangler") return;
+    // 20 s without an event is twice what workerd waits before it evicts a hibernatable room: the close wakes it.
+    const starts = () => server.output().match(new RegExp(`room ${room}: start`, "g"))?.length ?? 0;
+    await waitFor(() => starts() === 2, "the room to start again: it slept through the heartbeats");
+  });
+
+  test("a room evicted between two posts shows its clients nothing: no leave or join, and the order goes on", { skip: platform !== "wrangler" }, async () => {
+    const room = "evicted";
+    const [a, b] = [await joinTracked(room), await joinTracked(room)];
+    a.publish("chat", "post", { text: "before the room sleeps" });
+    await waitFor(() => postTexts(b).length === 1, "the first post");
+    const seqBefore = b.replica!.seq;
+    const startsBefore = server.output().match(new RegExp(`room ${room}: start`, "g"))!.length;
+    await sleep(12_000);
+    b.publish("chat", "post", { text: "after it woke" });
+    await waitFor(() => postTexts(a).length === 2, "the second post");
+    assert.equal(server.output().match(new RegExp(`room ${room}: start`, "g"))!.length, startsBefore + 1, "the post woke an evicted room");
+    assert.equal(a.replica!.seq, seqBefore + 1, "the next sequence number, and no event but the post");
+    assert.deepEqual(postTexts(a), ["before the room sleeps", "after it woke"]);
+    assert.deepEqual(
+      chat(a).users.map((user) => user.id),
+      [a.clientId, b.clientId],
+    );
+    assert.equal(a.status, "connected");
+    await assertConverged([a, b]);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * The reflector's limits and identity rules against a real `partykit dev` (docs/security.md): each limit crossed
+ * The reflector's limits and identity rules against a real `wrangler dev` (docs/security.md): each limit crossed
  * gets its documented error frame and close code, a flood is throttled and then disconnected while honest
  * clients chat on, and impersonation attempts fail.
  */
@@ -9,18 +9,16 @@ import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { PROTOCOL_VERSION, type ServerFrame, type Welcome } from "../../party/protocol.js";
-import { CLOSE_BAD_ROOM, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, DEFAULT_LIMITS } from "../../party/reflector.js";
+import { CLOSE_BAD_ROOM, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, PROTOCOL_VERSION, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { DEFAULT_SETTINGS } from "../../party/settings.js";
 import { TestNetwork } from "../support/network.js";
-import { removePersistDir, startPartykitDev, type PartykitDev } from "../support/partykit-dev.js";
+import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
 const MAX_CLIENTS = 3;
 const MAX_FRAME = 16_384;
 /** The rate limit is left at its defaults: the flood below is ten times the documented rate. */
 const VARS = {
-  // No ticks: they move replicated time, and the tests compare whole states.
-  TICK_INTERVAL_MS: "600000",
   // Long, so that an exit seen within seconds can only be an immediate one.
   GRACE_MS: "60000",
   MAX_CLIENTS: String(MAX_CLIENTS),
@@ -40,7 +38,7 @@ class Raw {
   readonly opened: Promise<void>;
   readonly done: Promise<void>;
 
-  constructor(server: PartykitDev, room: string) {
+  constructor(server: ReflectorServer, room: string) {
     this.socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=raw`);
     this.socket.on("message", (data) => this.frames.push(JSON.parse(String(data)) as ServerFrame));
     this.done = new Promise((resolve) =>
@@ -72,7 +70,7 @@ class Raw {
   }
 
   /** Opens, says hello and waits for the welcome. */
-  static async join(server: PartykitDev, room: string): Promise<Raw> {
+  static async join(server: ReflectorServer, room: string): Promise<Raw> {
     const raw = new Raw(server, room);
     await raw.opened;
     raw.hello();
@@ -88,8 +86,8 @@ async function assertConverged(sessions: Session[]): Promise<void> {
   assert.equal(new Set(hashes).size, 1, `replicas differ: ${hashes.join(" ")}`);
 }
 
-describe("limits against a real partykit dev", () => {
-  let server: PartykitDev;
+describe("limits against a real wrangler dev", () => {
+  let server: ReflectorServer;
   const sessions: Session[] = [];
   const raws: Raw[] = [];
   const join = async (room: string, network?: TestNetwork) => {
@@ -105,14 +103,13 @@ describe("limits against a real partykit dev", () => {
   };
 
   before(async () => {
-    server = await startPartykitDev({ vars: VARS });
+    server = await startReflector({ vars: VARS });
   });
 
   after(async () => {
     for (const session of sessions) session.leave();
     for (const socket of raws) socket.socket.terminate();
     await server.stop();
-    await removePersistDir(server.persistDir);
   });
 
   test("a frame above MAX_FRAME_LENGTH gets frame-too-large; one at the limit is accepted, and the connection keeps working", { timeout: 30_000 }, async () => {
@@ -191,7 +188,7 @@ describe("limits against a real partykit dev", () => {
     );
   });
 
-  test(`a flood at 10x the rate limit (${10 * DEFAULT_LIMITS.rateLimit} frames/s) is throttled, then closed with 4003; honest clients' posts all arrive`, { timeout: 30_000 }, async () => {
+  test(`a flood at 10x the rate limit (${10 * DEFAULT_SETTINGS.rateLimit} frames/s) is throttled, then closed with 4003; honest clients' posts all arrive`, { timeout: 30_000 }, async () => {
     const room = "flood";
     const alice = await join(room);
     const bob = await join(room);
@@ -209,7 +206,7 @@ describe("limits against a real partykit dev", () => {
     })();
 
     // Ten times the rate, kept up by the clock (timers run late under load), for at most 10 s.
-    const rate = 10 * DEFAULT_LIMITS.rateLimit;
+    const rate = 10 * DEFAULT_SETTINGS.rateLimit;
     let sent = 0;
     const started = Date.now();
     while (flooder.closed === undefined && Date.now() - started < 10_000) {
@@ -225,16 +222,16 @@ describe("limits against a real partykit dev", () => {
     assert.deepEqual(flooder.closed, { code: CLOSE_FLOODING, reason: "flooding" });
     const errors = flooder.errors();
     const rateLimited = errors.filter((error) => error.code === "rate-limited");
-    assert.ok(rateLimited.length > DEFAULT_LIMITS.floodRefusals, `${rateLimited.length} rate-limited refusals`);
+    assert.ok(rateLimited.length > DEFAULT_SETTINGS.floodRefusals, `${rateLimited.length} rate-limited refusals`);
     // The flooder numbers its posts on regardless, so a post that fits the budget after a dropped one skips an id.
     assert.ok(errors.every((error) => error.code === "rate-limited" || error.code === "out-of-order"), "only rate refusals and their consequence");
     // The burst went through first: the hello and rateBurst - 1 posts came back before the first refusal.
     const firstError = flooder.frames.findIndex((frame) => frame.type === "error");
     const echoesBefore = flooder.frames.slice(0, firstError).filter((frame) => frame.type === "message" && frame.client === flooderId).length;
-    assert.ok(echoesBefore >= DEFAULT_LIMITS.rateBurst - 1, `${echoesBefore} posts before the first refusal`);
+    assert.ok(echoesBefore >= DEFAULT_SETTINGS.rateBurst - 1, `${echoesBefore} posts before the first refusal`);
     // Throttled: what got through is the burst plus about the rate, far below what was sent.
     const accepted = flooder.frames.filter((frame) => frame.type === "message" && frame.client === flooderId).length;
-    assert.ok(accepted <= DEFAULT_LIMITS.rateBurst + (DEFAULT_LIMITS.rateLimit * elapsed) / 1000 + 5, `${accepted} of ${sent} accepted`);
+    assert.ok(accepted <= DEFAULT_SETTINGS.rateBurst + (DEFAULT_SETTINGS.rateLimit * elapsed) / 1000 + 5, `${accepted} of ${sent} accepted`);
     assert.ok(errors.length + accepted <= sent);
 
     // Closed as leaving: the others see it go at once, although the grace period is a minute.
@@ -259,7 +256,7 @@ describe("limits against a real partykit dev", () => {
     const refusals: string[] = [];
     writer.addEventListener("reflector-error", (event) => refusals.push((event as CustomEvent<{ code: string }>).detail.code));
     // Beyond the burst, and with the two join notices still within the model's 100 history entries.
-    const count = DEFAULT_LIMITS.rateBurst + 1.5 * DEFAULT_LIMITS.rateLimit;
+    const count = DEFAULT_SETTINGS.rateBurst + 1.5 * DEFAULT_SETTINGS.rateLimit;
     const started = Date.now();
     for (let i = 0; i < count; i++) writer.publish("chat", "post", { text: `paced ${i}` });
     await waitFor(() => posts(reader).length === count && writer.pending.length === 0, "every paced post", 20_000);

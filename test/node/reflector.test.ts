@@ -1,15 +1,22 @@
 /**
  * The reflector on its own: driven frame by frame through fake sockets, over Map-backed room storage, with a clock
- * the test moves by hand. No network and no timers: `wake()` is called where PartyKit's timer would call it.
+ * the test moves by hand. No network and no timers: `wake()` is called where the room's alarm would call it.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   checkRoomId,
+  CLOSE_FLOODING,
+  CLOSE_NO_HELLO,
+  CLOSE_REPLACED,
+  CLOSE_ROOM_FULL,
+  CLOSE_SILENT,
   majority,
   MAX_FRAME_LENGTH,
   MAX_ROOM_ID_LENGTH,
   MAX_SNAPSHOT_PARTS,
+  PING,
+  PONG,
   PROTOCOL_VERSION,
   type ClientFrame,
   type ErrorCode,
@@ -17,21 +24,9 @@ import {
   type ServerFrame,
   type Welcome,
 } from "../../party/protocol.js";
-import {
-  CLOSE_FLOODING,
-  CLOSE_NO_HELLO,
-  CLOSE_REPLACED,
-  CLOSE_ROOM_FULL,
-  countVotes,
-  DEFAULT_SETTINGS,
-  RateLimiter,
-  Reflector,
-  retentionAction,
-  stampTime,
-  type ClientSocket,
-  type ReflectorSettings,
-} from "../../party/reflector.js";
+import { countVotes, RateLimiter, Reflector, stampTime, type ClientSocket, type SocketState } from "../../party/reflector.js";
 import type { RoomStorage } from "../../party/room-store.js";
+import type { ReflectorSettings } from "../../party/settings.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Fakes
@@ -60,6 +55,10 @@ class MemoryStorage implements RoomStorage {
   async list({ prefix }: { prefix: string }): Promise<Map<string, unknown>> {
     return new Map(this.keys(prefix).map((key) => [key, structuredClone(this.values.get(key))]));
   }
+  deleteAll(): Promise<void> {
+    this.values.clear();
+    return Promise.resolve();
+  }
   /** Stored keys under `prefix`, sorted. */
   keys(prefix = ""): string[] {
     return [...this.values.keys()].filter((key) => key.startsWith(prefix)).sort();
@@ -70,12 +69,23 @@ class MemoryStorage implements RoomStorage {
   }
 }
 
-/** A socket that records every frame sent to it, decoded, and how it was closed. */
+/**
+ * A socket that records every frame sent to it, decoded, and how it was closed. Its `state` is copied in and out,
+ * as a hibernatable WebSocket's attachment is, so that nothing kept by reference passes for what it carries.
+ */
 class FakeSocket implements ClientSocket {
   readonly frames: ServerFrame[] = [];
   closed: { code: number | undefined; reason: string | undefined } | undefined;
   /** Set to make `send` throw, as a closing PartyKit connection does. */
   failing = false;
+  #state: unknown = null;
+  get state(): unknown {
+    return structuredClone(this.#state);
+  }
+  setState(state: SocketState): unknown {
+    this.#state = structuredClone(state);
+    return state;
+  }
   send(text: string): void {
     if (this.failing) throw new Error("socket is closing");
     this.frames.push(JSON.parse(text) as ServerFrame);
@@ -98,8 +108,19 @@ class FakeSocket implements ClientSocket {
 
 const START = 1_000_000;
 /** Snapshots and limits effectively off, so that tests about something else see no snapshot frames and no throttling. */
-const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity, helloTimeout: Infinity };
-const TEST_SETTINGS: ReflectorSettings = { tickInterval: 1000, grace: 10_000, snapshotEvents: 1_000_000, snapshotInterval: Infinity, snapshotGap: 0, voteTimeout: 5000, writeInterval: 0, ...NO_LIMITS };
+const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity, helloTimeout: Infinity, maxRoomIdLength: MAX_ROOM_ID_LENGTH };
+const TEST_SETTINGS: ReflectorSettings = {
+  grace: 10_000,
+  heartbeat: 20_000,
+  silenceTimeout: Infinity,
+  snapshotEvents: 1_000_000,
+  snapshotInterval: Infinity,
+  snapshotGap: 0,
+  voteTimeout: 5000,
+  writeInterval: 0,
+  retention: Infinity,
+  ...NO_LIMITS,
+};
 const GRACE = TEST_SETTINGS.grace;
 const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
 
@@ -128,10 +149,27 @@ function hello(reflector: Reflector<FakeSocket>, socket = new FakeSocket(), resu
   return { socket, welcome, id: welcome.client, secret: welcome.secret };
 }
 
-/** A reflector over `storage` with a clock the test moves by hand. */
-async function openRoom(settings: Partial<ReflectorSettings> = {}, storage = new MemoryStorage(), start = START, makeToken = newToken) {
+/**
+ * A reflector over `storage` with a clock the test moves by hand. `sockets` are sockets still open from an earlier
+ * run of the room, as after it slept; `heartbeats` says when the platform last answered a socket's heartbeat.
+ */
+async function openRoom(
+  settings: Partial<ReflectorSettings> = {},
+  storage = new MemoryStorage(),
+  start = START,
+  makeToken = newToken,
+  { sockets = [] as FakeSocket[], heartbeats = new Map<FakeSocket, number>() } = {},
+) {
   const clock = { now: start };
-  const reflector = await Reflector.open<FakeSocket>({ ...TEST_SETTINGS, ...settings, storage, clock: () => clock.now, newToken: makeToken });
+  const reflector = await Reflector.open<FakeSocket>({
+    ...TEST_SETTINGS,
+    ...settings,
+    storage,
+    clock: () => clock.now,
+    newToken: makeToken,
+    sockets,
+    heartbeatAt: (socket) => heartbeats.get(socket),
+  });
   return {
     reflector,
     storage,
@@ -206,7 +244,7 @@ describe("reflector: ordering and stamping", () => {
       resumed: false,
       acked: 0,
       time: START,
-      tick: TEST_SETTINGS.tickInterval,
+      heartbeat: TEST_SETTINGS.heartbeat,
       rate: null,
       snapshot: null,
       from: 0,
@@ -417,42 +455,126 @@ describe("reflector: hello and bad frames", () => {
   });
 });
 
-describe("reflector: ticks", () => {
-  test("sends a tick only after a quiet tick interval, to every client, and never stores it", async () => {
+describe("reflector: time without a metronome", () => {
+  test("a quiet room sends nothing and has nothing due: no ticks, whoever is connected", async () => {
     const room = await openRoom();
     const { reflector } = room;
-    assert.equal(reflector.nextWakeIn(), undefined, "nothing to do in an empty room");
+    assert.equal(reflector.nextWakeAt(), undefined, "nothing to do in an empty room");
     const a = room.hello();
     const b = room.hello();
-    assert.equal(reflector.nextWakeIn(), 1000);
-    room.advance(999);
+    room.post(a, 1, "the last word");
+    assert.equal(reflector.nextWakeAt(), undefined, "nothing due after the post either");
+    const heard = [a.socket.mark(), b.socket.mark()];
+    room.advance(60 * 60 * 1000);
     reflector.wake();
-    room.post(a, 1, "activity resets the interval");
-    room.advance(999);
-    reflector.wake();
-    assert.equal(a.socket.ofType("tick").length, 0);
-    assert.equal(reflector.nextWakeIn(), 1);
-    room.advance(1);
-    reflector.wake();
-    for (const member of [a, b]) assert.deepEqual(member.socket.ofType("tick"), [{ type: "tick", time: START + 1999 }]);
-    assert.equal(reflector.nextWakeIn(), 1000, "the next tick is a whole interval later");
-    assert.equal(room.storage.events().length, 3, "the enters and the message are stored; the tick is not");
-    assert.equal(reflector.lastActivity, START + 999, "a tick is no activity");
-    // A tick advances replicated time: a later newcomer starts from it.
-    const later = room.hello();
-    assert.equal(later.welcome.time, START + 1999);
-    assert.deepEqual(eventsIn(later.socket.frames).map(([, type]) => type), ["user-enter", "user-enter", "message", "user-enter"]);
+    assert.deepEqual(heard.map((after) => after()), [[], []], "an hour of silence");
   });
 
-  test("a room whose only client is away sends no ticks, but wakes for the end of the grace period", async () => {
+  test("ticks at the time the replicas asked for, to every client, without storing the tick", async () => {
+    const room = await openRoom();
+    const { reflector } = room;
+    const a = room.hello();
+    const b = room.hello();
+    room.send(a, { type: "tick-request", time: START + 5000 });
+    room.send(b, { type: "tick-request", time: START + 5000 });
+    assert.equal(reflector.nextWakeAt(), START + 5000);
+    room.advance(4999);
+    reflector.wake();
+    assert.equal(a.socket.ofType("tick").length, 0, "not before the time asked for");
+    room.advance(1);
+    reflector.wake();
+    for (const member of [a, b]) assert.deepEqual(member.socket.ofType("tick"), [{ type: "tick", time: START + 5000 }], "one tick for both requests");
+    assert.equal(reflector.nextWakeAt(), undefined, "and nothing more");
+    assert.equal(room.storage.events().length, 2, "the enters are stored; the tick is not");
+    assert.equal(reflector.lastActivity, START, "a tick is no activity");
+    // A tick advances replicated time: a later newcomer starts from it.
+    const later = room.hello();
+    assert.equal(later.welcome.time, START + 5000);
+  });
+
+  test("keeps the earliest request; one for a time already reached changes nothing", async () => {
     const room = await openRoom();
     const a = room.hello();
+    room.send(a, { type: "tick-request", time: START + 9000 });
+    room.send(a, { type: "tick-request", time: START + 3000 });
+    room.send(a, { type: "tick-request", time: START + 6000 });
+    assert.equal(room.reflector.nextWakeAt(), START + 3000);
+    room.send(a, { type: "tick-request", time: START });
+    assert.equal(room.reflector.nextWakeAt(), START + 3000, "replicated time is already at START");
+  });
+
+  test("an event that carries time past the requested tick makes the tick unnecessary", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.send(a, { type: "tick-request", time: START + 1000 });
+    room.advance(1500);
+    room.post(a, 1, "moves time to START + 1500");
+    assert.equal(room.reflector.nextWakeAt(), undefined);
+    room.reflector.wake();
+    assert.equal(a.socket.ofType("tick").length, 0);
+  });
+
+  test("a room whose only client is away sends no tick, and wakes only for the end of the grace period", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    room.send(a, { type: "tick-request", time: START + 1000 });
     room.reflector.disconnect(a.socket);
-    assert.equal(room.reflector.nextWakeIn(), GRACE);
+    assert.equal(room.reflector.nextWakeAt(), START + GRACE);
     room.advance(GRACE);
     room.reflector.wake();
     assert.equal(a.socket.ofType("tick").length, 0);
-    assert.equal(room.reflector.nextWakeIn(), undefined);
+    assert.equal(room.reflector.nextWakeAt(), undefined);
+  });
+
+  test("a tick-request before hello is out of turn; one with a time that is not a positive integer is a bad frame", async () => {
+    const room = await openRoom();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { type: "tick-request", time: START + 1 });
+    const a = room.hello();
+    for (const time of [0, -1, 1.5, "soon", null]) room.send(a, { type: "tick-request", time });
+    assert.deepEqual(socket.ofType("error").map((error) => error.code), ["out-of-turn"]);
+    assert.deepEqual(a.socket.ofType("error").map((error) => error.code), Array(5).fill("bad-frame"));
+    assert.equal(room.reflector.nextWakeAt(), undefined);
+  });
+});
+
+describe("reflector: heartbeats and silent sockets", () => {
+  test("answers a heartbeat with exactly the text the platform answers it with, before hello or after, and nothing else changes", async () => {
+    const room = await openRoom();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    room.reflector.receive(socket, PING);
+    const a = room.hello();
+    const after = a.socket.mark();
+    room.reflector.receive(a.socket, PING);
+    assert.deepEqual(socket.frames, [JSON.parse(PONG)]);
+    assert.deepEqual(after(), [JSON.parse(PONG)]);
+    assert.equal(room.storage.events().length, 1, "only a's enter");
+  });
+
+  test("a socket silent for silenceTimeout is closed with 4005 and its client goes away; heartbeats the platform answered count", async () => {
+    const heartbeats = new Map<FakeSocket, number>();
+    const room = await openRoom({ silenceTimeout: 60_000 }, new MemoryStorage(), START, newToken, { heartbeats });
+    const quiet = room.hello();
+    const pinging = room.hello();
+    const posting = room.hello();
+    assert.equal(room.reflector.nextWakeAt(), START + 60_000, "the first check comes a whole silence timeout after the first client");
+    room.advance(50_000);
+    heartbeats.set(pinging.socket, START + 50_000);
+    room.post(posting, 1);
+    room.advance(10_000);
+    room.reflector.wake();
+    assert.deepEqual(quiet.socket.closed, { code: CLOSE_SILENT, reason: "no heartbeat" });
+    assert.equal(pinging.socket.closed, undefined);
+    assert.equal(posting.socket.closed, undefined);
+    // Away, not gone: it may resume within the grace period, and exits after it.
+    assert.equal(pinging.socket.ofType("user-exit").length, 0);
+    assert.equal(room.reflector.nextWakeAt(), START + 60_000 + GRACE);
+    room.advance(GRACE);
+    room.reflector.wake();
+    assert.deepEqual(pinging.socket.ofType("user-exit").map((exit) => exit.client), [quiet.id]);
+    assert.equal(room.reflector.nextWakeAt(), START + 50_000 + 60_000, "next, when the quietest of the others could be silent that long");
   });
 });
 
@@ -510,7 +632,7 @@ describe("reflector: disconnects, grace and resume", () => {
       resumed: true,
       acked: 1,
       time: START + GRACE / 2,
-      tick: TEST_SETTINGS.tickInterval,
+      heartbeat: TEST_SETTINGS.heartbeat,
       snapshot: null,
       rate: null,
       from: 3,
@@ -660,7 +782,7 @@ describe("reflector: disconnects, grace and resume", () => {
 
     room.send(b, { type: "leave" });
     assert.equal(room.reflector.isEmpty, true);
-    assert.equal(room.reflector.nextWakeIn(), undefined);
+    assert.equal(room.reflector.nextWakeAt(), undefined);
   });
 
   test("after every way a socket can go, each event reaches every present socket once and no other", async () => {
@@ -993,7 +1115,7 @@ describe("reflector: divergence", () => {
     room.advance(VOTE_TIMEOUT - 1);
     room.reflector.wake();
     room.advance(1);
-    assert.equal(room.reflector.nextWakeIn(), 0, "the deadline is due");
+    assert.equal(room.reflector.nextWakeAt(), room.clock.now, "the deadline is due");
     room.reflector.wake();
     // Late hashes no longer count, and are no error: the round just closed.
     room.hash(a, 5, "h");
@@ -1064,7 +1186,7 @@ describe("reflector: restart from storage", () => {
       [2, "message", old.id],
       [3, "user-enter", newcomer.id],
     ]);
-    assert.equal(second.reflector.nextWakeIn(), 1000, "the tick comes before the grace period ends");
+    assert.equal(second.reflector.nextWakeAt(), START + 5000 + GRACE, "the room wakes when the old client's grace period ends");
     second.advance(GRACE);
     second.reflector.wake();
     assert.deepEqual(newcomer.socket.ofType("user-exit"), [{ type: "user-exit", seq: 4, time: START + 5000 + GRACE, client: old.id }]);
@@ -1149,6 +1271,133 @@ describe("reflector: restart from storage", () => {
   });
 });
 
+describe("reflector: sleeping and waking", () => {
+  /** The room slept: a new Reflector on the same storage takes back the sockets that stayed open. */
+  const wake = (room: Awaited<ReturnType<typeof openRoom>>, sockets: FakeSocket[], settings: Partial<ReflectorSettings> = {}) =>
+    openRoom(settings, room.storage, room.clock.now, newToken, { sockets });
+
+  test("a room rebuilt from its storage and its open sockets shows its clients nothing: no exit, no enter, the order goes on", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1, "before the sleep");
+    const heard = [a.socket.mark(), b.socket.mark()];
+
+    room.advance(60_000);
+    const woken = await wake(room, [a.socket, b.socket]);
+    assert.equal(woken.reflector.clientCount, 2, "both present again");
+    woken.post(a, 1, "a resend of post 1, from before the sleep");
+    woken.post(b, 1, "after the sleep");
+    woken.advance(GRACE);
+    woken.reflector.wake();
+    for (const after of heard) assert.deepEqual(eventsIn(after()), [[4, "message", b.id]], "the resend was a duplicate; nothing else happened");
+    assert.equal(woken.reflector.nextWakeAt(), undefined, "no grace period was started");
+    // Identities carry over: a resume with the old secret on a new socket works, and replaces the old socket.
+    const again = woken.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 4 });
+    assert.deepEqual([again.id, again.welcome.resumed, again.welcome.acked], [a.id, true, 1]);
+    assert.deepEqual(a.socket.closed, { code: CLOSE_REPLACED, reason: "this client resumed on a newer connection" });
+  });
+
+  test("pending deadlines survive the sleep: an away client's grace period, a silent socket's hello timeout, a requested tick", async () => {
+    const room = await openRoom({ helloTimeout: 30_000 });
+    const a = room.hello();
+    const away = room.hello();
+    room.reflector.disconnect(away.socket);
+    const silent = new FakeSocket();
+    room.reflector.connect(silent);
+    room.send(a, { type: "tick-request", time: START + 20_000 });
+
+    room.advance(5000);
+    const woken = await wake(room, [a.socket, silent], { helloTimeout: 30_000 });
+    assert.equal(woken.reflector.nextWakeAt(), START + GRACE, "the grace period still ends where it did");
+    woken.advance(GRACE - 5000);
+    woken.reflector.wake();
+    assert.deepEqual(eventsIn(a.socket.frames).at(-1), [3, "user-exit", away.id]);
+    assert.equal(woken.reflector.nextWakeAt(), START + 20_000, "then the tick");
+    woken.advance(10_000);
+    woken.reflector.wake();
+    assert.deepEqual(a.socket.ofType("tick"), [{ type: "tick", time: START + 20_000 }]);
+    woken.advance(10_000);
+    woken.reflector.wake();
+    assert.deepEqual(silent.closed, { code: CLOSE_NO_HELLO, reason: "no hello" }, "30 s after it opened, before the sleep");
+  });
+
+  test("a snapshot round goes on across the sleep: the votes cast before it count", async () => {
+    const room = await openRoom({ snapshotEvents: 4, writeInterval: 1000 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 2); // due at 4
+    room.hash(a, 4, "h");
+    room.advance(1000);
+    room.reflector.wake(); // the room record is written: it may sleep now
+
+    const woken = await wake(room, [a.socket, b.socket], { snapshotEvents: 4, writeInterval: 1000 });
+    woken.hash(b, 4, "h");
+    assert.deepEqual(a.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 4 }]);
+    woken.upload(a, 4, ["state"]);
+    assert.deepEqual(b.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 4 }]);
+  });
+
+  test("whatever waits in memory is written within writeInterval, so the room has it whenever it sleeps", async () => {
+    const room = await openRoom({ writeInterval: 1000 });
+    const a = room.hello();
+    room.post(a, 1, "acknowledged");
+    room.send(a, { type: "tick-request", time: START + 60_000 });
+    assert.equal(room.reflector.nextWakeAt(), START + 1000, "the flush comes first");
+    room.advance(1000);
+    room.reflector.wake();
+    const woken = await wake(room, [a.socket], { writeInterval: 1000 });
+    assert.equal(woken.reflector.nextWakeAt(), START + 60_000, "the requested tick was written too");
+    const newcomer = woken.hello();
+    assert.deepEqual(eventsIn(newcomer.socket.frames).slice(0, 2), [
+      [1, "user-enter", a.id],
+      [2, "message", a.id],
+    ]);
+  });
+
+  test("a socket that says it is a client the room does not know is closed; one that had not said hello still may", async () => {
+    const room = await openRoom();
+    const stranger = new FakeSocket();
+    stranger.setState({ opened: START, client: "nobody-we-know" });
+    const waiting = new FakeSocket();
+    waiting.setState({ opened: START });
+    const garbled = new FakeSocket();
+    garbled.setState({ opened: "yesterday" } as unknown as SocketState);
+    const woken = await wake(room, [stranger, waiting, garbled]);
+    assert.equal(stranger.closed?.code, CLOSE_REPLACED);
+    assert.equal(garbled.closed?.code, CLOSE_REPLACED);
+    send(woken.reflector, waiting, { type: "hello", version: PROTOCOL_VERSION });
+    assert.equal(waiting.ofType("welcome").length, 1);
+  });
+
+  test("an empty room is deleted when its retention ends after its last event, and not before", async () => {
+    const room = await openRoom({ retention: 60_000 });
+    const a = room.hello();
+    room.post(a, 1);
+    room.send(a, { type: "leave" });
+    assert.equal(room.reflector.nextWakeAt(), START + 60_000);
+    room.advance(59_999);
+    room.reflector.wake();
+    assert.notDeepEqual(room.storage.keys(), []);
+    room.advance(1);
+    room.reflector.wake();
+    assert.deepEqual(room.storage.keys(), [], "storage is empty");
+    assert.equal(room.reflector.nextWakeAt(), undefined, "and nothing is due");
+    const newcomer = room.hello();
+    assert.deepEqual(eventsIn(newcomer.socket.frames), [[1, "user-enter", newcomer.id]], "a later visitor starts a fresh room");
+  });
+
+  test("a room with a client is never deleted, however long it is quiet", async () => {
+    const room = await openRoom({ retention: 60_000 });
+    const a = room.hello();
+    room.post(a, 1);
+    room.advance(10 * 60_000);
+    room.reflector.wake();
+    assert.equal(room.reflector.nextWakeAt(), undefined);
+    assert.equal(room.storage.events().length, 2);
+  });
+});
+
 describe("reflector: coalesced storage writes", () => {
   /** Memory storage that also records how many events each put of events wrote. */
   class CountingStorage extends MemoryStorage {
@@ -1169,7 +1418,7 @@ describe("reflector: coalesced storage writes", () => {
     const putsBefore = storage.puts.length;
     postMany(room, a, 5);
     assert.deepEqual(brief(storage.events()), [[1, "user-enter", a.id]], "no post is written before the interval ends");
-    assert.equal(room.reflector.nextWakeIn(), WRITE_INTERVAL, "due writeInterval after the first unwritten event");
+    assert.equal(room.reflector.nextWakeAt(), START + 10 + WRITE_INTERVAL, "due writeInterval after the first unwritten event");
     room.advance(WRITE_INTERVAL - 1);
     room.reflector.wake();
     assert.equal(storage.events().length, 1, "nor one millisecond before");
@@ -1178,7 +1427,7 @@ describe("reflector: coalesced storage writes", () => {
     assert.deepEqual(brief(storage.events()), eventsIn(a.socket.frames), "the enter and the five posts, in order");
     assert.deepEqual(storage.puts.slice(putsBefore), [5], "the posts in one put");
     assert.deepEqual(storage.keys("events:"), ["events:000000000001", "events:000000000002"], "as one chunk after the enter's");
-    assert.equal(room.reflector.nextWakeIn(), TEST_SETTINGS.tickInterval - WRITE_INTERVAL, "then only the tick is due");
+    assert.equal(room.reflector.nextWakeAt(), undefined, "then nothing is due");
   });
 
   test("writes a chunk at once when the next event would take it past 64,000 code units, and one event always fits", async () => {
@@ -1306,44 +1555,12 @@ describe("reflector: pure functions", () => {
     assert.equal(majority([vote("x", "a", "b"), vote("y", "c"), vote("z", "d")]), undefined, "a plurality is not a majority");
     assert.deepEqual(majority([vote("x", "a", "b", "c"), vote("y", "d"), vote("z", "e")]), vote("x", "a", "b", "c"));
   });
-
-  test("retentionAction keeps a room with clients, deletes an idle empty one, and otherwise says when to look again", () => {
-    const day = 24 * 60 * 60 * 1000;
-    assert.deepEqual(retentionAction(100 * day, 0, 30 * day, false), { delete: false });
-    assert.deepEqual(retentionAction(30 * day, 0, 30 * day, true), { delete: true });
-    assert.deepEqual(retentionAction(31 * day, 0, 30 * day, true), { delete: true });
-    assert.deepEqual(retentionAction(30 * day - 1, 0, 30 * day, true), { delete: false, alarmAt: 30 * day });
-    assert.deepEqual(retentionAction(5 * day, 2 * day, 30 * day, true), { delete: false, alarmAt: 32 * day });
-  });
 });
 
 describe("reflector: limits and identity", () => {
   /** A rate limit small enough to count by hand; the clock stands still unless a test moves it. */
   const RATE = { rateLimit: 10, rateBurst: 5, floodRefusals: 8 };
   const codes = (socket: FakeSocket) => socket.ofType("error").map((error) => error.code);
-
-  test("the defaults are the documented ones", () => {
-    assert.deepEqual(
-      { ...DEFAULT_SETTINGS },
-      {
-        tickInterval: 1000,
-        grace: 10_000,
-        snapshotEvents: 1000,
-        snapshotInterval: 60_000,
-        snapshotGap: 1000,
-        voteTimeout: 10_000,
-        writeInterval: 1000,
-        maxFrameLength: 61_440,
-        rateLimit: 20,
-        rateBurst: 60,
-        floodRefusals: 100,
-        maxClients: 100,
-        helloTimeout: 10_000,
-      },
-    );
-    assert.equal(MAX_FRAME_LENGTH, 61_440);
-    assert.equal(MAX_ROOM_ID_LENGTH, 64);
-  });
 
   test("a socket that does not say hello within helloTimeout is closed with 4004; one that does is kept", async () => {
     const room = await openRoom({ helloTimeout: 3000 });
@@ -1352,7 +1569,7 @@ describe("reflector: limits and identity", () => {
     room.advance(1000);
     const late = new FakeSocket();
     room.reflector.connect(late);
-    assert.equal(room.reflector.nextWakeIn(), 2000, "the wake-up is due when the first silent socket times out");
+    assert.equal(room.reflector.nextWakeAt(), START + 3000, "the wake-up is due when the first silent socket times out");
     room.advance(1999);
     room.reflector.wake();
     assert.equal(silent.closed, undefined, "not before its time");

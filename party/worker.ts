@@ -1,0 +1,106 @@
+import { routePartykitRequest, Server, type Connection } from "partyserver";
+import { newToken } from "./base64url.js";
+import { checkRoomId, CLOSE_BAD_ROOM, encodeError, PING, PONG } from "./protocol.js";
+import { Reflector } from "./reflector.js";
+import { RoomAlarm } from "./room-alarm.js";
+import { settingsFromEnv, type ReflectorSettings } from "./settings.js";
+
+interface Env {
+  Main: DurableObjectNamespace<Main>;
+  /** "1" logs every entry into a room's code, for the bench's count of wake-ups and the eviction test. */
+  LOG_ENTRIES?: string;
+  [variable: string]: unknown;
+}
+
+/**
+ * The PartyServer adapter, what deploys to Cloudflare: one room is one SQLite-backed Durable Object bound as `Main`,
+ * so its sockets stay at `/parties/main/ROOM`, and all its logic lives in `Reflector`.
+ *
+ * Rooms hibernate: between frames no JavaScript runs, no timer is set, and the platform answers heartbeats itself.
+ * When the object is evicted and wakes again (its constructor runs while sockets are still open), `onStart` rebuilds
+ * the reflector from storage and the sockets' attachments, and the room goes on as if nothing happened.
+ */
+export class Main extends Server<Env> {
+  static override options = { hibernate: true };
+  private reflector!: Reflector<Connection>;
+  private readonly roomAlarm: RoomAlarm;
+  private readonly settings: ReflectorSettings;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.settings = settingsFromEnv(env);
+    this.roomAlarm = new RoomAlarm(ctx.storage);
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
+  }
+
+  override async onStart(): Promise<void> {
+    this.trace("start");
+    await this.roomAlarm.load();
+    this.reflector = await Reflector.open({
+      ...this.settings,
+      storage: this.ctx.storage,
+      clock: Date.now,
+      newToken,
+      sockets: this.getConnections(),
+      heartbeatAt: (socket) => this.ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
+    });
+    this.schedule();
+  }
+
+  override onConnect(connection: Connection): void {
+    this.trace("connect");
+    const problem = checkRoomId(this.name, this.settings.maxRoomIdLength);
+    if (problem !== undefined) {
+      // Never handed to the reflector, so its frames are ignored until it closes.
+      connection.send(encodeError("bad-room", problem));
+      connection.close(CLOSE_BAD_ROOM, "bad room id");
+      return;
+    }
+    this.reflector.connect(connection);
+    this.schedule();
+  }
+
+  override onMessage(connection: Connection, message: string | ArrayBuffer | ArrayBufferView): void {
+    this.trace("message");
+    this.reflector.receive(connection, message);
+    this.schedule();
+  }
+
+  override onClose(connection: Connection): void {
+    this.trace("close");
+    this.reflector.disconnect(connection);
+    this.schedule();
+  }
+
+  override onError(connection: Connection): void {
+    this.trace("error");
+    this.reflector.disconnect(connection);
+    this.schedule();
+  }
+
+  override onAlarm(): void {
+    this.trace("alarm");
+    this.roomAlarm.fired();
+    this.reflector.wake();
+    this.schedule();
+  }
+
+  override onRequest(): Response {
+    return new Response("This is a chat room's WebSocket address; open it with a WebSocket client.\n", { status: 426, headers: { Upgrade: "websocket" } });
+  }
+
+  private schedule(): void {
+    this.roomAlarm.set(this.reflector.nextWakeAt());
+  }
+
+  private trace(entry: string): void {
+    if (this.env.LOG_ENTRIES === "1") console.log(`room ${this.name}: ${entry}`);
+  }
+}
+
+export default {
+  async fetch(request: Request, env: Env): Promise<Response> {
+    // Everything in dist/ (the demo and the element's scripts) is served by the platform before this runs.
+    return (await routePartykitRequest(request, env)) ?? new Response("Not found\n", { status: 404 });
+  },
+} satisfies ExportedHandler<Env>;
