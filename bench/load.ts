@@ -9,7 +9,9 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
-import { encodeClientFrame, parseServerFrame, PROTOCOL_VERSION } from "../party/protocol.js";
+import { RoomKey } from "../component/room-key.js";
+import { sha256Hex } from "../party/crypto.js";
+import { encodeClientFrame, helloChallenge, parseServerFrame, PROTOCOL_VERSION } from "../party/protocol.js";
 
 /** About the size of a sealed chat post: "e1." + IV + AES-GCM ciphertext of a short message, base64url. */
 export const PAYLOAD_LENGTH = 120;
@@ -26,8 +28,16 @@ export interface LoadClient {
 /** Called for each message a client receives, with its sequence number and payload. */
 export type OnDelivery = (seq: number, payload: string) => void;
 
+/** The key of each room the bench opens: the reflector's clients must prove they hold it; the baseline's need not. */
+const roomKeys = new Map<string, Promise<RoomKey>>();
+/** What the reflector's clients upload as the snapshot, and vote with: the reflector stores an upload only if it has that hash. */
+const SNAPSHOT = "bench";
+const snapshotHash = sha256Hex(SNAPSHOT);
+
 export async function connectClient(kind: ServerKind, host: string, room: string, onDelivery: OnDelivery): Promise<LoadClient> {
-  const socket = new WebSocket(`ws://${host}/parties/main/${room}?_pk=${randomUUID()}`);
+  if (!roomKeys.has(room)) roomKeys.set(room, RoomKey.derive(room, undefined));
+  const key = await roomKeys.get(room)!;
+  const socket = new WebSocket(`ws://${host}/parties/main/${kind === "reflector" ? key.address : room}?_pk=${randomUUID()}`);
   await new Promise<void>((resolve, reject) => {
     socket.once("open", () => resolve());
     socket.once("error", reject);
@@ -35,7 +45,7 @@ export async function connectClient(kind: ServerKind, host: string, room: string
   // A socket that fails later shows up as deliveries missing from the checks, not as a crash of the bench.
   socket.on("error", () => {});
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-  // partykit dev does not always answer a close frame, and ws would wait 30 s for it: cut the connection after 1 s.
+  // wrangler dev answers a close frame only 10-20 s later, and ws would wait 30 s for it: cut the connection after 1 s.
   const close = async () => {
     socket.close();
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1000))]);
@@ -52,25 +62,29 @@ export async function connectClient(kind: ServerKind, host: string, room: string
 
   let nextId = 1;
   const refusals: string[] = [];
+  const hash = await snapshotHash;
   const welcomed = new Promise<void>((resolve, reject) => {
-    socket.on("message", (data) => {
+    socket.on("message", async (data) => {
       const frame = parseServerFrame(String(data));
       switch (frame.type) {
+        case "challenge": {
+          const proof = await key.prove(helloChallenge(key.address, frame.nonce));
+          return socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof }));
+        }
         case "welcome":
           return resolve();
         case "message":
           return onDelivery(frame.seq, frame.payload);
         case "snapshot-due":
-          return socket.send(encodeClientFrame({ type: "hash", seq: frame.seq, hash: "bench" }));
+          return socket.send(encodeClientFrame({ type: "hash", seq: frame.seq, hash }));
         case "snapshot-request":
-          return socket.send(encodeClientFrame({ type: "snapshot", seq: frame.seq, part: 0, parts: 1, data: "bench" }));
+          return socket.send(encodeClientFrame({ type: "snapshot", seq: frame.seq, part: 0, parts: 1, data: SNAPSHOT }));
         case "error":
           refusals.push(`${frame.code}: ${frame.message}`);
           return reject(new Error(`the reflector refused a frame: ${frame.code}: ${frame.message}`));
       }
     });
   });
-  socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION }));
   await welcomed;
   const leave = async () => {
     // So that the room sees the client go at once rather than after a grace period.

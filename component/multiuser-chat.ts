@@ -107,6 +107,7 @@ export class MultiuserChat extends LitElement {
     showUsers: { attribute: "show-users", converter: shown },
     refusal: { state: true },
     failure: { state: true },
+    notice: { state: true },
     narrow: { state: true },
     qrOpen: { state: true },
   };
@@ -312,9 +313,13 @@ export class MultiuserChat extends LitElement {
   #joinedWith: string | undefined;
   /** Why the element could not join: a key that is not valid, or one that does not open this room. */
   declare protected failure: string | undefined;
+  /** Something the reader should know that does not stop the chat: a link that led to a room nobody used. */
+  declare protected notice: string | undefined;
   #joinUrl = "";
-  /** The room and key of the current session. */
-  #joined: { room: string; key: string | undefined } | undefined;
+  /** The last `join-url` shown, so that one that is ignored is warned of once. */
+  #shownJoinPage: string | undefined;
+  /** The room and key of the current session, and whether they came from a link (the page URL) rather than a new room. */
+  #joined: { room: string; key: string | undefined; fromLink: boolean } | undefined;
   #stickToBottom = true;
   /** The element's own width decides the layout, whatever the viewport's. */
   #resizer = new ResizeObserver(() => (this.narrow = this.offsetWidth < 480));
@@ -398,7 +403,7 @@ ${this.#pendingTemplates()}
 </ol></div>${this.showUsers || this.showQr ? this.#sideTemplate() : nothing}</div>
 <form part="form" @submit=${this.#send}><input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.#clearRefusal} />
 <button part="button" type="submit">Send</button></form>
-<p part="error" role="alert" ?hidden=${this.refusal === undefined && this.failure === undefined}>${this.failure ?? this.refusal ?? nothing}</p>
+<p part="error" role="alert" ?hidden=${(this.failure ?? this.refusal ?? this.notice) === undefined}>${this.failure ?? this.refusal ?? this.notice ?? nothing}</p>
 ${this.#warningTemplate()}`;
   }
 
@@ -473,10 +478,12 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
 
   #join(): void {
     this.#leave();
-    const { room, key } = (this.#joined = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room) });
+    const joined = (this.#joined = this.room === undefined ? roomFromPage() : { room: this.room, key: this.key ?? keyFromPage(this.room), fromLink: false });
+    const { room, key } = joined;
     this.#showJoinUrl(this.#joined);
     this.#joinedWith = this.#joinAttributes();
     this.failure = undefined;
+    this.notice = undefined;
     const badRoom = checkRoomId(room);
     if (badRoom !== undefined) {
       this.failure = `This room name cannot be used: ${badRoom}.`;
@@ -496,13 +503,13 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
       this.failure = `This link's key is not valid: ${(error as Error).message.replace(/^multiuser-chat: /, "")}.`;
       return;
     }
-    this.#watch(session);
+    this.#watch(session, joined.fromLink);
     this.#session = session;
     this.requestUpdate();
   }
 
   /** Re-renders on every change of the session, and shows what keeps it from working. */
-  #watch(session: Session): void {
+  #watch(session: Session, fromLink: boolean): void {
     const update = () => this.requestUpdate();
     for (const type of ["welcome", "status", "update", "pending", "divergence"]) session.addEventListener(type, update);
     session.addEventListener("status", () => this.#emit("status", { status: session.status }));
@@ -529,7 +536,15 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
       if ((event as CustomEvent<{ code: string }>).detail.code === "room-full") this.failure = "This chat is full right now. Waiting for a place…";
     });
     session.addEventListener("welcome", () => (this.failure = undefined));
-    session.addEventListener("key-mismatch", () => (this.failure = "This link's key does not match the room. Ask for the link again: the part after # must be complete."));
+    // A room's address is its name and its key: a link with a key that is not whole leads to a room of its own,
+    // which nobody else has used. Said while the reader is alone there.
+    const checkNewRoom = () => {
+      const alone = (session.model as ChatModel).users.length === 1;
+      this.notice = fromLink && session.newRoom && alone ? "Nobody has been in this chat with this link before. If someone sent you the link, check that it was copied whole, with the part after #." : undefined;
+    };
+    session.addEventListener("welcome", checkNewRoom);
+    session.addEventListener("update", checkNewRoom);
+    session.addEventListener("bad-snapshot", () => (this.failure = "This chat's saved history does not match what its members agreed on, so it is not shown. Reload the page to try again."));
     session.subscribe(CHAT_SCOPE, "refused", (data) => {
       const { client, message } = data as { client: string; message: string };
       if (client === session.clientId) this.refusal = message;
@@ -553,7 +568,12 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
 
   /** The join link and its QR code: the `join-url` page (by default this one) with the room and key. */
   #showJoinUrl({ room, key }: { room: string; key: string | undefined }): void {
-    this.#joinUrl = joinUrlFor(this.joinPage ?? location.href, room, key);
+    const page = this.joinPage;
+    if (page !== undefined && !isHttpPage(page) && page !== this.#shownJoinPage) {
+      console.warn(`<multiuser-chat>: join-url must be an http or https address; ignoring ${JSON.stringify(page)}`);
+    }
+    this.#shownJoinPage = page;
+    this.#joinUrl = joinUrlFor(page !== undefined && isHttpPage(page) ? page : undefined, room, key);
     this.#qrCode = qrSvg(this.#joinUrl);
   }
 
@@ -577,16 +597,16 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute:
  * The page URL's room and key, or a new random room with a new secret key, written into the page URL (the key
  * into its fragment) so that a reload and the QR code keep them.
  */
-function roomFromPage(): { room: string; key: string | undefined } {
+function roomFromPage(): { room: string; key: string | undefined; fromLink: boolean } {
   const url = new URL(location.href);
   const existing = url.searchParams.get(ROOM_PARAMETER);
-  if (existing) return { room: existing, key: keyFromPage(existing) };
+  if (existing) return { room: existing, key: keyFromPage(existing), fromLink: true };
   const room = [...crypto.getRandomValues(new Uint8Array(8))].map((byte) => byte.toString(36).padStart(2, "0")).join("");
   const key = newRoomSecret();
   url.searchParams.set(ROOM_PARAMETER, room);
   url.hash = fragmentWith(url.hash, key);
   history.replaceState(history.state, "", url);
-  return { room, key };
+  return { room, key, fromLink: false };
 }
 
 /** The page URL fragment's key, unless the page URL names another room than `room`. */
@@ -603,9 +623,17 @@ function fragmentWith(hash: string, key: string): string {
   return fragment.toString();
 }
 
-/** `page` (relative to this page) with the room in its query and the key in its fragment: opening it joins the same chat. */
-function joinUrlFor(page: string, room: string, key: string | undefined): string {
-  const url = new URL(page, location.href);
+/** Whether `page`, relative to this page, is an http or https address: a `join-url` must be (not `javascript:`, say). */
+function isHttpPage(page: string): boolean {
+  return URL.canParse(page, location.href) && ["http:", "https:"].includes(new URL(page, location.href).protocol);
+}
+
+/**
+ * `page` (relative to this page; this page when none is given) with the room in its query and the key in its
+ * fragment: opening it joins the same chat.
+ */
+function joinUrlFor(page: string | undefined, room: string, key: string | undefined): string {
+  const url = new URL(page ?? location.href, location.href);
   url.searchParams.set(ROOM_PARAMETER, room);
   if (key !== undefined) url.hash = fragmentWith(url.hash, key);
   return url.href;
@@ -613,7 +641,8 @@ function joinUrlFor(page: string, room: string, key: string | undefined): string
 
 /** The QR code as one SVG path of dark modules, drawn with a Lit template (no markup strings); colours come from CSS. */
 function qrSvg(text: string) {
-  const { modules } = createQrCode(text, { errorCorrectionLevel: "M" });
+  // One segment in byte mode: a URL needs no other, and the build leaves qrcode's other modes out of the bundle.
+  const { modules } = createQrCode([{ data: new TextEncoder().encode(text), mode: "byte" }], { errorCorrectionLevel: "M" });
   const quiet = 4;
   const size = modules.size + quiet * 2;
   let path = "";

@@ -38,38 +38,3 @@ export class Xoshiro128StarStar {
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
-
-const MASK64 = (1n << 64n) - 1n;
-
-/** FNV-1a, 64-bit, over the UTF-8 bytes of `text`. */
-export function fnv1a64(text: string): bigint {
-  let hash = 0xcbf29ce484222325n;
-  for (const byte of new TextEncoder().encode(text)) {
-    hash ^= BigInt(byte);
-    hash = (hash * 0x100000001b3n) & MASK64;
-  }
-  return hash;
-}
-
-/** SplitMix64 (Steele, Lea and Flood), the generator Vigna recommends for seeding xoshiro. */
-export function* splitMix64(seed: bigint): Generator<bigint> {
-  let state = seed & MASK64;
-  for (;;) {
-    state = (state + 0x9e3779b97f4a7c15n) & MASK64;
-    let z = state;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
-    yield z ^ (z >> 31n);
-  }
-}
-
-/** The initial xoshiro128** state for a session: SplitMix64 over the FNV-1a hash of the session id. */
-export function seedFromString(text: string): number[] {
-  const words = splitMix64(fnv1a64(text));
-  const state: number[] = [];
-  for (let i = 0; i < 2; i++) {
-    const word = words.next().value as bigint;
-    state.push(Number(word & 0xffffffffn), Number(word >> 32n));
-  }
-  return state;
-}

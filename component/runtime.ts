@@ -6,7 +6,7 @@
  * Model code runs only inside `Replica` methods, so it can reach the replica it belongs to through `executing`.
  */
 import type { ReflectedEvent } from "../party/protocol.js";
-import { seedFromString, Xoshiro128StarStar } from "./prng.js";
+import { Xoshiro128StarStar } from "./prng.js";
 
 /** Values model state may hold: JSON, plus references to other models. */
 export type StateValue = null | boolean | number | string | Model | StateValue[] | { [key: string]: StateValue };
@@ -151,9 +151,12 @@ export class Replica {
     this.#prng = new Xoshiro128StarStar(prngState);
   }
 
-  /** A new session's replica: seeded from the session id, with the root model created at time 0. */
-  static create(sessionId: string, Root: ModelClass, options?: unknown): Replica {
-    const replica = new Replica(sessionId, seedFromString(sessionId));
+  /**
+   * A new session's replica, its generator seeded with `seed` (four 32-bit words, which the room's key gives every
+   * member alike), with the root model created at time 0.
+   */
+  static create(sessionId: string, seed: readonly number[], Root: ModelClass, options?: unknown): Replica {
+    const replica = new Replica(sessionId, [...seed]);
     replica.#execute(() => {
       replica.root = Model.create.call(Root, options);
     });
@@ -169,8 +172,9 @@ export class Replica {
       this.time = Math.max(this.time, event.time);
       this.seq = event.seq;
       if (event.type === "message") {
+        // The session's own scope belongs to the reflector's events: no payload can publish a user-enter or user-exit.
         const message = decodeModelEvent(event.payload);
-        if (message !== undefined) this.#deliver(message.scope, message.event, message.data, event.client);
+        if (message !== undefined && message.scope !== this.sessionId) this.#deliver(message.scope, message.event, message.data, event.client);
       } else {
         this.#deliver(this.sessionId, event.type, event.client, undefined);
       }
@@ -354,15 +358,36 @@ export function encodeModelEvent(scope: string, event: string, data: unknown): s
   return JSON.stringify({ scope, event, data: data ?? null });
 }
 
-/** Undefined for a payload that is not a model event; every replica skips it alike. */
+/** Deepest nesting of arrays and objects that event data may have. */
+export const MAX_DATA_DEPTH = 32;
+/** Keys event data may not use: `$model` marks a model reference in serialized state, `__proto__` an object's prototype. */
+const RESERVED_KEYS = new Set(["$model", "__proto__"]);
+
+/**
+ * The model event in a payload, or undefined when the payload is not one: not JSON, not `{scope, event, data}`, or
+ * data that model state could not hold (a reserved key, a number JSON cannot write, nesting beyond MAX_DATA_DEPTH).
+ * Every replica skips such a payload alike, so nothing a member sends can keep honest replicas from serializing
+ * their state.
+ */
 export function decodeModelEvent(payload: string): ViewEvent | undefined {
+  let value: unknown;
   try {
-    const value = JSON.parse(payload);
-    if (typeof value?.scope === "string" && typeof value?.event === "string") return { scope: value.scope, event: value.event, data: value.data ?? null };
+    value = JSON.parse(payload);
   } catch {
-    // fall through
+    return undefined;
   }
-  return undefined;
+  if (typeof value !== "object" || value === null) return undefined;
+  const { scope, event, data } = value as Record<string, unknown>;
+  if (typeof scope !== "string" || typeof event !== "string" || (data !== undefined && !isReplicable(data, 0))) return undefined;
+  return { scope, event, data: data ?? null };
+}
+
+function isReplicable(value: unknown, depth: number): boolean {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return true;
+  if (typeof value === "number") return Number.isFinite(value);
+  if (typeof value !== "object" || depth >= MAX_DATA_DEPTH) return false;
+  if (Array.isArray(value)) return value.every((item) => isReplicable(item, depth + 1));
+  return Object.keys(value).every((key) => !RESERVED_KEYS.has(key) && isReplicable((value as Record<string, unknown>)[key], depth + 1));
 }
 
 function ownState(model: Model): StateValue {

@@ -1,19 +1,32 @@
 /**
- * A client's connection to a session: it joins the reflector's room with partysocket, builds a replica from the
- * welcome (a snapshot and the events after it), applies reflected events in sequence order and hands
- * model-to-view notifications to the view after each batch. The view talks to the model only through `publish`,
- * which goes through the reflector exactly once, however often the connection drops.
+ * A client's connection to a session: it joins the reflector's room with partysocket, proves it holds the room's
+ * key, builds a replica from the welcome (a snapshot and the events after it), applies reflected events in sequence
+ * order and hands model-to-view notifications to the view after each batch. The view talks to the model only through
+ * `publish`, which goes through the reflector exactly once, however often the connection drops.
  *
- * Every payload and snapshot is encrypted end to end with the room's key (see `room-key.ts`); the reflector
- * relays ciphertext only. The same class runs in the browser and, given a WebSocket implementation such as
+ * Every payload and snapshot is sealed end to end with the room's key, bound to its place (see `room-key.ts`); the
+ * reflector relays ciphertext only. The same class runs in the browser and, given a WebSocket implementation such as
  * `ws`, headless in Node.
  */
 import { PartySocket } from "partysocket";
+import { sha256Hex } from "../party/crypto.js";
 import { TokenBucket } from "../party/token-bucket.js";
-import { CLOSE_BAD_ROOM, encodeClientFrame, majority, parseServerFrame, PING, PROTOCOL_VERSION, splitSnapshot, type ServerFrame, type Vote, type Welcome } from "../party/protocol.js";
-import { isRoomSecret, RoomKey, WrongKeyError } from "./room-key.js";
+import {
+  CLOSE_BAD_ROOM,
+  CLOSE_NOT_MEMBER,
+  encodeClientFrame,
+  helloChallenge,
+  majority,
+  parseServerFrame,
+  PING,
+  PROTOCOL_VERSION,
+  splitSnapshot,
+  type ServerFrame,
+  type Vote,
+  type Welcome,
+} from "../party/protocol.js";
+import { isRoomSecret, RoomKey, SealError } from "./room-key.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
-import { sha256Hex } from "./state-hash.js";
 
 export type SessionStatus = "connecting" | "connected" | "reconnecting" | "offline";
 
@@ -72,9 +85,10 @@ const UNSTORED_RETENTION = 5000;
 /** A heartbeat left unanswered this long means the connection is dead, whatever the socket says. */
 const PONG_TIMEOUT = 10_000;
 
-/** A pending event with its payload, encrypted once: every resend carries the same ciphertext. */
+/** A pending event with its payload, and the payload sealed for the client and post id it last went out as. */
 interface Outgoing extends PendingEvent {
-  sealed: Promise<string>;
+  plain: string;
+  sealed?: { client: string; id: number; text: string };
 }
 
 /** A replica being brought up to date after a welcome; it becomes the session's replica once it reaches `last`. */
@@ -87,8 +101,8 @@ interface CatchUp {
 /**
  * Events: `status` (the status changed), `welcome` (a replica is ready after a (re)connection: re-render
  * everything), `update` (a batch of events was applied), `pending` (the list of unsent posts changed),
- * `divergence` (replicas disagreed; see `divergence`), `key-mismatch` (this client's key cannot open the room's
- * data: it has left; see `keyMismatch`), `reflector-error` (the reflector refused a frame; `detail` has code and
+ * `divergence` (replicas disagreed; see `divergence`), `bad-snapshot` (the room's snapshot does not check out: the
+ * session has left; see `badSnapshot`), `reflector-error` (the reflector refused a frame; `detail` has code and
  * message).
  */
 export class Session extends EventTarget {
@@ -98,10 +112,15 @@ export class Session extends EventTarget {
   replica: Replica | undefined;
   /** Set when the reflector reported that replicas disagree. */
   divergence: Divergence | undefined;
-  /** True once the room's data turned out to be encrypted with another key; the session has then left. */
-  keyMismatch = false;
+  /** True once the room's snapshot did not hash to what its members voted, or did not open; the session has then left. */
+  badSnapshot = false;
+  /**
+   * True when this client's own entry was the room's first event: nobody had used the room at this address, which
+   * is the room's name and its key. A link with a mistyped key leads to such a room of its own.
+   */
+  newRoom = false;
 
-  readonly #socket: PartySocket;
+  #socket: PartySocket | undefined;
   readonly #viewHandlers = new Map<string, Set<ViewHandler>>();
   readonly #ready: Promise<void>;
   #secret: string | undefined;
@@ -117,8 +136,8 @@ export class Session extends EventTarget {
   /** This client's copy of the reflector's rate limit, a little below it. */
   #bucket: TokenBucket | undefined;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The state at the last snapshot point, kept until the reflector stores a snapshot or asks for this one. */
-  #kept: { seq: number; text: string; hash?: string } | undefined;
+  /** The state at the last snapshot point, sealed, kept until the reflector stores a snapshot or asks for this one. */
+  #kept: { seq: number; sealed?: string; hash?: string } | undefined;
   #lastHeard = 0;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #pongTimer: ReturnType<typeof setTimeout> | undefined;
@@ -127,8 +146,6 @@ export class Session extends EventTarget {
   #removeOnlineListeners = () => {};
   #left = false;
   readonly #roomKey: Promise<RoomKey>;
-  /** True once this key has opened data of the room (a snapshot, or a message). */
-  #keyProven = false;
   /**
    * Socket events are handled one after the other, each to its end: decryption is asynchronous, and events
    * must still reach the replica in order.
@@ -144,9 +161,23 @@ export class Session extends EventTarget {
       throw new Error("multiuser-chat: the room key must be base64url text of at least 128 bits (22 characters or more)");
     }
     this.#roomKey = RoomKey.derive(options.room, options.key);
-    this.#socket = new PartySocket({
+    this.#ready = new Promise((resolve, reject) => {
+      this.addEventListener("welcome", () => resolve(), { once: true });
+      this.addEventListener("bad-snapshot", () => reject(new Error(`multiuser-chat: the snapshot of room ${options.room} does not check out`)), { once: true });
+    });
+    // Only a caller of whenReady needs to hear of the rejection; the session reports it as an event too.
+    this.#ready.catch(() => {});
+    // The room's address names its key, so the socket can open only once the key is derived.
+    this.#enqueue(async () => this.#connect(await this.#roomKey));
+    this.#watchOnline();
+  }
+
+  #connect(key: RoomKey): void {
+    if (this.#left) return;
+    const options = this.#options;
+    const socket = new PartySocket({
       host: options.host,
-      room: options.room,
+      room: key.address,
       party: options.party,
       protocol: options.protocol,
       // Come back well within the reflector's grace period, and keep trying at a modest pace when it is down.
@@ -158,28 +189,23 @@ export class Session extends EventTarget {
       maxEnqueuedMessages: 0,
       ...(options.WebSocket === undefined ? {} : { WebSocket: options.WebSocket }),
     });
-    this.#ready = new Promise((resolve, reject) => {
-      this.addEventListener("welcome", () => resolve(), { once: true });
-      this.addEventListener("key-mismatch", () => reject(new Error(`multiuser-chat: this link's key does not match room ${options.room}`)), { once: true });
-    });
-    // Only a caller of whenReady needs to hear of the rejection; the session reports it as an event too.
-    this.#ready.catch(() => {});
-    this.#socket.addEventListener("open", () => this.#enqueue(() => this.#hello()));
-    this.#socket.addEventListener("message", (event) => {
+    this.#socket = socket;
+    socket.addEventListener("message", (event) => {
       this.#lastHeard = Date.now();
       const data = String((event as MessageEvent).data);
       this.#enqueue(() => this.#receive(data));
     });
-    this.#socket.addEventListener("close", (event) =>
+    socket.addEventListener("close", (event) =>
       this.#enqueue(() => {
         this.#welcomed = false;
         this.#catchUp = undefined;
         this.#stopHeartbeat();
-        if ((event as CloseEvent).code === CLOSE_BAD_ROOM) this.leave();
+        // Trying again cannot help: the room's name is not one, or this client cannot prove it holds the key.
+        const code = (event as CloseEvent).code;
+        if (code === CLOSE_BAD_ROOM || code === CLOSE_NOT_MEMBER) this.leave();
         if (!this.#left) this.#setStatus(this.#disconnectedStatus());
       }),
     );
-    this.#watchOnline();
   }
 
   /** Joins a room; `await session.whenReady()` for the first welcome. */
@@ -208,8 +234,7 @@ export class Session extends EventTarget {
    */
   publish(scope: string, event: string, data?: unknown): void {
     if (this.#left) return;
-    const plain = encodeModelEvent(scope, event, data);
-    const pending: Outgoing = { id: this.#nextPostId++, scope, event, data: data ?? null, sealed: this.#roomKey.then((key) => key.encrypt(plain)) };
+    const pending: Outgoing = { id: this.#nextPostId++, scope, event, data: data ?? null, plain: encodeModelEvent(scope, event, data) };
     this.#outbox.push(pending);
     if (this.#welcomed) this.#enqueue(() => this.#flush());
     this.dispatchEvent(new Event("pending"));
@@ -228,16 +253,23 @@ export class Session extends EventTarget {
   leave(): void {
     if (this.#left) return;
     this.#left = true;
-    if (this.#welcomed) this.#socket.send(encodeClientFrame({ type: "leave" }));
+    if (this.#welcomed) this.#send(encodeClientFrame({ type: "leave" }));
     this.#stopHeartbeat();
     clearTimeout(this.#flushTimer);
     this.#removeOnlineListeners();
-    this.#socket.close();
+    this.#socket?.close();
   }
 
-  #hello(): void {
+  #send(text: string): void {
+    this.#socket?.send(text);
+  }
+
+  /** Answers the connection's challenge: a hello that proves this client holds the room's key. */
+  async #hello(nonce: string): Promise<void> {
+    const key = await this.#roomKey;
+    const proof = await key.prove(helloChallenge(key.address, nonce));
     const resume = this.clientId !== undefined && this.#secret !== undefined ? { client: this.clientId, secret: this.#secret, seq: this.replica?.seq ?? 0 } : undefined;
-    this.#socket.send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) }));
+    this.#send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof, ...(resume === undefined ? {} : { resume }) }));
   }
 
   #enqueue(task: () => void | Promise<void>): void {
@@ -254,11 +286,20 @@ export class Session extends EventTarget {
       if (pending.id <= this.#sentUpTo) continue;
       const now = Date.now();
       if (this.#bucket !== undefined && !this.#bucket.take(now)) return this.#flushLater(this.#bucket.waitTime(now));
-      const payload = await pending.sealed;
+      const payload = await this.#sealed(pending);
       if (!this.#welcomed) return;
-      this.#socket.send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
+      this.#send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
       this.#sentUpTo = pending.id;
     }
+  }
+
+  /** A post's payload sealed for the client and post id it goes out as; resent as it is while they stay the same. */
+  async #sealed(pending: Outgoing): Promise<string> {
+    const client = this.clientId!;
+    if (pending.sealed?.client !== client || pending.sealed.id !== pending.id) {
+      pending.sealed = { client, id: pending.id, text: await (await this.#roomKey).sealPost(pending.plain, client, pending.id) };
+    }
+    return pending.sealed.text;
   }
 
   #flushLater(delay: number): void {
@@ -281,6 +322,8 @@ export class Session extends EventTarget {
     if (this.#catchUp !== undefined) return this.#continueCatchUp(this.#catchUp, frame);
     if (frame.type === "message") frame = await this.#open(frame);
     switch (frame.type) {
+      case "challenge":
+        return this.#hello(frame.nonce);
       case "welcome":
         return this.#startCatchUp(frame);
       case "tick":
@@ -297,12 +340,12 @@ export class Session extends EventTarget {
       case "snapshot-due":
         return this.#hashState(frame.seq);
       case "snapshot-request":
-        return await this.#uploadSnapshot(frame.seq);
+        return this.#uploadSnapshot(frame.seq);
       case "snapshot-stored":
         if (this.#kept !== undefined && this.#kept.seq <= frame.seq) this.#kept = undefined;
         return;
       case "divergence":
-        return this.#reportDivergence(frame.seq, frame.votes);
+        return this.#reportDivergence(frame.seq, frame.voters, frame.votes);
       case "error":
         console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
         if (frame.code === "rate-limited" || frame.code === "out-of-order") {
@@ -310,10 +353,10 @@ export class Session extends EventTarget {
           this.#sentUpTo = 0;
           this.#flushLater(RESEND_DELAY);
         } else if (frame.code === "identity") {
-          // The reflector does not take these credentials: join as a new client.
+          // The reflector does not take these credentials: join as a new client, on a new connection.
           this.clientId = undefined;
           this.#secret = undefined;
-          this.#hello();
+          this.#socket?.reconnect();
         }
         this.dispatchEvent(new CustomEvent("reflector-error", { detail: { code: frame.code, message: frame.message } }));
         return;
@@ -334,7 +377,7 @@ export class Session extends EventTarget {
     const due = this.replica?.nextFutureTime;
     if (!this.#welcomed || due === undefined || due <= this.replica!.time || due === this.#tickAsked) return;
     this.#tickAsked = due;
-    this.#socket.send(encodeClientFrame({ type: "tick-request", time: due }));
+    this.#send(encodeClientFrame({ type: "tick-request", time: due }));
   }
 
   /**
@@ -355,9 +398,11 @@ export class Session extends EventTarget {
     }
     this.clientId = welcome.client;
     this.#secret = welcome.secret;
+    if (!welcome.resumed) this.newRoom = welcome.from === 0 && welcome.last === 1;
     let replica: Replica | undefined;
     if (welcome.snapshot === null) {
-      replica = welcome.resumed && welcome.from > 0 ? this.replica : Replica.create(this.#options.room, this.#options.model, this.#options.modelOptions);
+      const { room, model, modelOptions } = this.#options;
+      replica = welcome.resumed && welcome.from > 0 ? this.replica : Replica.create(room, (await this.#roomKey).seed, model, modelOptions);
     }
     this.#catchUp = { welcome, replica, parts: [] };
     await this.#continueCatchUp(this.#catchUp, undefined);
@@ -368,7 +413,7 @@ export class Session extends EventTarget {
     if (frame?.type === "snapshot") {
       catchUp.parts.push(frame.data);
       if (catchUp.parts.length === welcome.snapshot?.parts) {
-        const text = await this.#openSnapshot(catchUp.parts.join(""));
+        const text = await this.#openSnapshot(catchUp.parts.join(""), welcome.snapshot);
         if (text === undefined) return;
         catchUp.replica = Replica.restore(text);
       }
@@ -414,69 +459,70 @@ export class Session extends EventTarget {
     this.dispatchEvent(new Event("pending"));
   }
 
-  /** A snapshot point: keep the state exactly as it is after event `seq`, and report its hash. */
+  /**
+   * A snapshot point: seal the state exactly as it is after event `seq` and vote with the hash of the sealed text.
+   * Sealing is deterministic, so every replica with the same state votes the same hash, and the reflector stores an
+   * upload only if it hashes to the majority's vote; without the key, nobody can turn a guess into a hash.
+   */
   #hashState(seq: number): void {
     const replica = this.replica;
     if (replica === undefined || replica.seq !== seq) {
       console.warn(`multiuser-chat: a snapshot is due at ${seq} but this replica is at ${replica?.seq}`);
       return;
     }
-    const kept: { seq: number; text: string; hash?: string } = { seq, text: replica.serialize() };
+    const text = replica.serialize();
+    const kept: { seq: number; sealed?: string; hash?: string } = { seq };
     this.#kept = kept;
-    sha256Hex(kept.text).then((hash) => {
-      kept.hash = hash;
-      if (this.#welcomed && this.#kept === kept) this.#socket.send(encodeClientFrame({ type: "hash", seq, hash }));
-    });
+    void (async () => {
+      kept.sealed = await (await this.#roomKey).sealSnapshot(text, seq);
+      kept.hash = await sha256Hex(kept.sealed);
+      if (this.#welcomed && this.#kept === kept) this.#send(encodeClientFrame({ type: "hash", seq, hash: kept.hash }));
+    })();
   }
 
-  async #uploadSnapshot(seq: number): Promise<void> {
+  #uploadSnapshot(seq: number): void {
     const kept = this.#kept;
-    if (kept?.seq !== seq) return;
-    const parts = splitSnapshot(await (await this.#roomKey).encrypt(kept.text));
-    parts.forEach((data, part) => this.#socket.send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
+    if (kept?.seq !== seq || kept.sealed === undefined) return;
+    const parts = splitSnapshot(kept.sealed);
+    parts.forEach((data, part) => this.#send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
   }
 
   /**
-   * A message's payload, decrypted. One that does not open with this key reaches no model: it becomes a payload
-   * every replica skips. When well-formed ciphertext of the room does not open before this key has opened
-   * anything, the key is the wrong one.
+   * A message's payload, opened where the reflector put it: sent by `client` as its post `id`. One that does not open
+   * there (another key, another sender's or another post's payload replayed, garbage) reaches no model: it becomes
+   * a payload every replica skips alike.
    */
   async #open(event: Extract<ServerFrame, { type: "message" }>): Promise<Extract<ServerFrame, { type: "message" }>> {
     try {
-      const payload = await (await this.#roomKey).decrypt(event.payload);
-      this.#keyProven = true;
-      return { ...event, payload };
+      return { ...event, payload: await (await this.#roomKey).openPost(event.payload, event.client, event.id) };
     } catch (error) {
-      if (!(error instanceof WrongKeyError)) throw error;
-      if (!this.#keyProven && error.sealed) this.#wrongKey();
+      if (!(error instanceof SealError)) throw error;
       return { ...event, payload: "" };
     }
   }
 
-  /** The snapshot's serialized state, or undefined when this key cannot open it. */
-  async #openSnapshot(sealed: string): Promise<string | undefined> {
+  /**
+   * The snapshot's state, or undefined when it does not check out: its parts must hash to what the majority voted
+   * and open, sealed as every honest replica seals that state. Such a snapshot is reported and the session leaves:
+   * the reflector stores only uploads that hash to the vote, so only a faulty reflector can send one.
+   */
+  async #openSnapshot(sealed: string, snapshot: { seq: number; hash: string }): Promise<string | undefined> {
     try {
-      const text = await (await this.#roomKey).decrypt(sealed);
-      this.#keyProven = true;
-      return text;
+      if ((await sha256Hex(sealed)) !== snapshot.hash) throw new SealError("snapshot");
+      return await (await this.#roomKey).openSnapshot(sealed, snapshot.seq);
     } catch (error) {
-      if (!(error instanceof WrongKeyError)) throw error;
-      this.#wrongKey();
+      if (!(error instanceof SealError)) throw error;
+      this.badSnapshot = true;
+      console.error(`multiuser-chat: the snapshot of room ${this.#options.room} at ${snapshot.seq} does not check out; leaving the room`);
+      this.dispatchEvent(new Event("bad-snapshot"));
+      this.leave();
       return undefined;
     }
   }
 
-  #wrongKey(): void {
-    if (this.keyMismatch) return;
-    this.keyMismatch = true;
-    console.error(`multiuser-chat: this link's key does not match room ${this.#options.room}; leaving it`);
-    this.dispatchEvent(new Event("key-mismatch"));
-    this.leave();
-  }
-
-  #reportDivergence(seq: number, votes: Vote[]): void {
+  #reportDivergence(seq: number, voters: number, votes: Vote[]): void {
     const ownHash = this.#kept?.seq === seq ? this.#kept.hash : undefined;
-    const outvoted = ownHash === undefined || majority(votes)?.hash !== ownHash;
+    const outvoted = ownHash === undefined || majority(votes, voters)?.hash !== ownHash;
     this.divergence = { seq, votes, ownHash, outvoted };
     console.error(
       `multiuser-chat: replicas of room ${this.#options.room} hold different states after event ${seq}. ` +
@@ -503,10 +549,10 @@ export class Session extends EventTarget {
     this.#stopHeartbeat();
     this.#heartbeat = setInterval(() => {
       const sent = Date.now();
-      this.#socket.send(PING);
+      this.#send(PING);
       clearTimeout(this.#pongTimer);
       this.#pongTimer = setTimeout(() => {
-        if (this.#lastHeard < sent) this.#socket.reconnect();
+        if (this.#lastHeard < sent) this.#socket?.reconnect();
       }, PONG_TIMEOUT);
     }, interval);
   }
@@ -538,7 +584,7 @@ export class Session extends EventTarget {
     const offline = () => this.#setStatus("offline");
     const online = () => {
       this.#setStatus(this.#disconnectedStatus());
-      this.#socket.reconnect();
+      this.#socket?.reconnect();
     };
     // A closed tab says goodbye at once instead of leaving the others to wait out its grace period.
     const pagehide = (event: PageTransitionEvent) => {

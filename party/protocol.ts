@@ -23,14 +23,14 @@ export const MAX_SNAPSHOT_PARTS = 256;
 /** Longest client id, resume secret or state hash a client may send. */
 const MAX_TOKEN_LENGTH = 128;
 
-/** Longest room id, by default (`MAX_ROOM_ID_LENGTH`); a room id is also limited to the characters of ROOM_ID_CHARACTERS. */
+/** Longest room name, by default (`MAX_ROOM_ID_LENGTH`); a room name is also limited to the characters of ROOM_ID_CHARACTERS. */
 export const MAX_ROOM_ID_LENGTH = 64;
-/** The characters a room id may use: letters, digits, `_` and `-`, so it is safe in a URL path, a file name and a log line. */
+/** The characters a room name may use: letters, digits, `_` and `-`, so it is safe in a URL path, a file name and a log line. */
 export const ROOM_ID_CHARACTERS = /^[A-Za-z0-9_-]+$/;
 
 /**
  * Why `id` cannot name a room, or undefined when it can: 1 to `maxLength` characters of ROOM_ID_CHARACTERS.
- * The reflector refuses a connection to any other room id with `bad-room` (see `docs/security.md`).
+ * The element checks the room name it is given; the reflector checks the name in a room's address.
  */
 export function checkRoomId(id: string, maxLength = MAX_ROOM_ID_LENGTH): string | undefined {
   if (id.length === 0) return "the room id is empty";
@@ -38,6 +38,29 @@ export function checkRoomId(id: string, maxLength = MAX_ROOM_ID_LENGTH): string 
   if (!ROOM_ID_CHARACTERS.test(id)) return "a room id may hold only the letters A-Z and a-z, digits, _ and -";
   return undefined;
 }
+
+/**
+ * A room's address, the name of its socket (`/parties/main/ADDRESS`), is its name and the fingerprint of its members'
+ * key: `NAME~FINGERPRINT`. The fingerprint is the first 22 base64url characters (132 bits) of the Ed25519 public key
+ * that only holders of the room's secret can derive, so a room at an address can only ever be joined, or set up, by
+ * them: nobody can take a name first for another key.
+ */
+export const FINGERPRINT_LENGTH = 22;
+const ADDRESS = /^([A-Za-z0-9_-]+)~([A-Za-z0-9_-]{22})$/;
+
+export function roomAddress(room: string, publicKey: string): string {
+  return `${room}~${publicKey.slice(0, FINGERPRINT_LENGTH)}`;
+}
+
+/** The name and fingerprint in a room's address, or why it is not one. */
+export function parseRoomAddress(address: string, maxLength = MAX_ROOM_ID_LENGTH): { room: string; fingerprint: string } | string {
+  const match = ADDRESS.exec(address);
+  if (match === null) return checkRoomId(address.split("~")[0]!, maxLength) ?? "a room's address is its name, ~ and the 22-character fingerprint of its key";
+  return checkRoomId(match[1]!, maxLength) ?? { room: match[1]!, fingerprint: match[2]! };
+}
+
+/** What a client signs to prove it holds the room's key: the room's address and the challenge of this connection. */
+export const helloChallenge = (address: string, nonce: string) => `multiuser-chat hello\n${address}\n${nonce}`;
 
 /**
  * The heartbeat a client sends, and the answer, as exact texts: on Cloudflare the platform answers it without
@@ -58,6 +81,10 @@ export const CLOSE_FLOODING = 4003;
 export const CLOSE_NO_HELLO = 4004;
 /** Close code for a socket that sent nothing, heartbeats included, for `silenceTimeout`: its peer is gone. */
 export const CLOSE_SILENT = 4005;
+/** Close code for a hello that did not prove it holds the room's key (after an error frame `not-member`). */
+export const CLOSE_NOT_MEMBER = 4006;
+/** Close code for a socket refused because too many sockets wait for their hello in the room (error `busy`). */
+export const CLOSE_BUSY = 4007;
 
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
@@ -85,8 +112,11 @@ export interface Welcome {
   heartbeat: number;
   /** The connection's frame rate limit, which the client keeps below; null when there is none. */
   rate: { perSecond: number; burst: number } | null;
-  /** A snapshot to restore first, sent as `parts` `snapshot` frames right after this one; null when none is needed. */
-  snapshot: { seq: number; parts: number } | null;
+  /**
+   * A snapshot to restore first, sent as `parts` `snapshot` frames right after this one; null when none is needed.
+   * `hash` is what the majority of the members voted for at `seq`: the SHA-256 of the joined parts.
+   */
+  snapshot: { seq: number; parts: number; hash: string } | null;
   /** The events that follow (after the snapshot parts) are those after `from`, up to and including `last`. */
   from: number;
   last: number;
@@ -98,15 +128,18 @@ export interface Vote {
   clients: string[];
 }
 
-/** The vote more than half of the clients agree on, if any: the room's state at a snapshot point. */
-export function majority(votes: Vote[]): Vote | undefined {
-  const total = votes.reduce((sum, vote) => sum + vote.clients.length, 0);
-  return votes[0] !== undefined && votes[0].clients.length * 2 > total ? votes[0] : undefined;
+/**
+ * The vote of more than half of `voters`, the members present at a snapshot point, if there is one: the room's state
+ * there. A member that did not vote counts for no hash, so a lone vote never speaks for a room that stayed silent.
+ */
+export function majority(votes: Vote[], voters: number): Vote | undefined {
+  return votes[0] !== undefined && votes[0].clients.length * 2 > voters ? votes[0] : undefined;
 }
 
 /** Frames the reflector sends. */
 export type ServerFrame =
   | ReflectedEvent
+  | { type: "challenge"; nonce: string }
   | Welcome
   | SnapshotPart
   | { type: "tick"; time: number }
@@ -114,7 +147,7 @@ export type ServerFrame =
   | { type: "snapshot-due"; seq: number }
   | { type: "snapshot-request"; seq: number }
   | { type: "snapshot-stored"; seq: number }
-  | { type: "divergence"; seq: number; votes: Vote[] }
+  | { type: "divergence"; seq: number; voters: number; votes: Vote[] }
   | { type: "error"; code: ErrorCode; message: string };
 
 /** A piece of a snapshot: uploaded by a client when asked, sent to a client after its welcome. */
@@ -131,7 +164,7 @@ export interface SnapshotPart {
  * needs it (it knows who is on each socket) but refuses a frame whose `client` names anyone else (`identity`).
  */
 export type ClientFrame = (
-  | { type: "hello"; version: number; resume?: { client: string; secret: string; seq: number } }
+  | { type: "hello"; version: number; key: string; proof: string; resume?: { client: string; secret: string; seq: number } }
   | { type: "publish"; id: number; payload: string }
   | { type: "hash"; seq: number; hash: string }
   | SnapshotPart
@@ -150,7 +183,9 @@ export type ErrorCode =
   | "out-of-order"
   | "identity"
   | "room-full"
-  | "bad-room";
+  | "bad-room"
+  | "not-member"
+  | "busy";
 
 /** Raised for a frame that does not follow this protocol; `code` goes back to the sender in an error frame. */
 export class ProtocolError extends Error {
@@ -176,6 +211,10 @@ export function encodeSnapshotPart(seq: number, part: number, parts: number, dat
   return JSON.stringify({ type: "snapshot", seq, part, parts, data } satisfies SnapshotPart);
 }
 
+export function encodeChallenge(nonce: string): string {
+  return JSON.stringify({ type: "challenge", nonce });
+}
+
 export function encodeTick(time: number): string {
   return JSON.stringify({ type: "tick", time });
 }
@@ -185,8 +224,9 @@ export function encodeSnapshotNotice(type: "snapshot-due" | "snapshot-request" |
   return JSON.stringify({ type, seq });
 }
 
-export function encodeDivergence(seq: number, votes: Vote[]): string {
-  return JSON.stringify({ type: "divergence", seq, votes });
+/** Hashes that differed at `seq`; `voters` is how many members were asked, voting or not. */
+export function encodeDivergence(seq: number, voters: number, votes: Vote[]): string {
+  return JSON.stringify({ type: "divergence", seq, voters, votes });
 }
 
 export function encodeError(code: ErrorCode, message: string): string {
@@ -225,12 +265,14 @@ function parseFields(fields: Record<string, unknown>): ClientFrame {
       if (fields.version !== PROTOCOL_VERSION) {
         throw new ProtocolError("version-mismatch", `this reflector speaks protocol version ${PROTOCOL_VERSION}, not ${JSON.stringify(fields.version)}`);
       }
-      if (fields.resume === undefined) return { type: "hello", version: PROTOCOL_VERSION };
+      const proof = { key: token(fields.key, "hello.key"), proof: token(fields.proof, "hello.proof") };
+      if (fields.resume === undefined) return { type: "hello", version: PROTOCOL_VERSION, ...proof };
       const resume = fields.resume as Record<string, unknown> | null;
       if (typeof resume !== "object" || resume === null) throw new ProtocolError("bad-frame", "hello.resume must be an object");
       return {
         type: "hello",
         version: PROTOCOL_VERSION,
+        ...proof,
         resume: { client: token(resume.client, "hello.resume.client"), secret: token(resume.secret, "hello.resume.secret"), seq: count(resume.seq, "hello.resume.seq", 0) },
       };
     }

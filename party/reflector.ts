@@ -1,9 +1,12 @@
 import {
+  CLOSE_BUSY,
   CLOSE_FLOODING,
   CLOSE_NO_HELLO,
+  CLOSE_NOT_MEMBER,
   CLOSE_REPLACED,
   CLOSE_ROOM_FULL,
   CLOSE_SILENT,
+  encodeChallenge,
   encodeDivergence,
   encodeError,
   encodeSnapshotNotice,
@@ -37,9 +40,13 @@ export interface ClientSocket {
   setState(state: SocketState): unknown;
 }
 
-/** What a socket carries across a sleep of the room: when it opened, and the client it said hello as. */
+/**
+ * What a socket carries across a sleep of the room: when it opened, the challenge its hello must answer, and the
+ * client it said hello as.
+ */
 export interface SocketState {
   opened: number;
+  nonce: string;
   client?: string;
 }
 
@@ -48,8 +55,18 @@ export interface ReflectorOptions<Socket> extends Partial<ReflectorSettings> {
   storage: RoomStorage;
   /** The server's clock, in milliseconds since the epoch. */
   clock: () => number;
-  /** Makes a fresh, unguessable token: client ids and resume secrets. */
+  /** Makes a fresh, unguessable token: client ids, resume secrets and challenges. */
   newToken: () => string;
+  /**
+   * Whether a hello's `key` and `proof` prove that its sender holds the room's key: the signature of the connection's
+   * challenge `nonce` (see `verifyMember` in crypto.ts). May answer at once or later; frames that arrive on the
+   * socket meanwhile wait, in order.
+   */
+  verifyHello: (nonce: string, key: string, proof: string) => boolean | Promise<boolean>;
+  /** SHA-256 of a text in hex (`sha256Hex` in crypto.ts): an uploaded snapshot must hash to what the members voted. */
+  digest: (text: string) => string | Promise<string>;
+  /** Called after the reflector changed something outside a call (a hello or a snapshot was checked): re-arm the alarm. */
+  changed?: () => void;
   /** Sockets still open from before the room slept, each with its `state`: the room takes them back as they were. */
   sockets?: Iterable<Socket>;
   /** When the platform last answered this socket's heartbeat on the room's behalf (Cloudflare does, asleep or not). */
@@ -76,12 +93,17 @@ interface Client<Socket> {
   earlierRun?: boolean;
 }
 
-/** One open socket: the client it said hello as (none yet), its rate limit, and when it was last heard from. */
+/**
+ * One open socket: the client it said hello as (none yet), the challenge its hello answers, its rate limit, and when
+ * it was last heard from. While its hello is being checked, what else it sends waits in `held`.
+ */
 interface Connection<Socket> {
   client: Client<Socket> | undefined;
+  nonce: string;
   limiter: RateLimiter;
   opened: number;
   lastHeard: number;
+  held?: (string | ArrayBuffer | ArrayBufferView)[];
 }
 
 /** A snapshot point in progress: first the hashes, then one upload from a client of the majority. */
@@ -91,10 +113,14 @@ interface SnapshotRound {
   voters: string[];
   hashes: Map<string, string>;
   deadline: number;
-  /** Set once the hashes are counted: clients holding the majority's state, in the order they will be asked. */
+  /** Set once the hashes are counted: clients holding the majority's state, in the order they will be asked... */
   candidates?: string[];
+  /** ...and the hash they voted, which the upload must have. */
+  hash?: string;
   uploader?: string;
   parts?: (string | undefined)[];
+  /** True while a complete upload's hash is being checked. */
+  checking?: boolean;
 }
 
 /**
@@ -147,7 +173,11 @@ function sameSecret(a: string, b: string): boolean {
 }
 
 const isSocketState = (state: unknown): state is SocketState =>
-  typeof state === "object" && state !== null && typeof (state as SocketState).opened === "number" && ["undefined", "string"].includes(typeof (state as SocketState).client);
+  typeof state === "object" &&
+  state !== null &&
+  typeof (state as SocketState).opened === "number" &&
+  typeof (state as SocketState).nonce === "string" &&
+  ["undefined", "string"].includes(typeof (state as SocketState).client);
 
 /**
  * One room's reflector: gives every event the next sequence number and the server's time, stores it and sends it
@@ -238,7 +268,7 @@ export class Reflector<Socket extends ClientSocket> {
       // Nothing the room knows: the client resumes on a new socket and the room sorts out who it is.
       return closeSocket(socket, CLOSE_REPLACED, "the room does not know this connection");
     }
-    this.connections.set(socket, { client: undefined, limiter: new RateLimiter(this.settings, now), opened: state.opened, lastHeard: now });
+    this.connections.set(socket, { client: undefined, nonce: state.nonce, limiter: new RateLimiter(this.settings, now), opened: state.opened, lastHeard: now });
     if (client === undefined) {
       this.waiting.set(socket, state.opened);
       return;
@@ -272,12 +302,21 @@ export class Reflector<Socket extends ClientSocket> {
     return this.store.retired;
   }
 
-  /** A socket opened; it becomes a client when it says hello. */
+  /**
+   * A socket opened: it gets its challenge, and becomes a client when its hello answers it. So that sockets that never
+   * join cannot pile up, a room holds at most `maxWaiting` sockets waiting for their hello; more are turned away.
+   */
   connect(socket: Socket): void {
+    if (this.waiting.size >= this.settings.maxWaiting) {
+      refuse(socket, "busy", `${this.settings.maxWaiting} connections to this room are waiting to say hello; try again in a moment`);
+      return closeSocket(socket, CLOSE_BUSY, "too many connections waiting");
+    }
     const now = this.options.clock();
-    this.connections.set(socket, { client: undefined, limiter: new RateLimiter(this.settings, now), opened: now, lastHeard: now });
+    const nonce = this.options.newToken();
+    this.connections.set(socket, { client: undefined, nonce, limiter: new RateLimiter(this.settings, now), opened: now, lastHeard: now });
     this.waiting.set(socket, now);
-    socket.setState({ opened: now } satisfies SocketState);
+    socket.setState({ opened: now, nonce } satisfies SocketState);
+    trySend(socket, encodeChallenge(nonce));
   }
 
   /**
@@ -289,6 +328,12 @@ export class Reflector<Socket extends ClientSocket> {
     if (connection === undefined) return;
     const now = this.options.clock();
     connection.lastHeard = now;
+    if (connection.held !== undefined) {
+      // Its hello is being checked: what follows waits, in order, up to a burst's worth.
+      if (connection.held.length < this.settings.rateBurst) connection.held.push(data);
+      else this.rateLimited(socket, connection);
+      return;
+    }
     const client = connection.client;
     const uploading = client !== undefined && this.round?.uploader === client.id;
     let frame: ClientFrame | undefined;
@@ -318,7 +363,7 @@ export class Reflector<Socket extends ClientSocket> {
     // A heartbeat is answered whoever sends it, as the platform answers it when it does so for the room.
     if (frame.type === "ping") return trySend(socket, PONG);
     if (client === undefined) {
-      if (frame.type === "hello") this.welcome(socket, frame);
+      if (frame.type === "hello") this.checkMember(socket, frame);
       else refuse(socket, "out-of-turn", `send hello before ${frame.type}`);
       return;
     }
@@ -431,7 +476,15 @@ export class Reflector<Socket extends ClientSocket> {
       round:
         round === undefined
           ? undefined
-          : { seq: round.seq, voters: round.voters, hashes: [...round.hashes], deadline: round.deadline, candidates: round.candidates, uploader: round.uploader },
+          : {
+              seq: round.seq,
+              voters: round.voters,
+              hashes: [...round.hashes],
+              deadline: round.deadline,
+              candidates: round.candidates,
+              hash: round.hash,
+              uploader: round.uploader,
+            },
     };
   }
 
@@ -519,6 +572,38 @@ export class Reflector<Socket extends ClientSocket> {
     if (this.clients.get(client.id) === client) this.exit(client, now);
   }
 
+  /**
+   * A hello must prove that its sender holds the room's key before it gets a seat. A check that answers later holds
+   * the socket's next frames back until it does; they are then handled in the order they came.
+   */
+  private checkMember(socket: Socket, hello: Extract<ClientFrame, { type: "hello" }>): void {
+    const connection = this.connections.get(socket)!;
+    let verdict: boolean | Promise<boolean>;
+    try {
+      verdict = this.options.verifyHello(connection.nonce, hello.key, hello.proof);
+    } catch {
+      verdict = false;
+    }
+    if (typeof verdict === "boolean") return this.admit(socket, hello, verdict);
+    connection.held = [];
+    verdict
+      .catch(() => false)
+      .then((member) => {
+        if (this.connections.get(socket) !== connection) return;
+        const held = connection.held!;
+        connection.held = undefined;
+        this.admit(socket, hello, member);
+        for (const data of held) this.receive(socket, data);
+        this.options.changed?.();
+      });
+  }
+
+  private admit(socket: Socket, hello: Extract<ClientFrame, { type: "hello" }>, member: boolean): void {
+    if (member) return this.welcome(socket, hello);
+    refuse(socket, "not-member", "this hello does not prove that it holds the room's key: ask for the link again");
+    this.forget(socket, CLOSE_NOT_MEMBER, "not a member");
+  }
+
   private welcome(socket: Socket, hello: Extract<ClientFrame, { type: "hello" }>): void {
     let acked = 0;
     if (hello.resume !== undefined) {
@@ -574,7 +659,7 @@ export class Reflector<Socket extends ClientSocket> {
     connection.client = client;
     if (this.present.length === 0) this.silenceCheckAt = this.options.clock() + this.settings.silenceTimeout;
     this.present.push(socket);
-    socket.setState({ opened: connection.opened, client: client.id } satisfies SocketState);
+    socket.setState({ opened: connection.opened, nonce: connection.nonce, client: client.id } satisfies SocketState);
   }
 
   /**
@@ -596,7 +681,7 @@ export class Reflector<Socket extends ClientSocket> {
         time: this.time,
         heartbeat: this.settings.heartbeat,
         rate: Number.isFinite(rateLimit) && Number.isFinite(rateBurst) ? { perSecond: rateLimit, burst: rateBurst } : null,
-        snapshot: snapshot === undefined ? null : { seq: snapshot.seq, parts: snapshot.parts.length },
+        snapshot: snapshot === undefined ? null : { seq: snapshot.seq, parts: snapshot.parts.length, hash: snapshot.hash },
         from,
         last: store.lastSeq,
       }),
@@ -673,10 +758,11 @@ export class Reflector<Socket extends ClientSocket> {
   private countRound(): void {
     const round = this.round!;
     const votes = countVotes(round.hashes);
-    if (votes.length > 1) this.broadcast(encodeDivergence(round.seq, votes));
-    const winner = majority(votes);
+    if (votes.length > 1) this.broadcast(encodeDivergence(round.seq, round.voters.length, votes));
+    const winner = majority(votes, round.voters.length);
     if (winner === undefined) return this.endRound();
     round.candidates = [...winner.clients];
+    round.hash = winner.hash;
     this.requestUpload(undefined);
   }
 
@@ -693,6 +779,7 @@ export class Reflector<Socket extends ClientSocket> {
     if (uploader === undefined) return this.endRound();
     round.uploader = uploader.id;
     round.parts = undefined;
+    round.checking = undefined;
     round.deadline = this.options.clock() + this.settings.voteTimeout;
     this.saveRoom();
     trySend(uploader.socket!, encodeSnapshotNotice("snapshot-request", round.seq));
@@ -704,14 +791,37 @@ export class Reflector<Socket extends ClientSocket> {
       if (frame.seq > this.lastDueSeq) refuse(client.socket!, "out-of-turn", `no snapshot was requested at ${frame.seq}`);
       return;
     }
+    if (round.checking) return;
     round.parts ??= new Array<string | undefined>(frame.parts).fill(undefined);
     if (round.parts.length !== frame.parts) return refuse(client.socket!, "bad-frame", `snapshot ${frame.seq} has ${round.parts.length} parts, not ${frame.parts}`);
     round.parts[frame.part] = frame.data;
     if (round.parts.some((part) => part === undefined)) return;
+    // The members voted with the hash of the sealed state: an upload that is not exactly that is not stored.
+    const parts = round.parts as string[];
+    let hash: string | Promise<string>;
+    try {
+      hash = this.options.digest(parts.join(""));
+    } catch {
+      hash = "";
+    }
+    if (typeof hash === "string") return this.checkedUpload(round, parts, hash);
+    round.checking = true;
+    hash
+      .catch(() => "")
+      .then((checked) => {
+        this.checkedUpload(round, parts, checked);
+        this.options.changed?.();
+      });
+  }
+
+  /** Stores an upload that hashes to the majority's vote; one that does not is the uploader's fault: ask the next. */
+  private checkedUpload(round: SnapshotRound, parts: string[], hash: string): void {
+    if (this.round !== round || round.parts?.every((part, index) => part === parts[index]) !== true) return;
+    if (hash !== round.hash) return this.requestUpload(round.uploader);
     const lastPosts = Object.fromEntries([...this.clients.values()].map((known) => [known.id, known.lastPost]));
-    this.store.storeSnapshot({ seq: round.seq, parts: round.parts as string[], lastPosts });
+    this.store.storeSnapshot({ seq: round.seq, parts, hash, lastPosts });
     this.endRound();
-    this.broadcast(encodeSnapshotNotice("snapshot-stored", frame.seq));
+    this.broadcast(encodeSnapshotNotice("snapshot-stored", round.seq));
     this.snapshotIfDue();
   }
 

@@ -51,6 +51,7 @@ export interface StoredRound {
   hashes: [string, string][];
   deadline: number;
   candidates?: string[];
+  hash?: string;
   uploader?: string;
 }
 
@@ -65,6 +66,8 @@ export interface RetiredClient {
 /** The latest snapshot a majority of replicas agreed on: opaque text, in the parts it was uploaded in. */
 export interface StoredSnapshot {
   seq: number;
+  /** What the majority voted: the SHA-256 of the joined parts, which a newcomer checks. */
+  hash: string;
   /** The reflector's time when it was stored; the log's time when no event follows it. */
   time: number;
   parts: string[];
@@ -241,7 +244,7 @@ export class RoomStore {
   /** Keeps `snapshot` as the room's starting point and trims every event it covers, in memory and in storage. */
   storeSnapshot(snapshot: Omit<StoredSnapshot, "time">): void {
     const previous = this.latest;
-    const { seq, parts, lastPosts } = snapshot;
+    const { seq, parts, hash, lastPosts } = snapshot;
     if (seq <= this.snapshotSeq || seq > this.seq) throw new Error(`snapshot ${seq} is not between ${this.snapshotSeq} and ${this.seq}`);
     // The log in storage stays a prefix of the order: every event before the snapshot's record.
     this.flushEvents();
@@ -249,13 +252,13 @@ export class RoomStore {
       const batch = parts.slice(start, start + KEYS_PER_OPERATION).map((part, index) => [snapshotPartKey(seq, start + index), part]);
       this.put(Object.fromEntries(batch), `storing snapshot ${seq}`);
     }
-    this.put({ [SNAPSHOT_KEY]: { seq, time: this.time, parts: parts.length, lastPosts } }, `storing snapshot ${seq}`);
+    this.put({ [SNAPSHOT_KEY]: { seq, hash, time: this.time, parts: parts.length, lastPosts } }, `storing snapshot ${seq}`);
     this.encoded.splice(0, seq - this.snapshotSeq);
     // Chunks the snapshot covers whole go; one it covers in part stays, and the next load skips its first events.
     const covered = this.chunks.findIndex((chunk) => chunk.last > seq);
     const keys = this.chunks.splice(0, covered === -1 ? this.chunks.length : covered).map((chunk) => chunkKey(chunk.first));
     if (previous !== undefined) keys.push(...previous.parts.map((_, index) => snapshotPartKey(previous.seq, index)));
-    this.latest = { seq, time: this.time, parts, lastPosts };
+    this.latest = { seq, hash, time: this.time, parts, lastPosts };
     this.deleteKeys(keys);
   }
 

@@ -1,6 +1,7 @@
 import type * as Party from "partykit/server";
 import { newToken } from "./base64url.js";
-import { checkRoomId, CLOSE_BAD_ROOM, encodeError } from "./protocol.js";
+import { sha256Hex, verifyMember } from "./crypto.js";
+import { CLOSE_BAD_ROOM, encodeError, parseRoomAddress } from "./protocol.js";
 import { Reflector } from "./reflector.js";
 import { RoomAlarm } from "./room-alarm.js";
 import { settingsFromEnv, type ReflectorSettings } from "./settings.js";
@@ -23,16 +24,26 @@ export default class ReflectorRoom implements Party.Server {
   // Never reads `room.id`: a room woken by its alarm starts without one.
   async onStart(): Promise<void> {
     await this.roomAlarm.load();
-    this.reflector = await Reflector.open({ ...this.settings, storage: this.room.storage, clock: Date.now, newToken, sockets: this.room.getConnections() });
+    this.reflector = await Reflector.open({
+      ...this.settings,
+      storage: this.room.storage,
+      clock: Date.now,
+      newToken,
+      sockets: this.room.getConnections(),
+      // Read when a hello arrives, never in an alarm: a room woken by its alarm has no id.
+      verifyHello: (nonce, key, proof) => verifyMember(this.room.id, nonce, key, proof),
+      digest: sha256Hex,
+      changed: () => this.schedule(),
+    });
     this.schedule();
   }
 
   onConnect(connection: Party.Connection): void {
-    // The one place that reads `room.id`: a connection always has a room id, an alarm may not.
-    const problem = checkRoomId(this.room.id, this.settings.maxRoomIdLength);
-    if (problem !== undefined) {
+    // Reads `room.id`, as the check of a hello does: a connection always has a room id, an alarm may not.
+    const parsed = parseRoomAddress(this.room.id, this.settings.maxRoomIdLength);
+    if (typeof parsed === "string") {
       // Never handed to the reflector, so its frames are ignored until it closes.
-      connection.send(encodeError("bad-room", problem));
+      connection.send(encodeError("bad-room", parsed));
       connection.close(CLOSE_BAD_ROOM, "bad room id");
       return;
     }

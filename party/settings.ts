@@ -50,8 +50,10 @@ export interface ReflectorSettings {
   floodRefusals: number;
   /** Clients, present or away, a room holds; a newcomer beyond them is refused. Resumes are always allowed. */
   maxClients: number;
-  /** Milliseconds a socket may stay open without saying hello: sockets that never join must not pile up. */
+  /** Milliseconds a socket may stay open without saying hello: sockets that never join must not pile up... */
   helloTimeout: number;
+  /** ...nor may more than this many wait for their hello at once; more are turned away (`busy`) until some are done. */
+  maxWaiting: number;
   /** Longest room name. */
   maxRoomIdLength: number;
 }
@@ -82,6 +84,7 @@ export const SETTINGS: { readonly [Key in keyof ReflectorSettings]: Setting } = 
   floodRefusals: { variable: "FLOOD_REFUSALS", default: 100 },
   maxClients: { variable: "MAX_CLIENTS", default: 100, positive: true },
   helloTimeout: { variable: "HELLO_TIMEOUT_MS", default: 10_000, positive: true },
+  maxWaiting: { variable: "MAX_WAITING", default: 50, positive: true },
   maxRoomIdLength: { variable: "MAX_ROOM_ID_LENGTH", default: MAX_ROOM_ID_LENGTH, positive: true, max: MAX_ROOM_ID_LENGTH },
 };
 

@@ -1,6 +1,7 @@
 import { routePartykitRequest, Server, type Connection } from "partyserver";
 import { newToken } from "./base64url.js";
-import { checkRoomId, CLOSE_BAD_ROOM, encodeError, PING, PONG } from "./protocol.js";
+import { sha256Hex, verifyMember } from "./crypto.js";
+import { CLOSE_BAD_ROOM, encodeError, parseRoomAddress, PING, PONG } from "./protocol.js";
 import { Reflector } from "./reflector.js";
 import { RoomAlarm } from "./room-alarm.js";
 import { settingsFromEnv, type ReflectorSettings } from "./settings.js";
@@ -43,19 +44,15 @@ export class Main extends Server<Env> {
       newToken,
       sockets: this.getConnections(),
       heartbeatAt: (socket) => this.ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
+      verifyHello: (nonce, key, proof) => verifyMember(this.name, nonce, key, proof),
+      digest: sha256Hex,
+      changed: () => this.schedule(),
     });
     this.schedule();
   }
 
   override onConnect(connection: Connection): void {
     this.trace("connect");
-    const problem = checkRoomId(this.name, this.settings.maxRoomIdLength);
-    if (problem !== undefined) {
-      // Never handed to the reflector, so its frames are ignored until it closes.
-      connection.send(encodeError("bad-room", problem));
-      connection.close(CLOSE_BAD_ROOM, "bad room id");
-      return;
-    }
     this.reflector.connect(connection);
     this.schedule();
   }
@@ -98,9 +95,31 @@ export class Main extends Server<Env> {
   }
 }
 
+/**
+ * A socket to an address that names no room (`bad-room`) is turned away here, before a Durable Object exists for it:
+ * such names cost nothing, and nobody can make rooms under them.
+ */
+function refuseBadRoom(request: Request, env: Env): Response | undefined {
+  const [prefix, party, name] = new URL(request.url).pathname.split("/").filter(Boolean);
+  if (prefix !== "parties" || party === undefined || name === undefined || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") return undefined;
+  let address: string;
+  try {
+    address = decodeURIComponent(name);
+  } catch {
+    address = name;
+  }
+  const problem = parseRoomAddress(address, settingsFromEnv(env).maxRoomIdLength);
+  if (typeof problem !== "string") return undefined;
+  const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+  server.accept();
+  server.send(encodeError("bad-room", problem));
+  server.close(CLOSE_BAD_ROOM, "bad room id");
+  return new Response(null, { status: 101, webSocket: client });
+}
+
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     // Everything in dist/ (the demo and the element's scripts) is served by the platform before this runs.
-    return (await routePartykitRequest(request, env)) ?? new Response("Not found\n", { status: 404 });
+    return refuseBadRoom(request, env) ?? (await routePartykitRequest(request, env)) ?? new Response("Not found\n", { status: 404 });
   },
 } satisfies ExportedHandler<Env>;

@@ -1,9 +1,8 @@
 import { expect } from "@esm-bundle/chai";
-import { executeServerCommand } from "@web/test-runner-commands";
-import { PROTOCOL_VERSION, type ServerFrame } from "../../party/protocol.js";
-import { addChat, logTexts, part, reflectorHost, removeAll, uniqueRoom, waitFor } from "./helpers.js";
+import { newRoomSecret, RoomKey } from "../../component/room-key.js";
+import { helloChallenge, PROTOCOL_VERSION, type ServerFrame } from "../../party/protocol.js";
+import { addChat, demo, logTexts, part, reflectorHost, removeAll, uniqueRoom, waitFor } from "./helpers.js";
 
-const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
 const demoLog = async (id: string) => (await demo({ action: "log", id })) as string[];
 const notices = (lines: string[]) => lines.filter((line) => / (joined|left)$/.test(line));
 
@@ -49,15 +48,23 @@ describe("session continuity in Chromium", () => {
     const originalError = console.error;
     console.error = (...args: unknown[]) => errors.push(args);
     try {
-      const honest = [await addChat({ host: reflectorHost(), room }), await addChat({ host: reflectorHost(), room })];
-      // A third client that reports a wrong hash at every snapshot point, as a replica with a non-deterministic model would.
-      const liar = new WebSocket(`ws://${reflectorHost()}/parties/main/${room}`);
-      liar.addEventListener("open", () => liar.send(JSON.stringify({ type: "hello", version: PROTOCOL_VERSION })));
-      liar.addEventListener("message", ({ data }) => {
-        const frame = JSON.parse(String(data)) as ServerFrame;
-        if (frame.type === "snapshot-due") liar.send(JSON.stringify({ type: "hash", seq: frame.seq, hash: "0".repeat(64) }));
-      });
-      await new Promise((resolve) => liar.addEventListener("open", resolve, { once: true }));
+      const secret = newRoomSecret();
+      const honest = [await addChat({ host: reflectorHost(), room, key: secret }), await addChat({ host: reflectorHost(), room, key: secret })];
+      // A third member that reports a wrong hash at every snapshot point, as a replica with a non-deterministic model would.
+      const key = await RoomKey.derive(room, secret);
+      const liar = new WebSocket(`ws://${reflectorHost()}/parties/main/${key.address}`);
+      const welcomed = new Promise((resolve) =>
+        liar.addEventListener("message", async ({ data }) => {
+          const frame = JSON.parse(String(data)) as ServerFrame;
+          if (frame.type === "challenge") {
+            const proof = await key.prove(helloChallenge(key.address, frame.nonce));
+            liar.send(JSON.stringify({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof }));
+          }
+          if (frame.type === "welcome") resolve(undefined);
+          if (frame.type === "snapshot-due") liar.send(JSON.stringify({ type: "hash", seq: frame.seq, hash: "0".repeat(64) }));
+        }),
+      );
+      await welcomed;
       // Events that are not model events: enough of them to make a snapshot due (the test server's SNAPSHOT_EVENTS).
       for (let id = 1; id <= 25; id++) liar.send(JSON.stringify({ type: "publish", id, payload: "noise" }));
 

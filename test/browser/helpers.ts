@@ -1,4 +1,5 @@
 /** Helpers for the Chromium tests: they drive the built element (dist/) against the real reflector. */
+import { executeServerCommand } from "@web/test-runner-commands";
 import "../../dist/multiuser-chat.js";
 import type { MultiuserChat } from "../../component/multiuser-chat.js";
 import { waitFor } from "../support/wait-for.js";
@@ -12,6 +13,12 @@ declare global {
 }
 
 export const reflectorHost = () => window.REFLECTOR_HOST;
+
+/** Drives a demo page in a browser context of its own (web-test-runner.config.mjs, "demo-page"). */
+export const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
+
+/** The texts of the element's alerts that show. */
+export const alertTexts = (element: HTMLElement) => [...element.shadowRoot!.querySelectorAll('[role="alert"]:not([hidden])')].map((alert) => alert.textContent!.trim());
 
 export const uniqueRoom = (label: string) => `${label}-${crypto.randomUUID().slice(0, 8)}`;
 

@@ -49,6 +49,26 @@ describe("the room and the join URL", () => {
     expect(await decodeQrCode(element)).to.equal(expected);
   });
 
+  it("ignores a join-url that is not an http or https address, with a warning: the link and the QR code are this page's", async () => {
+    const warnings: unknown[][] = [];
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => warnings.push(args);
+    try {
+      const room = uniqueRoom("join-url-js");
+      for (const hostile of ["javascript:alert(document.cookie)", "JavaScript:alert(1)//", "data:text/html,<script>alert(1)</script>", " javascript:alert(1)"]) {
+        const element = await addChat({ host: reflectorHost(), room, "join-url": hostile });
+        const link = part<HTMLAnchorElement>(element, '[part="qr"] a');
+        expect(new URL(link.href).protocol, hostile).to.equal(location.protocol);
+        expect(`${new URL(link.href).origin}${new URL(link.href).pathname}`).to.equal(`${location.origin}${location.pathname}`);
+        expect(await decodeQrCode(element)).to.equal(link.href);
+        element.remove();
+      }
+      expect(warnings.filter(([text]) => String(text).includes("join-url must be an http or https address")).length).to.equal(4);
+    } finally {
+      console.warn = warn;
+    }
+  });
+
   it("resolves a relative join-url against the page, and follows a change of it without joining anew", async () => {
     const room = uniqueRoom("join-url");
     const element = await addChat({ host: reflectorHost(), room, "join-url": "/chat.html" });

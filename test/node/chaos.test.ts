@@ -10,10 +10,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ChatModel } from "../../component/chat-model.js";
-import { seedFromString, Xoshiro128StarStar } from "../../component/prng.js";
 import { Session } from "../../component/session.js";
 import { sha256Hex } from "../../component/state-hash.js";
 import { TestNetwork } from "../support/network.js";
+import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
@@ -33,22 +33,6 @@ const SETTINGS = {
 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-class Rng {
-  private readonly generator: Xoshiro128StarStar;
-  constructor(seed: string) {
-    this.generator = new Xoshiro128StarStar(seedFromString(seed));
-  }
-  next(): number {
-    return this.generator.next();
-  }
-  int(min: number, max: number): number {
-    return min + Math.floor(this.next() * (max - min + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.next() * items.length)]!;
-  }
-}
 
 /** One headless client with its own breakable network and what the test knows about its posts. */
 interface Client {
@@ -72,7 +56,7 @@ interface Client {
 test(`chaos: seeded kills, cuts, joins, leaves and a server restart against wrangler dev (seed ${SEED})`, { timeout: 150_000 }, async () => {
   const started = Date.now();
   console.log(`chaos seed: ${SEED}  (replay with CHAOS_SEED=${SEED})`);
-  const rng = new Rng(SEED);
+  const rng = new SeededRandom(SEED);
   const room = `chaos-${SEED}`.replace(/[^A-Za-z0-9_-]/g, "-");
   let server: ReflectorServer = await startReflector({ vars: SETTINGS });
   const persistDir = server.persistDir;

@@ -5,14 +5,17 @@ import { ChatModel, DEFAULT_MAX_HISTORY, MAX_POST_LENGTH } from "../../component
 import { NICKNAMES } from "../../component/nicknames.js";
 import { encodeModelEvent, Replica } from "../../component/runtime.js";
 
+/** The generator seed of a room, as its key would give it. */
+const SEED = [0x01234567, 0x89abcdef, 0xfedcba98, 0x76543210];
+
 /** Feeds a ChatModel replica events as the reflector would stamp them. */
 class Room {
   readonly replica: Replica;
   private seq = 0;
   time = 1_700_000_000_000;
 
-  constructor(options?: { maxHistory?: number }, session = "chat-room") {
-    this.replica = Replica.create(session, ChatModel, options);
+  constructor(options?: { maxHistory?: number }, seed = SEED) {
+    this.replica = Replica.create("chat-room", seed, ChatModel, options);
   }
   get model(): ChatModel {
     return this.replica.root as ChatModel;
@@ -46,13 +49,13 @@ describe("ChatModel", () => {
     assert.deepEqual(room.model.users, [{ id: "alice-window", nickname: name }]);
   });
 
-  test("every replica draws the same nicknames, and another session draws others", () => {
-    const [a, b, other] = [new Room(), new Room(), new Room(undefined, "another-room")];
+  test("every replica draws the same nicknames, and a room with another key draws others", () => {
+    const [a, b, other] = [new Room(), new Room(), new Room(undefined, [1, 2, 3, 4])];
     const clients = Array.from({ length: 20 }, (_, index) => `client-${index}`);
     const names = (room: Room) => clients.map((client) => room.enter(client));
     const fromA = names(a);
     assert.deepEqual(names(b), fromA);
-    assert.notDeepEqual(names(other), fromA, "the generator is seeded from the session id");
+    assert.notDeepEqual(names(other), fromA, "the generator is seeded from the room's key");
   });
 
   test("never gives two present users the same nickname, even with more users than names", () => {

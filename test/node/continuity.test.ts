@@ -12,10 +12,12 @@ import { ChatModel } from "../../component/chat-model.js";
 import { RoomKey } from "../../component/room-key.js";
 import { Replica, type ModelClass } from "../../component/runtime.js";
 import { Session } from "../../component/session.js";
-import { sha256Hex, stateHash } from "../../component/state-hash.js";
-import { PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { stateHash } from "../../component/state-hash.js";
+import { sha256Hex } from "../../party/crypto.js";
+import { type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
 import { DriftingChatModel } from "../support/drifting-model.js";
 import { TestNetwork } from "../support/network.js";
+import { RawClient } from "../support/raw-client.js";
 import { PLATFORMS, removePersistDir, startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
@@ -37,9 +39,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 type EventFrame = Extract<ServerFrame, ReflectedEvent>;
 /** The key every client of `room` derives when no secret is given: payloads and snapshots on the wire are sealed with it. */
 const keyOf = (room: string) => RoomKey.derive(room, undefined);
-/** A message as a replica applies it, its payload decrypted. */
+/** A message as a replica applies it, its payload opened where the reflector put it. */
 async function opened(key: RoomKey, event: EventFrame): Promise<EventFrame> {
-  return event.type === "message" ? { ...event, payload: await key.decrypt(event.payload) } : event;
+  return event.type === "message" ? { ...event, payload: await key.openPost(event.payload, event.client, event.id) } : event;
 }
 const isEvent = (frame: ServerFrame): frame is EventFrame => frame.type === "message" || frame.type === "user-enter" || frame.type === "user-exit";
 
@@ -122,30 +124,6 @@ async function assertConverged(sessions: Session[], what = "every replica to rea
   return hashes[0]!;
 }
 
-/** A bare socket speaking the wire protocol, to see (and send) frames exactly as they are. */
-function rawSocket(server: ReflectorServer, room: string) {
-  const frames: ServerFrame[] = [];
-  const socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=raw-${Math.random().toString(36).slice(2)}`);
-  socket.on("message", (data) => frames.push(JSON.parse(String(data)) as ServerFrame));
-  const opened = new Promise<void>((resolve, reject) => {
-    socket.once("open", () => resolve());
-    socket.once("error", reject);
-  });
-  const send = (frame: ClientFrame) => socket.send(JSON.stringify(frame));
-  /** Everything from the welcome up to its last event, once it has all arrived. */
-  const welcomed = async () => {
-    await waitFor(() => {
-      const welcome = frames.find((frame): frame is Welcome => frame.type === "welcome");
-      return welcome !== undefined && (welcome.last === welcome.from || frames.some((frame) => isEvent(frame) && frame.seq === welcome.last));
-    }, "a raw socket's welcome and its events");
-    const welcome = frames.find((frame): frame is Welcome => frame.type === "welcome")!;
-    const parts = frames.filter((frame): frame is Extract<ServerFrame, { type: "snapshot" }> => frame.type === "snapshot");
-    const events = frames.filter(isEvent).filter((frame) => frame.seq <= welcome.last);
-    return { welcome, parts, events };
-  };
-  return { socket, frames, opened, send, welcomed };
-}
-
 async function joinClient(server: ReflectorServer, room: string, tracked: Session[], model: ModelClass = ChatModel, modelOptions: unknown = MODEL_OPTIONS): Promise<Client> {
   const wire = new Wire();
   const session = Session.join({ host: server.host, room, model, modelOptions, WebSocket: wire.WebSocket });
@@ -221,11 +199,9 @@ describe("continuity", () => {
     const hash = await assertConverged(all);
 
     // A raw newcomer sees the welcome as sent: the snapshot, then only the events after it.
-    const raw = rawSocket(main(), room);
-    await raw.opened;
-    raw.send({ type: "hello", version: PROTOCOL_VERSION });
+    const raw = await RawClient.join(main().host, room);
     const { welcome: rawWelcome, parts, events } = await raw.welcomed();
-    assert.deepEqual(rawWelcome.snapshot, { seq: stored, parts: parts.length });
+    assert.deepEqual(rawWelcome.snapshot, { seq: stored, parts: parts.length, hash: votedHash });
     assert.equal(rawWelcome.from, stored);
     assert.equal(rawWelcome.last, last + 1, "the raw socket's own enter is the last event of its welcome");
     assert.deepEqual(
@@ -235,9 +211,10 @@ describe("continuity", () => {
     assert.ok(events.length < SNAPSHOT_EVENTS, `${events.length} events after the snapshot`);
     const key = await keyOf(room);
     const sealed = parts.map((part) => part.data).join("");
-    const snapshotText = await key.decrypt(sealed);
+    const snapshotText = await key.openSnapshot(sealed, stored);
     assert.ok(!sealed.includes("batch"), "the snapshot travels encrypted");
-    assert.equal(await sha256Hex(snapshotText), votedHash, "the stored snapshot is the state every replica voted for");
+    assert.equal(await sha256Hex(sealed), votedHash, "the stored snapshot is what every replica voted for");
+    assert.equal(rawWelcome.snapshot!.hash, votedHash, "and the welcome says so");
     const rebuilt = Replica.restore(snapshotText);
     for (const event of events) rebuilt.apply(await opened(key, event));
     rebuilt.advanceTo(rawWelcome.time);
@@ -246,8 +223,7 @@ describe("continuity", () => {
     assert.notEqual(afterRawEnter, hash);
     assert.equal(await stateHash(rebuilt), afterRawEnter, "snapshot plus events rebuild the others' state");
     console.log(`# raw newcomer: snapshot at ${stored} in ${parts.length} part(s) of ${snapshotText.length} chars, then ${events.length} events`);
-    raw.send({ type: "leave" });
-    raw.socket.close();
+    raw.leave();
     await waitFor(() => all.every((session) => chat(session).users.length === 3), "the raw socket's exit");
 
     // A Session newcomer: restored from the snapshot, caught up, and in the same state as everyone.
@@ -310,7 +286,7 @@ describe("continuity", () => {
     all.forEach((session, index) => assert.equal(notices(session).length, noticesBefore[index], "no joined/left notice"));
     const victimMessages = victim.wire.received.filter((frame): frame is Extract<ServerFrame, { type: "message" }> => frame.type === "message");
     const key = await keyOf(room);
-    const victimTexts = await Promise.all(victimMessages.map(async (frame) => JSON.parse(await key.decrypt(frame.payload)).data.text as string));
+    const victimTexts = await Promise.all(victimMessages.map(async (frame) => JSON.parse(await key.openPost(frame.payload, frame.client, frame.id)).data.text as string));
     for (const text of missed) {
       const deliveries = victimTexts.filter((received) => received === text).length;
       assert.equal(deliveries, 1, `"${text}" reached the victim ${deliveries} times`);
@@ -432,47 +408,41 @@ describe("continuity", () => {
     assert.ok(sends > posts.length, "some posts went out more than once");
 
     // The reflector itself drops resent ids: a bare client resends the same ids on resumed connections.
-    const first = rawSocket(main(), room);
-    await first.opened;
-    first.send({ type: "hello", version: PROTOCOL_VERSION });
+    const first = await RawClient.join(main().host, room);
     const { welcome } = await first.welcomed();
-    const key = await keyOf(room);
-    const sealedPosts = await Promise.all([1, 2, 3, 4, 5].map((n) => key.encrypt(JSON.stringify({ scope: "chat", event: "post", data: { text: `raw ${n}` } }))));
+    // Sealed once each, as the client it comes from and with its id: a resend carries the same bytes.
+    const sealedPosts = await Promise.all([1, 2, 3, 4, 5].map((n) => first.sealPost({ scope: "chat", event: "post", data: { text: `raw ${n}` } }, n)));
     const rawPayload = (n: number) => sealedPosts[n - 1]!;
-    for (const id of [1, 2, 3]) first.send({ type: "publish", id, payload: rawPayload(id) });
-    await waitFor(() => first.frames.filter((frame) => isEvent(frame) && frame.type === "message" && frame.client === welcome.client).length === 3, "the raw posts' echoes");
-    const seqAfterFirst = Math.max(...first.frames.filter(isEvent).map((frame) => frame.seq));
+    for (const id of [1, 2, 3]) first.publish(rawPayload(id), id);
+    await waitFor(() => first.ofType("message").filter((frame) => frame.client === welcome.client).length === 3, "the raw posts' echoes");
+    const seqAfterFirst = Math.max(...first.events().map((frame) => frame.seq));
     first.socket.terminate();
 
-    const second = rawSocket(main(), room);
-    await second.opened;
-    second.send({ type: "hello", version: PROTOCOL_VERSION, resume: { client: welcome.client, secret: welcome.secret, seq: seqAfterFirst } });
+    const second = await RawClient.join(main().host, room, { resume: { client: welcome.client, secret: welcome.secret, seq: seqAfterFirst } });
     const resumed = await second.welcomed();
     assert.equal(resumed.welcome.resumed, true);
     assert.equal(resumed.welcome.acked, 3);
-    for (const id of [1, 2, 3, 4]) second.send({ type: "publish", id, payload: rawPayload(id) });
+    for (const id of [1, 2, 3, 4]) second.publish(rawPayload(id), id);
     // Sent twice on the same connection, too.
-    for (const id of [2, 4]) second.send({ type: "publish", id, payload: rawPayload(id) });
-    await waitFor(() => second.frames.some((frame) => isEvent(frame) && frame.type === "message" && frame.client === welcome.client && frame.id === 4), "the new raw post's echo");
+    for (const id of [2, 4]) second.publish(rawPayload(id), id);
+    await waitFor(() => second.ofType("message").some((frame) => frame.client === welcome.client && frame.id === 4), "the new raw post's echo");
 
-    const third = rawSocket(main(), room);
-    await third.opened;
+    const third = await RawClient.open(main().host, room);
     second.socket.terminate();
-    third.send({ type: "hello", version: PROTOCOL_VERSION, resume: { client: welcome.client, secret: welcome.secret, seq: 0 } });
+    await third.hello({ client: welcome.client, secret: welcome.secret, seq: 0 });
     const again = await third.welcomed();
     assert.equal(again.welcome.resumed, true);
     assert.equal(again.welcome.acked, 4);
-    for (const id of [1, 2, 3, 4]) third.send({ type: "publish", id, payload: rawPayload(id) });
-    third.send({ type: "publish", id: 5, payload: rawPayload(5) });
+    for (const id of [1, 2, 3, 4]) third.publish(rawPayload(id), id);
+    third.publish(rawPayload(5), 5);
     await waitFor(() => postTexts(observer.session).includes("raw 5"), "the last raw post at the observer");
     await assertConverged(all);
     for (const session of all) for (const n of [1, 2, 3, 4, 5]) assert.equal(countOf(postTexts(session), `raw ${n}`), 1, `"raw ${n}" appears once`);
     const rawIds = observer.wire.ofType("message").filter((frame) => frame.client === welcome.client).map((frame) => frame.id);
     assert.deepEqual(rawIds, [1, 2, 3, 4, 5], "the reflector sequenced each raw post id once");
-    assert.ok([first, second, third].every(({ frames }) => frames.every((frame) => frame.type !== "error")), "a resend is no error");
+    assert.ok([first, second, third].every((raw) => raw.errors().length === 0), "a resend is no error");
     console.log(`# raw resend: 5 posts, ${3 + 6 + 5} publish frames, sequenced ids ${rawIds.join(",")}`);
-    third.send({ type: "leave" });
-    third.socket.close();
+    third.leave();
   });
 
   test("a drifting replica is outvoted: every session hears of the divergence and the majority's snapshot is stored", async () => {
@@ -518,15 +488,14 @@ describe("continuity", () => {
     console.log(`# divergence at ${due}: votes ${frame.votes.map((vote) => vote.clients.length).join(" vs ")}; snapshot requests ${request.join(", ")}`);
 
     // A fresh joiner gets the majority's state.
-    const raw = rawSocket(small(), room);
-    await raw.opened;
-    raw.send({ type: "hello", version: PROTOCOL_VERSION });
+    const raw = await RawClient.join(small().host, room);
     const { welcome, parts, events } = await raw.welcomed();
-    assert.deepEqual(welcome.snapshot, { seq: due, parts: parts.length });
-    const text = await (await keyOf(room)).decrypt(parts.map((part) => part.data).join(""));
-    assert.equal(await sha256Hex(text), honestHash, "the stored snapshot is the majority's");
-    const restored = Replica.restore(text);
-    assert.equal(await stateHash(restored), honestHash);
+    assert.deepEqual(welcome.snapshot, { seq: due, parts: parts.length, hash: honestHash });
+    const sealed = parts.map((part) => part.data).join("");
+    assert.equal(await sha256Hex(sealed), honestHash, "the stored snapshot is the majority's");
+    const key = await keyOf(room);
+    const restored = Replica.restore(await key.openSnapshot(sealed, due));
+    assert.equal(await sha256Hex(await key.sealSnapshot(restored.serialize(), due)), honestHash, "sealed again, it is what the majority voted");
     assert.equal((restored.root as DriftingChatModel).postCount, due - 3);
     assert.equal((drifter.session.model as DriftingChatModel).postCount, 2 * (due - 3));
     assert.equal(events.length, 1, "only the raw socket's own enter follows the snapshot");

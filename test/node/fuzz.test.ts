@@ -12,10 +12,11 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
-import { seedFromString, Xoshiro128StarStar } from "../../component/prng.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { MAX_FRAME_LENGTH, MAX_SNAPSHOT_PARTS, PROTOCOL_VERSION, type ErrorCode, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { MAX_FRAME_LENGTH, MAX_SNAPSHOT_PARTS, PROTOCOL_VERSION, type ErrorCode, type ServerFrame } from "../../party/protocol.js";
+import { RawClient } from "../support/raw-client.js";
+import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
@@ -36,21 +37,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const chat = (session: Session) => session.model as ChatModel;
 const posts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post");
 
-class Rng {
-  private readonly generator: Xoshiro128StarStar;
-  constructor(seed: string) {
-    this.generator = new Xoshiro128StarStar(seedFromString(seed));
-  }
-  /** An integer in [min, max]. */
-  int(min: number, max: number): number {
-    return min + Math.floor(this.generator.next() * (max - min + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(0, items.length - 1)]!;
-  }
-  chance(p: number): boolean {
-    return this.generator.next() < p;
-  }
+/** The fuzzer's choices, and random text. */
+class Rng extends SeededRandom {
   /** Random UTF-16 code units: control characters, quotes, braces, lone surrogates and all. */
   text(length: number): string {
     const alphabet = ['"', "{", "}", "[", "]", ":", ",", "\\", " ", "\n", "\u0000", "a", "1", "-", "e", "\ud800", "\udfff", "\ufeff", "é", "\u2028"];
@@ -91,7 +79,7 @@ function validFrame(rng: Rng, kind: "publish" | "hash" | "snapshot" | "hello" | 
       return { type: "snapshot", seq: rng.int(1, 1_000_000), part: rng.int(0, parts - 1), parts, data: rng.text(rng.int(0, 40)) };
     }
     case "hello":
-      return { type: "hello", version: PROTOCOL_VERSION };
+      return { type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p" };
     case "leave":
       return { type: "leave" };
   }
@@ -130,8 +118,10 @@ function brokenField(rng: Rng): Bad {
       break;
     }
     case "hello":
-      field = rng.pick(["version", "resume"]);
-      if (field === "version") {
+      field = rng.pick(["version", "resume", "key", "proof"]);
+      if (field === "key" || field === "proof") {
+        value = rng.pick(NOT_A_TOKEN);
+      } else if (field === "version") {
         value = rng.pick([PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, String(PROTOCOL_VERSION), null, [PROTOCOL_VERSION], PROTOCOL_VERSION + 1e-9, new RawNumber("1e309"), 0, -PROTOCOL_VERSION]);
         code = "version-mismatch";
       } else {
@@ -152,7 +142,7 @@ function brokenField(rng: Rng): Bad {
   }
   if (remove) {
     delete frame[field];
-    if (kind === "hello") code = "version-mismatch";
+    if (field === "version") code = "version-mismatch";
   } else frame[field] = value;
   // A removed or broken `parts` makes the frame fail on parts; anything else fails on the field broken.
   return { data: encode(frame), code, what: `${kind}.${field} ${remove ? "missing" : encode(value)}` };
@@ -187,9 +177,10 @@ function handPicked(rng: Rng, others: string[]): Bad[] {
     bad('{"type":"hasOwnProperty"}', "bad-frame", "type hasOwnProperty"),
     bad(`{"type":"hello","version":${PROTOCOL_VERSION},"resume":{"__proto__":{"client":"a","secret":"b","seq":0}}}`, "bad-frame", "resume fields on __proto__"),
     bad(`{"type":"hello","version":${PROTOCOL_VERSION}.0000000001}`, "version-mismatch", "an almost right version"),
-    bad(encode({ type: "hello", version: PROTOCOL_VERSION }), "out-of-turn", "a second hello"),
-    bad(encode({ type: "hello", version: PROTOCOL_VERSION, resume: { client: alice, secret: "A".repeat(22), seq: 0 } }), "out-of-turn", "a second hello claiming alice"),
-    bad(encode({ type: "hello", version: PROTOCOL_VERSION, client: alice }), "identity", "a hello naming alice"),
+    bad(encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p" }), "out-of-turn", "a second hello"),
+    bad(encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p", resume: { client: alice, secret: "A".repeat(22), seq: 0 } }), "out-of-turn", "a second hello claiming alice"),
+    bad(encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p", client: alice }), "identity", "a hello naming alice"),
+    bad(encode({ type: "hello", version: PROTOCOL_VERSION, proof: "p" }), "bad-frame", "a hello without a key"),
     bad(encode({ type: "publish", id: 1, payload: "as alice", client: alice }), "identity", "a publish as alice"),
     bad(encode({ type: "publish", id: 1, payload: "as nobody", client: "nobody" }), "identity", "a publish as nobody"),
     bad(encode({ type: "leave", client: alice }), "identity", "alice leaving"),
@@ -303,18 +294,10 @@ test(`fuzz: thousands of bad frames from one socket while two honest clients cha
   const alice = await join(0);
   const bob = await join(1);
 
-  const fuzzer = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=fuzzer`);
-  const received: ServerFrame[] = [];
-  let closed: number | undefined;
-  fuzzer.on("message", (data) => received.push(JSON.parse(String(data)) as ServerFrame));
-  fuzzer.on("close", (code) => (closed = code));
-  await new Promise<void>((resolve, reject) => {
-    fuzzer.once("open", () => resolve());
-    fuzzer.once("error", reject);
-  });
-  fuzzer.send(JSON.stringify({ type: "hello", version: PROTOCOL_VERSION }));
-  await waitFor(() => received.some((frame) => frame.type === "welcome"), "the fuzzer's welcome");
-  const fuzzerId = (received.find((frame) => frame.type === "welcome") as Welcome).client;
+  // A member: it holds the room's key, and fuzzes from inside the room.
+  const fuzzer = await RawClient.join(server.host, room, { pk: "fuzzer" });
+  const received = fuzzer.frames;
+  const fuzzerId = fuzzer.welcome!.client;
   await waitFor(() => chat(alice).users.length === 3 && chat(bob).users.length === 3, "three users");
 
   const others = [alice.clientId!, bob.clientId!];
@@ -329,15 +312,15 @@ test(`fuzz: thousands of bad frames from one socket while two honest clients cha
     }
   })();
   for (let index = 0; index < frames.length; index++) {
-    fuzzer.send(frames[index]!.data);
+    fuzzer.socket.send(frames[index]!.data);
     if (index % 100 === 99) await sleep(5);
   }
   await chatting;
 
   const errors = () => received.filter((frame): frame is Extract<ServerFrame, { type: "error" }> => frame.type === "error");
-  await waitFor(() => errors().length >= frames.length || closed !== undefined, `an error for each of ${frames.length} bad frames`, 30_000);
+  await waitFor(() => errors().length >= frames.length || fuzzer.closed !== undefined, `an error for each of ${frames.length} bad frames`, 30_000);
   await sleep(300); // nothing more may come
-  assert.equal(closed, undefined, "the fuzzer's connection stays open");
+  assert.equal(fuzzer.closed, undefined, "the fuzzer's connection stays open");
   assert.equal(errors().length, frames.length, "exactly one error frame per bad frame");
   const mismatches = frames.flatMap((frame, index) =>
     errors()[index]!.code === frame.code ? [] : [`#${index} ${frame.what}: expected ${frame.code}, got ${errors()[index]!.code} (${errors()[index]!.message})`],
@@ -376,8 +359,8 @@ test(`fuzz: thousands of bad frames from one socket while two honest clients cha
   await waitFor(() => new Set([alice, bob, carol].map((session) => session.replica!.seq)).size === 1, "the newcomer's entry everywhere");
   const hashes = await Promise.all([alice, bob, carol].map((session) => stateHash(session.replica!)));
   assert.equal(new Set(hashes).size, 1);
-  fuzzer.send(JSON.stringify({ type: "publish", id: 1, payload: "finally a good frame" }));
+  fuzzer.publish("finally a good frame", 1);
   await waitFor(() => received.some((frame) => frame.type === "message" && frame.client === fuzzerId), "the fuzzer's one good frame");
-  fuzzer.close();
+  fuzzer.socket.close();
   console.log(`# fuzz run took ${Date.now() - started} ms`);
 });

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import WebSocket from "ws";
 import type { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { MAX_FRAME_LENGTH, PING, PROTOCOL_VERSION, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { MAX_FRAME_LENGTH, PING } from "../../party/protocol.js";
+import { RawClient } from "../support/raw-client.js";
 import { PLATFORMS, startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";
 import { TimerChatModel } from "../support/timer-model.js";
@@ -22,27 +22,6 @@ function largestPayload(unit: string): string {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A bare socket speaking the wire protocol, to see frames as the reflector sends them. It says hello once open. */
-function rawSocket(server: ReflectorServer, room: string, pk: string) {
-  const frames: ServerFrame[] = [];
-  const socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=${pk}`);
-  socket.on("message", (data) => frames.push(JSON.parse(String(data))));
-  const opened = new Promise((resolve, reject) => {
-    socket.once("open", () => resolve(socket.send(JSON.stringify({ type: "hello", version: PROTOCOL_VERSION }))));
-    socket.once("error", reject);
-  });
-  let posts = 0;
-  const publish = (payload: string) => socket.send(JSON.stringify({ type: "publish", id: ++posts, payload }));
-  return { socket, frames, opened, publish };
-}
-
-const welcomeOf = (frames: ServerFrame[]) => frames.find((frame): frame is Welcome => frame.type === "welcome");
-/** The events a welcome was followed by (there is no snapshot in these rooms). */
-const caughtUpEvents = (frames: ServerFrame[]) => {
-  const welcome = welcomeOf(frames)!;
-  return frames.filter((frame): frame is ReflectedEvent => "seq" in frame && frame.type !== "snapshot").filter((event) => event.seq > welcome.from && event.seq <= welcome.last);
-};
 
 /** Heartbeats every 2 s, so that a test of 20 s sees ten of them; every entry into a room's code is logged. */
 const SETTINGS = { GRACE_MS: "1500", HEARTBEAT_MS: "2000", LOG_ENTRIES: "1" };
@@ -59,6 +38,9 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
   before(async () => {
     server = await startReflector({ platform, vars: SETTINGS });
   });
+
+  /** How often the room named `room` started, by its log lines (LOG_ENTRIES): its address is its name and its key's fingerprint. */
+  const startsOf = (room: string) => server.output().match(new RegExp(`room ${room}~[A-Za-z0-9_-]{22}: start`, "g"))?.length ?? 0;
 
   after(async () => {
     for (const session of sessions) session.leave();
@@ -106,12 +88,9 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
 
   test("two sockets with the same _pk are two clients, and closing one leaves the other working", async () => {
     const room = "same-pk";
-    const first = rawSocket(server, room, "shared-pk");
-    await first.opened;
-    const second = rawSocket(server, room, "shared-pk");
-    await second.opened;
-    await waitFor(() => welcomeOf(first.frames) !== undefined && welcomeOf(second.frames) !== undefined, "both welcomes");
-    const ids = [first, second].map(({ frames }) => welcomeOf(frames)!);
+    const first = await RawClient.join(server.host, room, { pk: "shared-pk" });
+    const second = await RawClient.join(server.host, room, { pk: "shared-pk" });
+    const ids = [first, second].map((raw) => raw.welcome!);
     assert.notEqual(ids[0]!.client, ids[1]!.client, "the reflector, not _pk, decides identity");
 
     // Closed without a leave frame, as a dropped connection: the exit comes when the grace period ends.
@@ -125,8 +104,7 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
   });
 
   test("a bad frame gets an error frame and the connection keeps working", async () => {
-    const client = rawSocket(server, "bad-frames", "bad");
-    await client.opened;
+    const client = await RawClient.join(server.host, "bad-frames");
     client.socket.send("{oops");
     client.publish("fine");
     await waitFor(() => client.frames.some((frame) => frame.type === "message"), "the good message");
@@ -142,10 +120,9 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
     await waitFor(() => postTexts(writer).length === 30, "30 posts");
     // The worst cases for storage size: characters that escape to two or six, or take two bytes each.
     const largest = ['"', "\u4e2d", "\u{1f388}", "\u0001"].map(largestPayload);
-    const raw = rawSocket(server, room, "large-payloads");
-    await raw.opened;
+    const raw = await RawClient.join(server.host, room);
     for (const payload of largest) raw.publish(payload);
-    const ownEchoes = () => raw.frames.filter((frame) => frame.type === "message" && frame.client === welcomeOf(raw.frames)?.client);
+    const ownEchoes = () => raw.ofType("message").filter((frame) => frame.client === raw.welcome!.client);
     await waitFor(() => ownEchoes().length === largest.length, "the large payloads' echoes");
     assert.ok(raw.frames.every((frame) => frame.type !== "error"));
     raw.socket.close();
@@ -171,13 +148,11 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
     );
     await assertConverged([writer, reader]);
 
-    const check = rawSocket(server, room, "checker");
-    await check.opened;
-    await waitFor(() => (welcomeOf(check.frames)?.last ?? Infinity) <= check.frames.filter((frame) => "seq" in frame).length, "the checker's catch-up");
-    const events = caughtUpEvents(check.frames);
+    const check = await RawClient.join(server.host, room);
+    const { welcome, events } = await check.welcomed();
     assert.deepEqual(
       events.map((event) => event.seq),
-      Array.from({ length: welcomeOf(check.frames)!.last }, (_, index) => index + 1),
+      Array.from({ length: welcome.last }, (_, index) => index + 1),
       "no event is missing from the stored log",
     );
     const stored = events.flatMap((event) => (event.type === "message" && event.payload.length > 1000 ? [event.payload] : []));
@@ -199,9 +174,7 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
 
   test("a connected client of an idle room receives nothing but the answers to its heartbeats for 20 s", async () => {
     const room = "idle";
-    const client = rawSocket(server, room, "idle-watcher");
-    await client.opened;
-    await waitFor(() => welcomeOf(client.frames) !== undefined, "the welcome");
+    const client = await RawClient.join(server.host, room);
     const others = await Promise.all([joinTracked(room), joinTracked(room)]);
     await waitFor(() => client.frames.filter((frame) => frame.type === "user-enter").length === 3, "everyone's enter");
     const seen = client.frames.length;
@@ -215,7 +188,7 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
     client.socket.close();
     if (platform !== "wrangler") return;
     // 20 s without an event is twice what workerd waits before it evicts a hibernatable room: the close wakes it.
-    const starts = () => server.output().match(new RegExp(`room ${room}: start`, "g"))?.length ?? 0;
+    const starts = () => startsOf(room);
     await waitFor(() => starts() === 2, "the room to start again: it slept through the heartbeats");
   });
 
@@ -225,11 +198,11 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
     a.publish("chat", "post", { text: "before the room sleeps" });
     await waitFor(() => postTexts(b).length === 1, "the first post");
     const seqBefore = b.replica!.seq;
-    const startsBefore = server.output().match(new RegExp(`room ${room}: start`, "g"))!.length;
+    const startsBefore = startsOf(room);
     await sleep(12_000);
     b.publish("chat", "post", { text: "after it woke" });
     await waitFor(() => postTexts(a).length === 2, "the second post");
-    assert.equal(server.output().match(new RegExp(`room ${room}: start`, "g"))!.length, startsBefore + 1, "the post woke an evicted room");
+    assert.equal(startsOf(room), startsBefore + 1, "the post woke an evicted room");
     assert.equal(a.replica!.seq, seqBefore + 1, "the next sequence number, and no event but the post");
     assert.deepEqual(postTexts(a), ["before the room sleeps", "after it woke"]);
     assert.deepEqual(

@@ -9,9 +9,10 @@ import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { CLOSE_BAD_ROOM, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, PROTOCOL_VERSION, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { CLOSE_BAD_ROOM, CLOSE_BUSY, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, type ServerFrame } from "../../party/protocol.js";
 import { DEFAULT_SETTINGS } from "../../party/settings.js";
 import { TestNetwork } from "../support/network.js";
+import { RawClient, type RawClientOptions } from "../support/raw-client.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { waitFor } from "../support/wait-for.js";
 
@@ -24,60 +25,12 @@ const VARS = {
   MAX_CLIENTS: String(MAX_CLIENTS),
   MAX_FRAME_LENGTH: String(MAX_FRAME),
   HELLO_TIMEOUT_MS: "1500",
+  MAX_WAITING: "5",
 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const chat = (session: Session) => session.model as ChatModel;
 const posts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post");
-
-/** A bare socket speaking the wire protocol; it records every frame and how it closed. */
-class Raw {
-  readonly frames: ServerFrame[] = [];
-  closed: { code: number; reason: string } | undefined;
-  readonly socket: WebSocket;
-  readonly opened: Promise<void>;
-  readonly done: Promise<void>;
-
-  constructor(server: ReflectorServer, room: string) {
-    this.socket = new WebSocket(`ws://${server.host}/parties/main/${room}?_pk=raw`);
-    this.socket.on("message", (data) => this.frames.push(JSON.parse(String(data)) as ServerFrame));
-    this.done = new Promise((resolve) =>
-      this.socket.once("close", (code, reason) => {
-        this.closed = { code, reason: String(reason) };
-        resolve();
-      }),
-    );
-    this.opened = new Promise((resolve, reject) => {
-      this.socket.once("open", () => resolve());
-      this.socket.once("error", reject);
-    });
-  }
-
-  send(frame: unknown): void {
-    this.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-  }
-
-  hello(resume?: { client: string; secret: string; seq: number }): void {
-    this.send({ type: "hello", version: PROTOCOL_VERSION, ...(resume === undefined ? {} : { resume }) });
-  }
-
-  get welcome(): Welcome | undefined {
-    return this.frames.find((frame): frame is Welcome => frame.type === "welcome");
-  }
-
-  errors(): { code: string; message: string }[] {
-    return this.frames.flatMap((frame) => (frame.type === "error" ? [{ code: frame.code, message: frame.message }] : []));
-  }
-
-  /** Opens, says hello and waits for the welcome. */
-  static async join(server: ReflectorServer, room: string): Promise<Raw> {
-    const raw = new Raw(server, room);
-    await raw.opened;
-    raw.hello();
-    await waitFor(() => raw.welcome !== undefined, `a welcome in ${room}`);
-    return raw;
-  }
-}
 
 /** Waits until every session has applied the same last event, then compares their state hashes. */
 async function assertConverged(sessions: Session[]): Promise<void> {
@@ -89,7 +42,7 @@ async function assertConverged(sessions: Session[]): Promise<void> {
 describe("limits against a real wrangler dev", () => {
   let server: ReflectorServer;
   const sessions: Session[] = [];
-  const raws: Raw[] = [];
+  const raws: RawClient[] = [];
   const join = async (room: string, network?: TestNetwork) => {
     const session = Session.join({ host: server.host, room, model: ChatModel, WebSocket: network?.WebSocket ?? WebSocket });
     sessions.push(session);
@@ -97,7 +50,13 @@ describe("limits against a real wrangler dev", () => {
     return session;
   };
   const raw = async (room: string) => {
-    const socket = await Raw.join(server, room);
+    const socket = await RawClient.join(server.host, room);
+    raws.push(socket);
+    return socket;
+  };
+  /** A raw socket that is open, and has not said hello yet. */
+  const rawOpen = async (room: string, options: RawClientOptions = {}) => {
+    const socket = await RawClient.open(server.host, room, options);
     raws.push(socket);
     return socket;
   };
@@ -127,35 +86,35 @@ describe("limits against a real wrangler dev", () => {
     assert.equal(client.closed, undefined);
   });
 
-  test("a room id that is too long or has other characters than A-Za-z0-9_- gets bad-room and close code 4001", { timeout: 30_000 }, async () => {
+  test("a room whose name is too long or has other characters than A-Za-z0-9_-, or whose address names no key, gets bad-room and close code 4001", { timeout: 30_000 }, async () => {
     const ok = await raw("x".repeat(64));
     assert.equal(ok.welcome!.resumed, false, "64 characters are fine");
-    for (const [room, message] of [
-      ["x".repeat(65), "the room id is 65 characters long; the limit is 64"],
-      ["a.b", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
-      ["a~b", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
-      ["a%20b", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
-      ["caf%C3%A9", "a room id may hold only the letters A-Z and a-z, digits, _ and -"],
+    const fingerprint = ok.key.address.split("~")[1]!;
+    const onlyThese = "a room id may hold only the letters A-Z and a-z, digits, _ and -";
+    const noKey = "a room's address is its name, ~ and the 22-character fingerprint of its key";
+    for (const [address, message] of [
+      [`${"x".repeat(65)}~${fingerprint}`, "the room id is 65 characters long; the limit is 64"],
+      [`a.b~${fingerprint}`, onlyThese],
+      [`a%20b~${fingerprint}`, onlyThese],
+      [`caf%C3%A9~${fingerprint}`, onlyThese],
+      ["lobby", noKey],
+      ["lobby~short", noKey],
+      [`lobby~${fingerprint}~${fingerprint}`, noKey],
     ] as const) {
-      const socket = new Raw(server, room);
-      raws.push(socket);
-      await socket.opened;
-      socket.hello();
+      const socket = await rawOpen("unused", { address });
       await socket.done;
-      assert.deepEqual(socket.frames, [{ type: "error", code: "bad-room", message }], room);
-      assert.deepEqual(socket.closed, { code: CLOSE_BAD_ROOM, reason: "bad room id" }, room);
+      assert.deepEqual(socket.frames, [{ type: "error", code: "bad-room", message }], address);
+      assert.deepEqual(socket.closed, { code: CLOSE_BAD_ROOM, reason: "bad room id" }, address);
     }
   });
 
   test("a new client beyond MAX_CLIENTS gets room-full and close code 4002; an away client may still resume, and a freed seat is taken", { timeout: 30_000 }, async () => {
     const room = "full";
     const members = [await raw(room), await raw(room), await raw(room)];
-    const extra = new Raw(server, room);
-    raws.push(extra);
-    await extra.opened;
-    extra.hello();
+    const extra = await rawOpen(room);
+    await extra.hello();
     await extra.done;
-    assert.deepEqual(extra.frames, [{ type: "error", code: "room-full", message: `this room holds ${MAX_CLIENTS} clients, present or away; try again later` }]);
+    assert.deepEqual(extra.errors(), [{ code: "room-full", message: `this room holds ${MAX_CLIENTS} clients, present or away; try again later` }]);
     assert.deepEqual(extra.closed, { code: CLOSE_ROOM_FULL, reason: "room full" });
 
     // Dropped without leave: away, still in its seat, and welcome to come back.
@@ -163,16 +122,12 @@ describe("limits against a real wrangler dev", () => {
     const { client, secret } = dropped.welcome!;
     dropped.socket.terminate();
     await sleep(300);
-    const blocked = new Raw(server, room);
-    raws.push(blocked);
-    await blocked.opened;
-    blocked.hello();
+    const blocked = await rawOpen(room);
+    await blocked.hello();
     await blocked.done;
     assert.deepEqual(blocked.errors().map((error) => error.code), ["room-full"]);
-    const back = new Raw(server, room);
-    raws.push(back);
-    await back.opened;
-    back.hello({ client, secret, seq: 0 });
+    const back = await rawOpen(room);
+    await back.hello({ client, secret, seq: 0 });
     await waitFor(() => back.welcome !== undefined, "the resume's welcome");
     assert.equal(back.welcome!.client, client);
     assert.equal(back.welcome!.resumed, true);
@@ -270,10 +225,26 @@ describe("limits against a real wrangler dev", () => {
   });
 
   test("a socket that never says hello is closed with 4004 after HELLO_TIMEOUT_MS", { timeout: 30_000 }, async () => {
-    const socket = new WebSocket(`ws://${server.host}/parties/main/silent`);
-    const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.once("close", (code, reason) => resolve({ code, reason: String(reason) })));
-    await new Promise((resolve) => socket.once("open", resolve));
-    assert.deepEqual(await closed, { code: CLOSE_NO_HELLO, reason: "no hello" });
+    const socket = await rawOpen("silent");
+    await socket.done;
+    assert.deepEqual(socket.closed, { code: CLOSE_NO_HELLO, reason: "no hello" });
+    assert.deepEqual(socket.frames.map((frame) => frame.type), ["challenge"]);
+  });
+
+  test("sockets that do not say hello cannot pile up: beyond MAX_WAITING a room turns newcomers away with busy and close 4007", { timeout: 30_000 }, async () => {
+    const room = "waiting";
+    const silent = await Promise.all([1, 2, 3, 4, 5].map(() => rawOpen(room)));
+    await Promise.all(silent.map((socket) => socket.challenge()));
+    const turnedAway = await rawOpen(room);
+    await waitFor(() => turnedAway.frames.length > 0, "the answer to the sixth socket");
+    assert.deepEqual(turnedAway.frames, [{ type: "error", code: "busy", message: "5 connections to this room are waiting to say hello; try again in a moment" }]);
+    // One of them says hello (before HELLO_TIMEOUT_MS): a place is free again.
+    await silent[0]!.hello();
+    await silent[0]!.welcomed();
+    const member = await raw(room);
+    assert.equal(member.welcome!.resumed, false);
+    await turnedAway.done;
+    assert.deepEqual(turnedAway.closed, { code: CLOSE_BUSY, reason: "too many connections waiting" });
   });
 
   test("impersonation fails: a resume with another's id and a wrong secret, and frames carrying another's client id, get identity errors", { timeout: 30_000 }, async () => {
@@ -286,16 +257,14 @@ describe("limits against a real wrangler dev", () => {
     await waitFor(() => posts(honest).length === 1, "the honest post");
 
     // 1. Claiming the honest client's id on hello.
-    const attacker = new Raw(server, room);
-    raws.push(attacker);
-    await attacker.opened;
-    attacker.hello({ client: victim, secret: "A".repeat(22), seq: 0 });
-    await waitFor(() => attacker.frames.length > 0, "an answer to the false resume");
+    const attacker = await rawOpen(room);
+    await attacker.hello({ client: victim, secret: "A".repeat(22), seq: 0 });
+    await waitFor(() => attacker.frames.length > 1, "an answer to the false resume");
     await sleep(200);
-    assert.deepEqual(attacker.frames, [{ type: "error", code: "identity", message: `client ${victim} belongs to another connection` }], "no welcome");
+    assert.deepEqual(attacker.frames.slice(1), [{ type: "error", code: "identity", message: `client ${victim} belongs to another connection` }], "no welcome");
 
     // 2. The same socket may join as itself, then tries to post, vote, upload and leave as the victim.
-    attacker.hello();
+    await attacker.hello();
     await waitFor(() => attacker.welcome !== undefined, "the attacker's own welcome");
     assert.notEqual(attacker.welcome!.client, victim);
     const forged = [
@@ -330,12 +299,10 @@ describe("limits against a real wrangler dev", () => {
     const network = new TestNetwork();
     const away = await join(room, network);
     const awayId = away.clientId!;
-    const thief = new Raw(server, room);
-    raws.push(thief);
-    await thief.opened;
+    const thief = await rawOpen(room);
     network.kill();
-    thief.hello({ client: awayId, secret: "B".repeat(22), seq: 0 });
-    await waitFor(() => thief.frames.length > 0, "an answer to the thief");
+    await thief.hello({ client: awayId, secret: "B".repeat(22), seq: 0 });
+    await waitFor(() => thief.frames.length > 1, "an answer to the thief");
     assert.deepEqual(thief.errors().map((error) => error.code), ["identity"]);
     await waitFor(() => away.status === "connected", "the real client to resume");
     assert.equal(away.clientId, awayId);

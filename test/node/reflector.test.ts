@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   checkRoomId,
+  CLOSE_BUSY,
   CLOSE_FLOODING,
   CLOSE_NO_HELLO,
+  CLOSE_NOT_MEMBER,
   CLOSE_REPLACED,
   CLOSE_ROOM_FULL,
   CLOSE_SILENT,
@@ -15,6 +17,7 @@ import {
   MAX_FRAME_LENGTH,
   MAX_ROOM_ID_LENGTH,
   MAX_SNAPSHOT_PARTS,
+  helloChallenge,
   PING,
   PONG,
   PROTOCOL_VERSION,
@@ -27,6 +30,9 @@ import {
 import { countVotes, RateLimiter, Reflector, stampTime, type ClientSocket, type SocketState } from "../../party/reflector.js";
 import type { RoomStorage } from "../../party/room-store.js";
 import type { ReflectorSettings } from "../../party/settings.js";
+import { sha256Hex, verifyMember } from "../../party/crypto.js";
+import { newRoomSecret, RoomKey } from "../../component/room-key.js";
+import { waitFor } from "../support/wait-for.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Fakes
@@ -108,7 +114,16 @@ class FakeSocket implements ClientSocket {
 
 const START = 1_000_000;
 /** Snapshots and limits effectively off, so that tests about something else see no snapshot frames and no throttling. */
-const NO_LIMITS = { maxFrameLength: MAX_FRAME_LENGTH, rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity, maxClients: Infinity, helloTimeout: Infinity, maxRoomIdLength: MAX_ROOM_ID_LENGTH };
+const NO_LIMITS = {
+  maxFrameLength: MAX_FRAME_LENGTH,
+  rateLimit: Infinity,
+  rateBurst: Infinity,
+  floodRefusals: Infinity,
+  maxClients: Infinity,
+  helloTimeout: Infinity,
+  maxWaiting: Infinity,
+  maxRoomIdLength: MAX_ROOM_ID_LENGTH,
+};
 const TEST_SETTINGS: ReflectorSettings = {
   grace: 10_000,
   heartbeat: 20_000,
@@ -128,6 +143,20 @@ const VOTE_TIMEOUT = TEST_SETTINGS.voteTimeout;
 let tokens = 0;
 const newToken = () => `token-${++tokens}`;
 
+/**
+ * Membership, checked at once: the tests' members all hold the key `MEMBER_KEY` and prove it by signing a challenge
+ * as `proofOf` does. (The real check, an Ed25519 signature, has tests of its own below, and answers later.)
+ */
+const MEMBER_KEY = "member-key";
+const proofOf = (nonce: string, key = MEMBER_KEY) => `signed ${nonce} with ${key}`;
+const verifyHello = (nonce: string, key: string, proof: string) => key === MEMBER_KEY && proof === proofOf(nonce, key);
+/** The tests' hash: short, and different for every text used here, as SHA-256 is for every text. */
+const H = (text: string) => {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < text.length; index++) hash = Math.imul(hash ^ text.charCodeAt(index), 0x01000193) >>> 0;
+  return `fnv-${hash.toString(16)}-${text.length}`;
+};
+
 type Resume = { client: string; secret: string; seq: number };
 /** A socket that has been welcomed, with the identity the welcome gave it. */
 interface Member {
@@ -139,11 +168,16 @@ interface Member {
 
 const send = (reflector: Reflector<FakeSocket>, socket: FakeSocket, frame: ClientFrame | Record<string, unknown>) => reflector.receive(socket, JSON.stringify(frame));
 
-/** Connects `socket`, says hello (resuming when asked to) and returns the welcome it got. */
+/** The challenge a socket's hello must answer, as the socket carries it ("none" for a socket the room never saw). */
+const challengeOf = (socket: FakeSocket) => (socket.state as SocketState | null)?.nonce ?? "none";
+/** A member's hello to `socket`'s challenge, resuming when asked to. */
+const helloFrame = (socket: FakeSocket, resume?: Resume) => ({ type: "hello", version: PROTOCOL_VERSION, key: MEMBER_KEY, proof: proofOf(challengeOf(socket)), ...(resume === undefined ? {} : { resume }) });
+
+/** Connects `socket`, answers its challenge with a member's hello (resuming when asked to) and returns the welcome it got. */
 function hello(reflector: Reflector<FakeSocket>, socket = new FakeSocket(), resume?: Resume): Member {
   reflector.connect(socket);
   const after = socket.mark();
-  send(reflector, socket, resume === undefined ? { type: "hello", version: PROTOCOL_VERSION } : { type: "hello", version: PROTOCOL_VERSION, resume });
+  send(reflector, socket, helloFrame(socket, resume));
   const welcome = after()[0];
   assert.ok(welcome?.type === "welcome", `expected a welcome, got ${JSON.stringify(welcome)}`);
   return { socket, welcome, id: welcome.client, secret: welcome.secret };
@@ -169,6 +203,8 @@ async function openRoom(
     newToken: makeToken,
     sockets,
     heartbeatAt: (socket) => heartbeats.get(socket),
+    verifyHello,
+    digest: H,
   });
   return {
     reflector,
@@ -256,14 +292,15 @@ describe("reflector: ordering and stamping", () => {
       [2, "message", first.id],
       [3, "user-enter", newcomer.id],
     ]);
-    assert.equal(newcomer.socket.frames.length, 4, "the newcomer gets its own entry once, after the welcome");
+    assert.deepEqual(shape(newcomer.socket.frames), ["challenge", "welcome", "user-enter 1", "message 2", "user-enter 3"], "its own entry once, after the welcome");
     assert.deepEqual(first.socket.ofType("user-enter").at(-1), { type: "user-enter", seq: 3, time: START, client: newcomer.id });
     // The secret proves identity, so nobody else may ever see it.
     assert.ok(!JSON.stringify(first.socket.frames).includes(newcomer.secret));
   });
 
   test("chooses client ids itself, never giving one to two clients, nor reusing a retired one", async () => {
-    const issued = ["same", "secret-1", "same", "other", "secret-2", "other", "fresh", "secret-3"];
+    // Each connection first takes a token for its challenge.
+    const issued = ["nonce-1", "same", "secret-1", "nonce-2", "same", "other", "secret-2", "nonce-3", "other", "fresh", "secret-3"];
     const room = await openRoom({}, new MemoryStorage(), START, () => issued.shift()!);
     assert.equal(room.hello().id, "same");
     const other = room.hello();
@@ -302,7 +339,7 @@ describe("reflector: ordering and stamping", () => {
     const failing = new FakeSocket();
     failing.failing = true;
     room.reflector.connect(failing);
-    send(room.reflector, failing, { type: "hello", version: PROTOCOL_VERSION });
+    send(room.reflector, failing, { ...helloFrame(failing) });
     const failingId = stayer.socket.ofType("user-enter").at(-1)!.client;
     room.reflector.disconnect(failing);
     room.advance(GRACE);
@@ -329,8 +366,8 @@ describe("reflector: hello and bad frames", () => {
     ];
     for (const frame of frames) send(room.reflector, stranger, frame);
     assert.deepEqual(
-      stranger.frames.map((frame) => frame.type === "error" && frame.code),
-      frames.map(() => "out-of-turn"),
+      stranger.frames.map((frame) => frame.type === "error" ? frame.code : frame.type),
+      ["challenge", ...frames.map(() => "out-of-turn")],
     );
     assert.deepEqual(seen(), []);
     assert.equal(room.storage.events().length, 1);
@@ -346,7 +383,7 @@ describe("reflector: hello and bad frames", () => {
     send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION - 1 });
     send(room.reflector, socket, { type: "hello" });
     assert.deepEqual(
-      socket.frames.map((frame) => frame.type === "error" && frame.code),
+      socket.ofType("error").map((error) => error.code),
       ["version-mismatch", "version-mismatch"],
     );
     assert.equal(room.reflector.clientCount, 0);
@@ -359,10 +396,10 @@ describe("reflector: hello and bad frames", () => {
     const socket = new FakeSocket();
     room.reflector.connect(socket);
     for (const resume of [null, { client: "", secret: "s", seq: 0 }, { client: "c", secret: "s", seq: -1 }, { client: "c", secret: "x".repeat(129), seq: 0 }]) {
-      send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume });
+      send(room.reflector, socket, { ...helloFrame(socket), resume });
     }
     assert.deepEqual(
-      socket.frames.map((frame) => frame.type === "error" && frame.code),
+      socket.ofType("error").map((error) => error.code),
       ["bad-frame", "bad-frame", "bad-frame", "bad-frame"],
     );
     assert.equal(room.reflector.clientCount, 0);
@@ -371,7 +408,7 @@ describe("reflector: hello and bad frames", () => {
   test("a second hello on the same connection is out of turn and makes no new client", async () => {
     const room = await openRoom();
     const a = room.hello();
-    room.send(a, { type: "hello", version: PROTOCOL_VERSION });
+    room.send(a, { ...helloFrame(a.socket) });
     assert.deepEqual(a.socket.frames.at(-1), { type: "error", code: "out-of-turn", message: "this connection has already said hello" });
     assert.equal(room.storage.events().length, 1);
   });
@@ -435,7 +472,7 @@ describe("reflector: hello and bad frames", () => {
   test("a hash or snapshot upload for a point that was never due is out of turn", async () => {
     const room = await openRoom();
     const a = room.hello();
-    room.hash(a, 99, "h");
+    room.hash(a, 99, H("data"));
     room.upload(a, 99, ["data"]);
     assert.deepEqual(
       a.socket.ofType("error").map((error) => error.code),
@@ -448,10 +485,149 @@ describe("reflector: hello and bad frames", () => {
     const room = await openRoom();
     const a = room.hello();
     const unknown = new FakeSocket();
-    send(room.reflector, unknown, { type: "hello", version: PROTOCOL_VERSION });
+    send(room.reflector, unknown, { ...helloFrame(unknown) });
     assert.deepEqual(unknown.frames, []);
     assert.equal(room.storage.events().length, 1);
-    assert.equal(a.socket.frames.length, 2);
+    assert.deepEqual(shape(a.socket.frames), ["challenge", "welcome", "user-enter 1"]);
+  });
+});
+
+describe("reflector: membership", () => {
+  /** A socket that connected and answered its challenge with `frame`, and what it got back. */
+  function stranger(room: Awaited<ReturnType<typeof openRoom>>, frame: (socket: FakeSocket) => Record<string, unknown>) {
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, frame(socket));
+    return socket;
+  }
+
+  test("a hello that does not prove it holds the room's key gets not-member and close 4006, no seat and no frame of the room", async () => {
+    const room = await openRoom();
+    const member = room.hello();
+    const seen = member.socket.mark();
+    const strangers = [
+      stranger(room, (socket) => ({ ...helloFrame(socket), proof: "a guess" })),
+      stranger(room, (socket) => ({ ...helloFrame(socket), key: "another-key", proof: proofOf(challengeOf(socket), "another-key") })),
+      // A member's hello, replayed: it answers the member's challenge, not this socket's.
+      stranger(room, () => helloFrame(member.socket)),
+      stranger(room, (socket) => ({ ...helloFrame(socket), resume: { client: member.id, secret: member.secret, seq: 1 }, proof: "stolen secret, no key" })),
+    ];
+    for (const socket of strangers) {
+      assert.deepEqual(shape(socket.frames), ["challenge", "error"]);
+      assert.deepEqual(socket.ofType("error")[0]!.code, "not-member");
+      assert.deepEqual(socket.closed, { code: CLOSE_NOT_MEMBER, reason: "not a member" });
+    }
+    assert.deepEqual(seen(), [], "the members saw nothing");
+    assert.equal(room.storage.events().length, 1);
+    assert.equal(room.reflector.clientCount, 1);
+    // Frames after the refusal are ignored: the socket is no longer the room's.
+    send(room.reflector, strangers[0]!, { type: "publish", id: 1, payload: "x" });
+    assert.equal(strangers[0]!.frames.length, 2);
+  });
+
+  test("every socket gets its own challenge", async () => {
+    const room = await openRoom();
+    const sockets = [new FakeSocket(), new FakeSocket(), new FakeSocket()];
+    for (const socket of sockets) room.reflector.connect(socket);
+    const nonces = sockets.map((socket) => socket.ofType("challenge")[0]!.nonce);
+    assert.equal(new Set(nonces).size, 3);
+    assert.deepEqual(nonces, sockets.map(challengeOf), "and carries it, so that a room that slept can check the hello");
+  });
+
+  test("a check that answers later holds the socket's next frames back and then handles them in order; other sockets go on meanwhile", async () => {
+    const answers: ((member: boolean) => void)[] = [];
+    const changes: string[] = [];
+    const room = await openRoom({}, new MemoryStorage(), START, newToken);
+    // Rebuilt on the same storage with a check that answers when the test says so.
+    const slow = await Reflector.open<FakeSocket>({
+      ...TEST_SETTINGS,
+      storage: room.storage,
+      clock: () => room.clock.now,
+      newToken,
+      verifyHello: (nonce, key, proof) => new Promise<boolean>((resolve) => answers.push(() => resolve(verifyHello(nonce, key, proof)))),
+      digest: H,
+      changed: () => changes.push("changed"),
+    });
+    const first = new FakeSocket();
+    slow.connect(first);
+    send(slow, first, helloFrame(first));
+    send(slow, first, { type: "publish", id: 1, payload: "sent right after the hello" });
+    send(slow, first, { type: "publish", id: 2, payload: "and another" });
+    const second = new FakeSocket();
+    slow.connect(second);
+    send(slow, second, helloFrame(second));
+    assert.deepEqual(shape(first.frames), ["challenge"], "nothing yet: the check has not answered");
+    answers[1]!(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(shape(second.frames), ["challenge", "welcome", "user-enter 1"], "the second socket did not wait for the first");
+    answers[0]!(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(shape(first.frames), ["challenge", "welcome", "user-enter 1", "user-enter 2", "message 3", "message 4"]);
+    assert.deepEqual(eventsIn(second.frames), eventsIn(first.frames), "one order for both");
+    assert.equal(changes.length, 2, "the platform hears of each change made outside a call, to re-arm its alarm");
+  });
+
+  test("a socket that closes while its hello is checked is forgotten when the answer comes", async () => {
+    let answer: (member: boolean) => void = () => {};
+    const storage = new MemoryStorage();
+    const clock = { now: START };
+    const reflector = await Reflector.open<FakeSocket>({
+      ...TEST_SETTINGS,
+      storage,
+      clock: () => clock.now,
+      newToken,
+      verifyHello: () => new Promise<boolean>((resolve) => (answer = resolve)),
+      digest: H,
+    });
+    const socket = new FakeSocket();
+    reflector.connect(socket);
+    send(reflector, socket, helloFrame(socket));
+    reflector.disconnect(socket);
+    answer(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(shape(socket.frames), ["challenge"]);
+    assert.equal(reflector.clientCount, 0);
+    assert.deepEqual(storage.events(), []);
+  });
+
+  test("the real check: a member's key and its signature of the challenge are let in; anyone else is not", async () => {
+    const secret = newRoomSecret();
+    const key = await RoomKey.derive("lobby", secret);
+    const other = await RoomKey.derive("lobby", newRoomSecret());
+    const storage = new MemoryStorage();
+    const reflector = await Reflector.open<FakeSocket>({
+      ...TEST_SETTINGS,
+      storage,
+      clock: () => START,
+      newToken,
+      verifyHello: (nonce, publicKey, proof) => verifyMember(key.address, nonce, publicKey, proof),
+      digest: sha256Hex,
+    });
+    const join = async (signer: RoomKey, claimed = signer.publicKey) => {
+      const socket = new FakeSocket();
+      reflector.connect(socket);
+      const nonce = socket.ofType("challenge")[0]!.nonce;
+      send(reflector, socket, { type: "hello", version: PROTOCOL_VERSION, key: claimed, proof: await signer.prove(helloChallenge(key.address, nonce)) });
+      await waitFor(() => socket.frames.length > 1, "an answer to the hello");
+      return socket.frames[1]!.type === "welcome" ? "welcome" : (socket.frames[1] as { code: string }).code;
+    };
+    assert.equal(await join(key), "welcome");
+    assert.equal(await join(other), "not-member", "another room's key");
+    assert.equal(await join(other, key.publicKey), "not-member", "the room's public key, signed with another");
+    assert.equal(reflector.clientCount, 1);
+  });
+
+  test("at most maxWaiting sockets wait for their hello: one more is refused with busy and close 4007, and may come back", async () => {
+    const room = await openRoom({ maxWaiting: 2 });
+    const waiting = [new FakeSocket(), new FakeSocket()];
+    for (const socket of waiting) room.reflector.connect(socket);
+    const turnedAway = new FakeSocket();
+    room.reflector.connect(turnedAway);
+    assert.deepEqual(turnedAway.frames, [{ type: "error", code: "busy", message: "2 connections to this room are waiting to say hello; try again in a moment" }]);
+    assert.deepEqual(turnedAway.closed, { code: CLOSE_BUSY, reason: "too many connections waiting" });
+    send(room.reflector, waiting[0]!, helloFrame(waiting[0]!));
+    const later = room.hello();
+    assert.equal(later.welcome.last, 2, "a place came free");
   });
 });
 
@@ -548,7 +724,7 @@ describe("reflector: heartbeats and silent sockets", () => {
     const a = room.hello();
     const after = a.socket.mark();
     room.reflector.receive(a.socket, PING);
-    assert.deepEqual(socket.frames, [JSON.parse(PONG)]);
+    assert.deepEqual(socket.frames.slice(1), [JSON.parse(PONG)], "after its challenge");
     assert.deepEqual(after(), [JSON.parse(PONG)]);
     assert.equal(room.storage.events().length, 1, "only a's enter");
   });
@@ -638,7 +814,7 @@ describe("reflector: disconnects, grace and resume", () => {
       from: 3,
       last: 4,
     });
-    assert.deepEqual(again.socket.frames.slice(1), [b.socket.ofType("message").at(-1)], "only the missed event follows the welcome");
+    assert.deepEqual(again.socket.frames.slice(2), [b.socket.ofType("message").at(-1)], "only the missed event follows the challenge and the welcome");
 
     // Long after the old grace period: no exit, no enter, anywhere.
     room.advance(GRACE);
@@ -674,8 +850,8 @@ describe("reflector: disconnects, grace and resume", () => {
     const socket = new FakeSocket();
     room.reflector.connect(socket);
     const seenByB = b.socket.mark();
-    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: "guessed", seq: 2 } });
-    assert.deepEqual(socket.frames, [{ type: "error", code: "identity", message: `client ${a.id} belongs to another connection` }]);
+    send(room.reflector, socket, { ...helloFrame(socket), resume: { client: a.id, secret: "guessed", seq: 2 } });
+    assert.deepEqual(socket.frames.slice(1), [{ type: "error", code: "identity", message: `client ${a.id} belongs to another connection` }]);
     assert.deepEqual(seenByB(), [], "nobody else hears of it");
     assert.equal(room.storage.events().length, 2);
     const impostor = hello(room.reflector, socket);
@@ -695,7 +871,7 @@ describe("reflector: disconnects, grace and resume", () => {
     room.reflector.disconnect(a.socket);
     const socket = new FakeSocket();
     room.reflector.connect(socket);
-    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: `${a.secret}x`, seq: 2 } });
+    send(room.reflector, socket, { ...helloFrame(socket), resume: { client: a.id, secret: `${a.secret}x`, seq: 2 } });
     assert.deepEqual(socket.ofType("error").map((error) => error.code), ["identity"]);
     const other = hello(room.reflector, socket);
     assert.notEqual(other.id, a.id);
@@ -884,7 +1060,7 @@ describe("reflector: snapshots", () => {
     const a = room.hello();
     postMany(room, a, 2); // seq 2 and 3: due at 3, and the first round waits for no gap
     assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [3]);
-    room.hash(a, 3, "h");
+    room.hash(a, 3, H("state"));
     room.upload(a, 3, ["state"]);
     room.advance(10);
     postMany(room, a, 4, 3); // seq 4 to 7: due by count, held back by the gap
@@ -902,9 +1078,9 @@ describe("reflector: snapshots", () => {
     const a = room.hello();
     const b = room.hello();
     postMany(room, a, 3); // seq 3..5: due at 5
-    room.hash(a, 5, "same");
+    room.hash(a, 5, H("part zero|part one|part two"));
     assert.equal(a.socket.ofType("snapshot-request").length, 0, "waits for every voter");
-    room.hash(b, 5, "same");
+    room.hash(b, 5, H("part zero|part one|part two"));
     const requests = [a, b].flatMap((member) => member.socket.ofType("snapshot-request").map((request) => [member.id, request.seq]));
     assert.equal(requests.length, 1);
     const uploader = requests[0]![0] === a.id ? a : b;
@@ -930,15 +1106,15 @@ describe("reflector: snapshots", () => {
     assert.deepEqual(room.storage.keys("events:"), ["events:000000000006"], "the events the snapshot covers are trimmed");
 
     const newcomer = room.hello();
-    assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 3 });
+    assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 3, hash: H(parts.join("")) });
     assert.equal(newcomer.welcome.from, 5);
     assert.equal(newcomer.welcome.last, 7);
-    assert.deepEqual(newcomer.socket.frames.slice(1, 4), parts.map((data, part) => ({ type: "snapshot", seq: 5, part, parts: 3, data })));
-    assert.deepEqual(eventsIn(newcomer.socket.frames.slice(4)), [
+    assert.deepEqual(newcomer.socket.frames.slice(2, 5), parts.map((data, part) => ({ type: "snapshot", seq: 5, part, parts: 3, data })));
+    assert.deepEqual(eventsIn(newcomer.socket.frames.slice(5)), [
       [6, "message", b.id],
       [7, "user-enter", newcomer.id],
     ]);
-    assert.equal(newcomer.socket.frames.length, 6);
+    assert.equal(newcomer.socket.frames.length, 7);
   });
 
   test("a resume behind the snapshot gets the snapshot; one past it gets only what it missed", async () => {
@@ -946,20 +1122,20 @@ describe("reflector: snapshots", () => {
     const a = room.hello();
     const b = room.hello();
     postMany(room, a, 2); // due at 4
-    room.hash(a, 4, "h");
-    room.hash(b, 4, "h");
+    room.hash(a, 4, H("state"));
+    room.hash(b, 4, H("state"));
     room.upload(a, 4, ["state"]);
     room.post(a, 3); // seq 5
     room.reflector.disconnect(b.socket);
 
     const behind = room.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 3 });
-    assert.deepEqual(behind.welcome.snapshot, { seq: 4, parts: 1 });
-    assert.deepEqual(shape(behind.socket.frames), ["welcome", "snapshot 4", "message 5"]);
+    assert.deepEqual(behind.welcome.snapshot, { seq: 4, parts: 1, hash: H("state") });
+    assert.deepEqual(shape(behind.socket.frames), ["challenge", "welcome", "snapshot 4", "message 5"]);
 
     room.reflector.disconnect(behind.socket);
     const past = room.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 4 });
     assert.equal(past.welcome.snapshot, null);
-    assert.deepEqual(shape(past.socket.frames), ["welcome", "message 5"]);
+    assert.deepEqual(shape(past.socket.frames), ["challenge", "welcome", "message 5"]);
   });
 
   test("a snapshot falls due after snapshotInterval even with fewer than snapshotEvents events", async () => {
@@ -994,10 +1170,10 @@ describe("reflector: snapshots", () => {
     const room = await openRoom({ snapshotEvents: 3 });
     const a = room.hello();
     postMany(room, a, 2); // due at 3
-    room.hash(a, 3, "h");
+    room.hash(a, 3, H("onetwo"));
     room.upload(a, 3, ["one", "two"]);
     postMany(room, a, 3, 3); // due at 6
-    room.hash(a, 6, "h");
+    room.hash(a, 6, H("three"));
     room.upload(a, 6, ["three"]);
     assert.deepEqual(room.storage.keys("snapshot"), ["snapshot", "snapshot:000000000006:0000"]);
     assert.deepEqual(room.storage.keys("events:"), []);
@@ -1008,7 +1184,7 @@ describe("reflector: snapshots", () => {
     const room = await openRoom({ snapshotEvents: 300 });
     const a = room.hello();
     postMany(room, a, 299); // due at 300
-    room.hash(a, 300, "h");
+    room.hash(a, 300, H("state"));
     room.upload(a, 300, ["state"]);
     assert.deepEqual(room.storage.keys("events:"), []);
   });
@@ -1039,6 +1215,7 @@ describe("reflector: divergence", () => {
     const divergence = {
       type: "divergence",
       seq: 5,
+      voters: 3,
       votes: [
         { hash: "majority", clients: [b.id, c.id] },
         { hash: "minority", clients: [odd.id] },
@@ -1135,7 +1312,7 @@ describe("reflector: divergence", () => {
     const b = room.hello();
     const c = room.hello();
     postMany(room, a, 2); // due at 5
-    for (const member of [a, b, c]) room.hash(member, 5, "h");
+    for (const member of [a, b, c]) room.hash(member, 5, H("from the second uploader"));
     const first = [a, b, c].find((member) => member.socket.ofType("snapshot-request").length > 0)!;
     const rest = [a, b, c].filter((member) => member !== first);
     room.upload(first, 5, ["from the first uploader", "never finished"], [0]);
@@ -1155,8 +1332,8 @@ describe("reflector: divergence", () => {
     const a = room.hello();
     const b = room.hello();
     postMany(room, a, 2); // due at 4
-    room.hash(a, 4, "h");
-    room.hash(b, 4, "h");
+    room.hash(a, 4, H("fresh"));
+    room.hash(b, 4, H("fresh"));
     assert.equal(a.socket.ofType("snapshot-request").length, 1);
     room.advance(VOTE_TIMEOUT);
     room.reflector.wake();
@@ -1169,6 +1346,69 @@ describe("reflector: divergence", () => {
       room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)),
       ["fresh"],
     );
+  });
+});
+
+describe("reflector: snapshots that cannot be forged", () => {
+  test("an upload that does not hash to the majority's vote is not stored: the next member of the majority is asked, and the log stays", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const [a, b, c] = [room.hello(), room.hello(), room.hello()];
+    postMany(room, a, 2); // due at 5
+    for (const member of [a, b, c]) room.hash(member, 5, H("the state everyone holds"));
+    const first = [a, b, c].find((member) => member.socket.ofType("snapshot-request").length > 0)!;
+    room.upload(first, 5, ["a forged state"]);
+    assert.equal(room.storage.values.get("snapshot"), undefined, "not stored");
+    assert.equal(room.storage.events().length, 5, "the log is whole");
+    const next = [a, b, c].filter((member) => member !== first).find((member) => member.socket.ofType("snapshot-request").length > 0)!;
+    assert.ok(next !== undefined, "another member is asked");
+    room.upload(next, 5, ["the state everyone holds"]);
+    assert.deepEqual(room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)), ["the state everyone holds"]);
+    assert.equal(room.hello().welcome.snapshot?.hash, H("the state everyone holds"));
+  });
+
+  test("a lone vote among members that do not vote wins nothing: no upload is asked for, nothing is stored", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const [liar, quiet1, quiet2] = [room.hello(), room.hello(), room.hello()];
+    postMany(room, liar, 2); // due at 5
+    room.hash(liar, 5, H("made up"));
+    room.advance(VOTE_TIMEOUT);
+    room.reflector.wake();
+    assert.deepEqual(liar.socket.ofType("snapshot-request"), []);
+    room.upload(liar, 5, ["made up"]);
+    assert.equal(room.storage.values.get("snapshot"), undefined);
+    assert.deepEqual([quiet1, quiet2].map((member) => member.socket.ofType("snapshot-stored").length), [0, 0]);
+  });
+
+  test("a hash checked later is stored when it matches; a check that answers after its round ended changes nothing", async () => {
+    const checks: ((hash: string) => void)[] = [];
+    const storage = new MemoryStorage();
+    const clock = { now: START };
+    const reflector = await Reflector.open<FakeSocket>({
+      ...TEST_SETTINGS,
+      snapshotEvents: 3,
+      storage,
+      clock: () => clock.now,
+      newToken,
+      verifyHello,
+      digest: (text) => new Promise<string>((resolve) => checks.push(() => resolve(H(text)))),
+    });
+    const a = hello(reflector);
+    for (const id of [1, 2]) send(reflector, a.socket, { type: "publish", id, payload: `post ${id}` }); // due at 3
+    send(reflector, a.socket, { type: "hash", seq: 3, hash: H("state") });
+    send(reflector, a.socket, { type: "snapshot", seq: 3, part: 0, parts: 1, data: "state" });
+    assert.equal(storage.values.get("snapshot"), undefined, "not before the check answers");
+    checks[0]!("");
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(a.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 3 }]);
+
+    for (const id of [3, 4, 5]) send(reflector, a.socket, { type: "publish", id, payload: `post ${id}` }); // due at 6
+    send(reflector, a.socket, { type: "hash", seq: 6, hash: H("later state") });
+    send(reflector, a.socket, { type: "snapshot", seq: 6, part: 0, parts: 1, data: "later state" });
+    clock.now += VOTE_TIMEOUT;
+    reflector.wake(); // the upload's time is up before its check answers
+    checks[1]!("");
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(a.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 3 }], "the ended round stored nothing");
   });
 });
 
@@ -1201,7 +1441,7 @@ describe("reflector: restart from storage", () => {
     const b = first.hello();
     const gone = first.hello();
     postMany(first, a, 2); // seq 4, 5: due
-    for (const member of [a, b, gone]) first.hash(member, 5, "h");
+    for (const member of [a, b, gone]) first.hash(member, 5, H("snapshot"));
     first.upload(a, 5, ["snap", "shot"]);
     first.post(b, 1, "in the tail"); // seq 6
     // a's last post id now lives only in the snapshot record; b's only in the tail.
@@ -1209,8 +1449,8 @@ describe("reflector: restart from storage", () => {
 
     const second = await openRoom({ snapshotEvents: 5 }, storage, first.clock.now + 1000);
     const newcomer = second.hello();
-    assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 2 });
-    assert.deepEqual(shape(newcomer.socket.frames), ["welcome", "snapshot 5", "snapshot 5", "message 6", "user-enter 7"]);
+    assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 2, hash: H("snapshot") });
+    assert.deepEqual(shape(newcomer.socket.frames), ["challenge", "welcome", "snapshot 5", "snapshot 5", "message 6", "user-enter 7"]);
     assert.deepEqual(
       newcomer.socket.ofType("snapshot").map((part) => part.data),
       ["snap", "shot"],
@@ -1220,8 +1460,8 @@ describe("reflector: restart from storage", () => {
     const b2 = second.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 6 });
     assert.deepEqual([a2.id, a2.welcome.resumed, a2.welcome.acked], [a.id, true, 2]);
     assert.deepEqual([b2.id, b2.welcome.resumed, b2.welcome.acked], [b.id, true, 1]);
-    assert.deepEqual(shape(a2.socket.frames), ["welcome", "message 6", "user-enter 7"]);
-    assert.deepEqual(shape(b2.socket.frames), ["welcome", "user-enter 7"]);
+    assert.deepEqual(shape(a2.socket.frames), ["challenge", "welcome", "message 6", "user-enter 7"]);
+    assert.deepEqual(shape(b2.socket.frames), ["challenge", "welcome", "user-enter 7"]);
 
     second.post(a2, 2, "resent by a");
     second.post(b2, 1, "resent by b");
@@ -1258,7 +1498,7 @@ describe("reflector: restart from storage", () => {
     const first = await openRoom({ snapshotEvents: 3 }, storage);
     const a = first.hello();
     postMany(first, a, 2); // due at 3
-    first.hash(a, 3, "h");
+    first.hash(a, 3, H("state"));
     first.upload(a, 3, ["state"]);
     first.post(a, 3); // seq 4
     // As if the server had stopped between storing the snapshot and deleting event 2.
@@ -1267,7 +1507,7 @@ describe("reflector: restart from storage", () => {
     const second = await openRoom({}, storage, START + 1);
     assert.deepEqual(storage.keys("events:"), ["events:000000000004"]);
     const newcomer = second.hello();
-    assert.deepEqual(shape(newcomer.socket.frames), ["welcome", "snapshot 3", "message 4", "user-enter 5"]);
+    assert.deepEqual(shape(newcomer.socket.frames), ["challenge", "welcome", "snapshot 3", "message 4", "user-enter 5"]);
   });
 });
 
@@ -1327,12 +1567,12 @@ describe("reflector: sleeping and waking", () => {
     const a = room.hello();
     const b = room.hello();
     postMany(room, a, 2); // due at 4
-    room.hash(a, 4, "h");
+    room.hash(a, 4, H("state"));
     room.advance(1000);
     room.reflector.wake(); // the room record is written: it may sleep now
 
     const woken = await wake(room, [a.socket, b.socket], { snapshotEvents: 4, writeInterval: 1000 });
-    woken.hash(b, 4, "h");
+    woken.hash(b, 4, H("state"));
     assert.deepEqual(a.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 4 }]);
     woken.upload(a, 4, ["state"]);
     assert.deepEqual(b.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 4 }]);
@@ -1358,15 +1598,15 @@ describe("reflector: sleeping and waking", () => {
   test("a socket that says it is a client the room does not know is closed; one that had not said hello still may", async () => {
     const room = await openRoom();
     const stranger = new FakeSocket();
-    stranger.setState({ opened: START, client: "nobody-we-know" });
+    stranger.setState({ opened: START, nonce: "n1", client: "nobody-we-know" });
     const waiting = new FakeSocket();
-    waiting.setState({ opened: START });
+    waiting.setState({ opened: START, nonce: "n2" });
     const garbled = new FakeSocket();
     garbled.setState({ opened: "yesterday" } as unknown as SocketState);
     const woken = await wake(room, [stranger, waiting, garbled]);
     assert.equal(stranger.closed?.code, CLOSE_REPLACED);
     assert.equal(garbled.closed?.code, CLOSE_REPLACED);
-    send(woken.reflector, waiting, { type: "hello", version: PROTOCOL_VERSION });
+    send(woken.reflector, waiting, { ...helloFrame(waiting) });
     assert.equal(waiting.ofType("welcome").length, 1);
   });
 
@@ -1452,12 +1692,12 @@ describe("reflector: coalesced storage writes", () => {
     const room = await openRoom({ writeInterval: WRITE_INTERVAL, snapshotEvents: 4 }, storage);
     const a = room.hello();
     postMany(room, a, 3); // due at 4
-    room.hash(a, 4, "h");
+    room.hash(a, 4, H("state"));
     postMany(room, a, 2, 4); // 5 and 6, unwritten
     room.upload(a, 4, ["state"]);
     assert.deepEqual(storage.keys("events:"), ["events:000000000002"], "the enter's chunk is trimmed; the chunk of 2 to 6 stays");
     const restarted = await openRoom({}, storage, START + 1);
-    assert.deepEqual(shape(restarted.hello().socket.frames), ["welcome", "snapshot 4", "message 5", "message 6", "user-enter 7"]);
+    assert.deepEqual(shape(restarted.hello().socket.frames), ["challenge", "welcome", "snapshot 4", "message 5", "message 6", "user-enter 7"]);
   });
 
   test("membership records never run ahead of the log: an enter is written with its client's record, an exit before it goes", async () => {
@@ -1545,15 +1785,17 @@ describe("reflector: pure functions", () => {
     );
   });
 
-  test("majority needs more than half of all votes, not just the most", () => {
+  test("majority needs more than half of the members asked, not just of the votes: a member that did not vote counts for no hash", () => {
     const vote = (hash: string, ...clients: string[]) => ({ hash, clients });
-    assert.equal(majority([]), undefined);
-    assert.deepEqual(majority([vote("x", "a")]), vote("x", "a"));
-    assert.deepEqual(majority([vote("x", "a", "b"), vote("y", "c")]), vote("x", "a", "b"));
-    assert.equal(majority([vote("x", "a"), vote("y", "b")]), undefined);
-    assert.equal(majority([vote("x", "a", "b"), vote("y", "c", "d")]), undefined);
-    assert.equal(majority([vote("x", "a", "b"), vote("y", "c"), vote("z", "d")]), undefined, "a plurality is not a majority");
-    assert.deepEqual(majority([vote("x", "a", "b", "c"), vote("y", "d"), vote("z", "e")]), vote("x", "a", "b", "c"));
+    assert.equal(majority([], 0), undefined);
+    assert.deepEqual(majority([vote("x", "a")], 1), vote("x", "a"));
+    assert.deepEqual(majority([vote("x", "a", "b"), vote("y", "c")], 3), vote("x", "a", "b"));
+    assert.equal(majority([vote("x", "a"), vote("y", "b")], 2), undefined);
+    assert.equal(majority([vote("x", "a", "b"), vote("y", "c", "d")], 4), undefined);
+    assert.equal(majority([vote("x", "a", "b"), vote("y", "c"), vote("z", "d")], 4), undefined, "a plurality is not a majority");
+    assert.deepEqual(majority([vote("x", "a", "b", "c"), vote("y", "d"), vote("z", "e")], 5), vote("x", "a", "b", "c"));
+    assert.equal(majority([vote("x", "a")], 3), undefined, "a lone vote among three members");
+    assert.equal(majority([vote("x", "a", "b")], 4), undefined, "half is not more than half");
   });
 });
 
@@ -1581,7 +1823,7 @@ describe("reflector: limits and identity", () => {
     room.reflector.wake();
     assert.equal(prompt.socket.closed, undefined, "a socket that said hello in time is a client");
     // A frame from the closed socket is ignored: it is no longer the reflector's.
-    room.reflector.receive(silent, JSON.stringify({ type: "hello", version: PROTOCOL_VERSION }));
+    room.reflector.receive(silent, JSON.stringify(helloFrame(silent)));
     assert.deepEqual(silent.ofType("welcome"), []);
   });
 
@@ -1688,8 +1930,8 @@ describe("reflector: limits and identity", () => {
     room.reflector.connect(socket);
     for (let i = 0; i < RATE.rateBurst + RATE.floodRefusals + 1; i++) send(room.reflector, socket, { type: "publish", id: 1, payload: "x" });
     assert.deepEqual(socket.closed, { code: CLOSE_FLOODING, reason: "flooding" });
-    assert.equal(socket.frames.length, RATE.rateBurst + RATE.floodRefusals + 1, "one error per frame");
-    assert.deepEqual(member.socket.frames.length, 2, "the member saw nothing");
+    assert.equal(socket.ofType("error").length, RATE.rateBurst + RATE.floodRefusals + 1, "one error per frame");
+    assert.deepEqual(shape(member.socket.frames), ["challenge", "welcome", "user-enter 1"], "the member saw nothing");
     assert.equal(room.storage.events().length, 1);
   });
 
@@ -1699,12 +1941,12 @@ describe("reflector: limits and identity", () => {
     const a = room.hello();
     const b = room.hello();
     postMany(room, a, 2); // due at 4
-    room.hash(a, 4, "same");
-    room.hash(b, 4, "same");
-    const uploader = a.socket.ofType("snapshot-request").length === 1 ? a : b;
-    const onlooker = uploader === a ? b : a;
     // Far more parts than the burst, each far above the configured frame limit, with the clock standing still.
     const parts = Array.from({ length: 40 }, (_, index) => `${index}:`.padEnd(MAX_FRAME_LENGTH - 200, "x"));
+    room.hash(a, 4, H(parts.join("")));
+    room.hash(b, 4, H(parts.join("")));
+    const uploader = a.socket.ofType("snapshot-request").length === 1 ? a : b;
+    const onlooker = uploader === a ? b : a;
     room.upload(uploader, 4, parts);
     assert.deepEqual(codes(uploader.socket), []);
     assert.deepEqual(onlooker.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 4 }]);
@@ -1749,14 +1991,14 @@ describe("reflector: limits and identity", () => {
     const seenByA = a.socket.mark();
     const socket = new FakeSocket();
     room.reflector.connect(socket);
-    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION });
-    assert.deepEqual(socket.frames, [{ type: "error", code: "room-full", message: "this room holds 2 clients, present or away; try again later" }]);
+    send(room.reflector, socket, { ...helloFrame(socket) });
+    assert.deepEqual(socket.frames.slice(1), [{ type: "error", code: "room-full", message: "this room holds 2 clients, present or away; try again later" }]);
     assert.deepEqual(socket.closed, { code: CLOSE_ROOM_FULL, reason: "room full" });
     assert.equal(room.storage.events().length, 2, "no user-enter");
     assert.deepEqual(seenByA(), [], "the others saw nothing");
     // Its later frames are ignored.
-    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION });
-    assert.equal(socket.frames.length, 1);
+    send(room.reflector, socket, { ...helloFrame(socket) });
+    assert.equal(socket.frames.length, 2);
     // The away client comes back although the room is full.
     const back = room.hello(new FakeSocket(), { client: b.id, secret: b.secret, seq: 2 });
     assert.equal(back.welcome.resumed, true);
@@ -1767,7 +2009,7 @@ describe("reflector: limits and identity", () => {
     // Returning with retired credentials is a new client: refused while full.
     const late = new FakeSocket();
     room.reflector.connect(late);
-    send(room.reflector, late, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: a.secret, seq: 0 } });
+    send(room.reflector, late, { ...helloFrame(late), resume: { client: a.id, secret: a.secret, seq: 0 } });
     assert.deepEqual(codes(late), ["room-full"]);
   });
 
@@ -1782,7 +2024,7 @@ describe("reflector: limits and identity", () => {
       { type: "hash", seq: 4, hash: "h", client: b.id },
       { type: "snapshot", seq: 4, part: 0, parts: 1, data: "", client: b.id },
       { type: "leave", client: b.id },
-      { type: "hello", version: PROTOCOL_VERSION, client: b.id },
+      { ...helloFrame(a.socket), client: b.id },
       { type: "publish", id: 1, payload: "as nobody", client: "someone-else" },
     ];
     for (const frame of frames) room.send(a, frame);
@@ -1806,7 +2048,7 @@ describe("reflector: limits and identity", () => {
     const a = room.hello();
     const socket = new FakeSocket();
     room.reflector.connect(socket);
-    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, client: a.id });
+    send(room.reflector, socket, { ...helloFrame(socket), client: a.id });
     send(room.reflector, socket, { type: "publish", id: 1, payload: "x", client: a.id });
     assert.deepEqual(codes(socket), ["identity", "identity"]);
     assert.equal(room.reflector.clientCount, 1);
@@ -1819,7 +2061,7 @@ describe("reflector: limits and identity", () => {
     room.reflector.disconnect(a.socket);
     const socket = new FakeSocket();
     room.reflector.connect(socket);
-    send(room.reflector, socket, { type: "hello", version: PROTOCOL_VERSION, resume: { client: a.id, secret: "wrong", seq: 1 } });
+    send(room.reflector, socket, { ...helloFrame(socket), resume: { client: a.id, secret: "wrong", seq: 1 } });
     const back = hello(room.reflector, socket, { client: a.id, secret: a.secret, seq: 1 });
     assert.equal(back.id, a.id);
     assert.equal(back.welcome.resumed, true);

@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ReflectedEvent } from "../../party/protocol.js";
-import { fnv1a64, seedFromString, splitMix64, Xoshiro128StarStar } from "../../component/prng.js";
-import { encodeModelEvent, Model, Replica } from "../../component/runtime.js";
+import { Xoshiro128StarStar } from "../../component/prng.js";
+import { encodeModelEvent, MAX_DATA_DEPTH, Model, Replica } from "../../component/runtime.js";
 import { stateHash } from "../../component/state-hash.js";
+import { fnv1a64, seedFromString, splitMix64 } from "../support/seeded-random.js";
 
-describe("xoshiro128** and its seeding", () => {
+/** A replica's generator seed, as a room's key would give it. */
+const SEED = [0x9e3779b9, 0x7f4a7c15, 0xf39cc060, 0x5cedc834];
+
+describe("xoshiro128**, and the seeding of the tests' generators", () => {
   test("matches the reference implementation's outputs for state [1, 2, 3, 4] (rand_xoshiro's reference test)", () => {
     const generator = new Xoshiro128StarStar([1, 2, 3, 4]);
     const outputs = Array.from({ length: 10 }, () => generator.nextUint32());
@@ -43,7 +47,7 @@ describe("xoshiro128** and its seeding", () => {
     assert.deepEqual([fromSeed.next().value, fromSeed.next().value], [6457827717110365317n, 3203168211198807973n]);
   });
 
-  test("different session ids give different seeds; the same id always the same", () => {
+  test("different texts give different seeds; the same text always the same; the generator refuses an all-zero state", () => {
     assert.deepEqual(seedFromString("room-a"), seedFromString("room-a"));
     assert.notDeepEqual(seedFromString("room-a"), seedFromString("room-b"));
     assert.throws(() => new Xoshiro128StarStar([0, 0, 0, 0]), /not all zero/);
@@ -113,7 +117,7 @@ const script: ReflectedEvent[] = [
 
 describe("replica", () => {
   test("two replicas fed the same events end with identical serialized state and hash", async () => {
-    const [a, b] = [Replica.create("session", Probe), Replica.create("session", Probe)];
+    const [a, b] = [Replica.create("session", SEED, Probe), Replica.create("session", SEED, Probe)];
     for (const event of script) {
       a.apply(event);
       b.apply(event);
@@ -121,13 +125,13 @@ describe("replica", () => {
     assert.equal(a.serialize(), b.serialize());
     assert.equal(await stateHash(a), await stateHash(b));
     assert.match(await stateHash(a), /^[0-9a-f]{64}$/);
-    const other = Replica.create("another session", Probe);
+    const other = Replica.create("another session", SEED, Probe);
     for (const event of script) other.apply(event);
     assert.notEqual(await stateHash(other), await stateHash(a), "the seed comes from the session id");
   });
 
   test("runs futures in (time, scheduling order) before any later event, at their own time", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     for (const event of script) replica.apply(event);
     const log = (replica.root as Probe).log.map(String).filter((line) => line.includes("fired") || line.startsWith("after futures"));
     assert.deepEqual(
@@ -137,7 +141,7 @@ describe("replica", () => {
   });
 
   test("delivers model-to-model events at once and model-to-view events after the batch", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     for (const event of script) replica.apply(event);
     const probe = replica.root as Probe;
     assert.deepEqual((probe.child as Listener).heard, ["to the listener"]);
@@ -146,7 +150,7 @@ describe("replica", () => {
   });
 
   test("passes the reflector-stamped client as the sender, and the client id for user-enter", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     replica.apply({ type: "user-enter", seq: 1, time: 1, client: "stamped" });
     replica.apply(message(2, 2, "probe", "note", "hi", "stamped"));
     assert.deepEqual((replica.root as Probe).log.slice(0, 1), ["enter stamped"]);
@@ -154,7 +158,7 @@ describe("replica", () => {
   });
 
   test("advances time with ticks and runs futures that fall due", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     replica.apply(message(1, 1000, "probe", "schedule", { ms: 500, label: "T" }));
     replica.advanceTo(1400);
     assert.equal(replica.pendingFutures, 1);
@@ -165,7 +169,7 @@ describe("replica", () => {
   });
 
   test("serializes pending futures and the generator, so a restored replica continues identically", () => {
-    const original = Replica.create("session", Probe);
+    const original = Replica.create("session", SEED, Probe);
     for (const event of script.slice(0, 4)) original.apply(event);
     assert.equal(original.pendingFutures, 2);
     const restored = Replica.restore(original.serialize());
@@ -179,7 +183,7 @@ describe("replica", () => {
   });
 
   test("ignores an event it already applied and refuses a gap in the order", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     replica.apply(script[0]!);
     replica.apply(script[0]!);
     assert.deepEqual((replica.root as Probe).log, ["enter c0"]);
@@ -187,22 +191,52 @@ describe("replica", () => {
   });
 
   test("skips payloads that are not model events alike on every replica", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     replica.apply({ type: "message", seq: 1, time: 1, client: "c", id: 1, payload: "not json" });
     replica.apply({ type: "message", seq: 2, time: 2, client: "c", id: 2, payload: '{"scope":1}' });
     assert.equal(replica.seq, 2);
     assert.deepEqual((replica.root as Probe).log, []);
   });
 
+  test("no payload can publish into the session's own scope: a fake user-enter or user-exit reaches no model", () => {
+    const replica = Replica.create("session", SEED, Probe);
+    replica.apply(script[0]!);
+    replica.apply(message(2, 110, "session", "user-enter", "a phantom"));
+    replica.apply(message(3, 120, "session", "user-exit", "c0"));
+    assert.deepEqual((replica.root as Probe).log, ["enter c0"]);
+  });
+
+  test("event data that model state could not hold is skipped alike by every replica, which can still serialize", () => {
+    const deep = (depth: number): unknown => (depth === 0 ? "bottom" : [deep(depth - 1)]);
+    const payloads = [
+      '{"scope":"probe","event":"note","data":{"$model":"M1"}}',
+      '{"scope":"probe","event":"note","data":{"nested":[{"$model":"M2"}]}}',
+      '{"scope":"probe","event":"note","data":{"__proto__":{"polluted":true}}}',
+      '{"scope":"probe","event":"note","data":1e400}',
+      '{"scope":"probe","event":"note","data":[-1e999]}',
+      `{"scope":"probe","event":"note","data":${"[".repeat(20_000)}${"]".repeat(20_000)}}`,
+      encodeModelEvent("probe", "note", deep(MAX_DATA_DEPTH + 1)),
+    ];
+    const [a, b] = [Replica.create("session", SEED, Probe), Replica.create("session", SEED, Probe)];
+    for (const replica of [a, b]) {
+      payloads.forEach((payload, index) => replica.apply({ type: "message", seq: index + 1, time: index + 1, client: "m", id: index + 1, payload }));
+      replica.apply(message(payloads.length + 1, 100, "probe", "note", deep(MAX_DATA_DEPTH)));
+    }
+    const log = (a.root as Probe).log;
+    assert.equal(log.length, 1, "only the last post, nested exactly MAX_DATA_DEPTH deep, reached the model");
+    assert.match(String(log[0]), /^bottom from c0 at 100 /);
+    assert.equal(a.serialize(), b.serialize());
+  });
+
   test("refuses model code outside a replica", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     assert.throws(() => replica.root.random(), /random is model code/);
     assert.throws(() => replica.root.now(), /now is model code/);
     assert.throws(() => Probe.create(), /Model.create is model code/);
   });
 
   test("refuses state that cannot be replicated", () => {
-    const replica = Replica.create("session", Probe);
+    const replica = Replica.create("session", SEED, Probe);
     (replica.root as Probe).log.push(new Date(0) as never);
     assert.throws(() => replica.serialize(), /state\.models\.M1\.state\.log\[0\] holds a Date/);
   });
