@@ -1,7 +1,8 @@
 /**
- * `npm run bench`: measures the reflector side by side with a minimal baseline room (bench/baseline-room.ts),
- * both under a real `partykit dev` on loopback, and prints a markdown table with the budgets of issue 5.
- * Each scenario uses a fresh room; server CPU time comes from the workerd process's /proc/<pid>/stat.
+ * `npm run bench`: measures the reflector side by side with a minimal baseline room (bench/baseline-worker.ts),
+ * both under a real `wrangler dev` on loopback, and prints a markdown table with the budgets of issue 5, and what an
+ * idle room costs. Each scenario uses a fresh room; server CPU time comes from the rooms' workerd process's
+ * /proc/<pid>/stat.
  */
 import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
@@ -10,9 +11,9 @@ import { performance } from "node:perf_hooks";
 import { gzipSync } from "node:zlib";
 import WebSocket from "ws";
 import { CHAT_SCOPE, ChatModel } from "../component/chat-model.js";
-import { newRoomSecret } from "../component/room-key.js";
+import { newRoomSecret, RoomKey } from "../component/room-key.js";
 import { Session } from "../component/session.js";
-import { parseServerFrame, type Welcome } from "../party/protocol.js";
+import { parseServerFrame, PONG, type Welcome } from "../party/protocol.js";
 import { DEFAULT_SETTINGS } from "../party/settings.js";
 import { startReflector, type ReflectorServer } from "../test/support/reflector-server.js";
 import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";
@@ -22,6 +23,8 @@ const QUICK = process.argv.includes("--quick");
 /** `--only=round-trip,late-join` runs some scenarios (names as in the table's first column, lower case). */
 const ONLY = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",");
 const selected = (name: string) => ONLY === undefined || ONLY.includes(name);
+/** The scenarios that load both servers, after a common warm-up; `idle` needs neither. */
+const LOAD_SCENARIOS = ["round-trip", "fan-out", "saturation", "late-join"];
 const SATURATION_RUNS = 3;
 /** Fan-out runs each scenario's 10 s this many times per server, in turns of TURN_SECONDS, and pools the latencies. */
 const FAN_OUT_PASSES = 2;
@@ -34,23 +37,58 @@ const TURN_SECONDS = 0.5;
 interface Server {
   kind: ServerKind;
   dev: ReflectorServer;
+  /** The workerd process that runs the server's rooms. */
   workerd: number;
 }
+
+/** Each server's Worker: the project's reflector, or the baseline room, each without assets (see the configs). */
+const CONFIGS: Record<ServerKind, string> = { reflector: "bench/wrangler.jsonc", baseline: "bench/baseline.wrangler.jsonc" };
+/**
+ * The load scenarios' reflector settings. Limits are raised so the load is never refused: one sender at saturation
+ * is far above the 20 posts/s a person gets, and fan-out puts 200 clients in a room that holds 100 by default.
+ * Everything else is default.
+ */
+const LOAD_SETTINGS = { RATE_LIMIT: "1000000", RATE_BURST: "1000000", MAX_CLIENTS: "1000" };
+/**
+ * The idle scenario's reflector settings: the defaults, and a log line for every entry into a room's code, which is
+ * what it counts. Only that server logs them: a line per frame would cost the load scenarios CPU.
+ */
+const IDLE_SETTINGS = { LOG_ENTRIES: "1" };
 
 let roomCount = 0;
 const freshRoom = (name: string) => `bench-${name}-${Date.now().toString(36)}-${++roomCount}`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function startServer(kind: ServerKind): Promise<Server> {
-  // Limits are raised so the load is never refused: one sender at saturation is far above the 20 posts/s a
-  // person gets, and fan-out puts 200 clients in a room that holds 100 by default. Everything else is default.
-  const config = "bench/partykit.json";
-  const dev =
-    kind === "reflector"
-      ? await startReflector({ platform: "partykit", config, vars: { RATE_LIMIT: "1000000", RATE_BURST: "1000000", MAX_CLIENTS: "1000" } })
-      : await startReflector({ platform: "partykit", config: "bench/baseline.partykit.json" });
-  started.push(dev);
-  return { kind, dev, workerd: findWorkerd(dev.processGroup) };
+/** How the servers' cores were assigned, for the report's heading. */
+let pinning = "";
+
+/**
+ * Starts a server under `wrangler dev`, pauses its file watcher and pins it to the servers' core, and finds the
+ * workerd process that runs its rooms.
+ */
+async function startServer(kind: ServerKind, vars?: Record<string, string>): Promise<Server> {
+  const dev = await startReflector({ config: CONFIGS[kind], vars });
+  started.push({ kind, dev });
+  resumeWatchers.push(pauseWatchers([dev.processGroup]));
+  pinning = pinCores([dev.processGroup]);
+  await reloadsDone(dev);
+  const workerd = findWorkerd(dev.processGroup, dev.persistDir);
+  progress(`${kind} on ${dev.host}, its rooms in workerd ${workerd}; ${pinning}`);
+  return { kind, dev, workerd };
+}
+
+/**
+ * Waits for a reload of the Worker that began before its watcher was paused (a source changed) to finish: wrangler
+ * reloads by starting a new workerd for the rooms, so the one to read is the one after it.
+ */
+async function reloadsDone(dev: ReflectorServer): Promise<void> {
+  const count = (line: string) => dev.output().split(line).length - 1;
+  const deadline = performance.now() + 10_000;
+  await sleep(500); // a rebuild esbuild had finished when it was paused shows up within this
+  while (count("Reloading local server") > count("Local server updated and ready")) {
+    if (performance.now() > deadline) throw new Error(`the server on ${dev.host} did not finish reloading within 10 s`);
+    await sleep(100);
+  }
 }
 
 async function connectAll(server: Server, room: string, count: number, check: DeliveryCheck): Promise<LoadClient[]> {
@@ -299,6 +337,90 @@ async function lateJoin(server: Server, events: number, joins: number): Promise<
   return { events, fillSeconds, milliseconds: median.milliseconds, bytes: median.bytes, replayed: median.welcome.last - snapshotSeq, snapshotSeq };
 }
 
+/**
+ * A WebSocket class for one idle room's clients that counts the WebSocket messages they receive, heartbeat answers
+ * apart. Those are exactly PONG, as the platform sends it; anything else counts, whatever frames it holds.
+ */
+function frameCountingWebSocket() {
+  const frames = { heartbeatAnswers: 0, others: 0 };
+  class FrameCountingWebSocket extends WebSocket {
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols);
+      this.on("message", (data: Buffer) => {
+        if (String(data) === PONG) frames.heartbeatAnswers++;
+        else frames.others++;
+      });
+    }
+  }
+  return { frames, WebSocket: FrameCountingWebSocket };
+}
+
+/** What one idle room's clients received, and how often the room's code ran, during the window. */
+interface IdleRoom {
+  clients: number;
+  frames: number;
+  heartbeatAnswers: number;
+  /** Lines the room logged with LOG_ENTRIES=1: one per start, connect, message, close, error and alarm. */
+  entries: number;
+}
+
+interface Idle {
+  rooms: IdleRoom[];
+  /** Each server's CPU time over the window, all its idle rooms together (one workerd runs them all). */
+  cpuMicros: Record<ServerKind, number>;
+}
+
+/**
+ * Idle rooms: `clients` real sessions (they say hello, keep a replica and send heartbeats) in a fresh room of a
+ * reflector that logs every entry into a room's code, and as many thin clients in a fresh baseline room, for each
+ * number of clients; then `seconds` without a post, all rooms in the same window. A room should sleep through it:
+ * its clients' heartbeats are answered by the platform without waking it.
+ */
+async function idle(reflector: Server, baseline: Server, sizes: number[], seconds: number): Promise<Idle> {
+  const key = newRoomSecret();
+  const open = [];
+  for (const clients of sizes) {
+    const room = freshRoom(`idle-${clients}`);
+    const counter = frameCountingWebSocket();
+    const sessions: Session[] = [];
+    // In batches, as connectAll does.
+    for (let start = 0; start < clients; start += 20) {
+      const batch = Array.from({ length: Math.min(20, clients - start) }, () => Session.join({ host: reflector.dev.host, room, key, model: ChatModel, WebSocket: counter.WebSocket }));
+      await Promise.all(batch.map((session) => session.whenReady()));
+      sessions.push(...batch);
+    }
+    // The baseline's clients stay silent: the baseline room has no heartbeat answer, and would broadcast a heartbeat.
+    const baselineClients = await connectAll(baseline, freshRoom(`idle-${clients}`), clients, new DeliveryCheck(0, clients));
+    // The reflector knows a room by its address, which the log names: its name and its members' key's fingerprint.
+    const { address } = await RoomKey.derive(room, key);
+    open.push({ address, clients, counter, sessions, baselineClients });
+    progress(`idle: ${clients} clients connected`);
+  }
+  // The joins leave the reflector's rooms one thing due: writing the log, at most WRITE_INTERVAL_MS (1 s) later.
+  await sleep(3000);
+  const entries = (address: string) => reflector.dev.output().split(`room ${address}: `).length - 1;
+  // The counts must have seen the joins: counts that see nothing would pass any room as quiet.
+  for (const { address, counter } of open) {
+    if (entries(address) === 0 || counter.frames.others === 0) throw new Error(`the joins into ${address} showed ${entries(address)} logged entries and ${counter.frames.others} frames`);
+  }
+  const before = open.map(({ address, counter }) => ({ ...counter.frames, entries: entries(address) }));
+  const cpuBefore = { reflector: cpuMicros(reflector.workerd), baseline: cpuMicros(baseline.workerd) };
+  progress(`idle: ${seconds} s without posts`);
+  await sleep(seconds * 1000);
+  const cpuMicrosSpent = { reflector: cpuMicros(reflector.workerd) - cpuBefore.reflector, baseline: cpuMicros(baseline.workerd) - cpuBefore.baseline };
+  const rooms = open.map(({ address, clients, counter }, index) => ({
+    clients,
+    frames: counter.frames.others - before[index]!.others,
+    heartbeatAnswers: counter.frames.heartbeatAnswers - before[index]!.heartbeatAnswers,
+    entries: entries(address) - before[index]!.entries,
+  }));
+  for (const { sessions, baselineClients } of open) {
+    for (const session of sessions) session.leave();
+    await closeAll(baselineClients);
+  }
+  return { rooms, cpuMicros: cpuMicrosSpent };
+}
+
 // ---- the report ----
 
 /** The commit measured, so that tables kept in docs/performance.md say what they measured. */
@@ -311,6 +433,9 @@ function revision(): string {
     return "no git commit";
   }
 }
+
+/** The version of `wrangler dev` that ran the servers. */
+const WRANGLER_VERSION = (JSON.parse(await readFile("node_modules/wrangler/package.json", "utf8")) as { version: string }).version;
 
 const format = (value: number, digits = 1) => (Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–");
 const integer = (value: number) => Math.round(value).toLocaleString("en-US");
@@ -351,81 +476,100 @@ const began = performance.now();
 const progress = (text: string) => console.error(`bench: ${format((performance.now() - began) / 1000, 0)} s: ${text}`);
 
 /** Every server started, so that even a crash of the bench stops them (by their process groups). */
-const started: ReflectorServer[] = [];
+const started: { kind: ServerKind; dev: ReflectorServer }[] = [];
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void stopAll().then(() => process.exit(130)));
 process.once("uncaughtException", (error) => {
   console.error(error);
   void stopAll().then(() => process.exit(1));
 });
-/** Lets the servers' file watchers run again; they must, before their servers can stop. */
-let resumeWatchers = () => {};
+/** Lets each server's file watcher run again; it must, before its server can stop. */
+const resumeWatchers: (() => void)[] = [];
 async function stopAll(): Promise<void> {
-  resumeWatchers();
-  await Promise.all(started.splice(0).map(async (dev) => await dev.stop()));
+  for (const resume of resumeWatchers.splice(0)) resume();
+  await Promise.all(started.splice(0).map(async ({ dev }) => await dev.stop()));
 }
 
-async function main(): Promise<void> {
-  const servers = { reflector: await startServer("reflector"), baseline: await startServer("baseline") };
-  const groups = [servers.reflector.dev.processGroup, servers.baseline.dev.processGroup];
-  const pinning = `${pinCores(groups)}; file watchers paused`;
-  resumeWatchers = pauseWatchers(groups);
-  progress(`${pinning}`);
-  try {
-    // Warm-up: the first few thousand messages run through workerd's JIT; not measured.
-    progress("warming up");
-    await roundTrip(servers, 500);
-    await saturation(servers, 10, 100, 1, 1);
+/** Round trip, fan-out, saturation and late join, those selected, after a warm-up of both servers. */
+async function loadScenarios(servers: Record<ServerKind, Server>): Promise<void> {
+  // Warm-up: the first few thousand messages run through workerd's JIT; not measured.
+  progress("warming up");
+  await roundTrip(servers, 500);
+  await saturation(servers, 10, 100, 1, 1);
 
-    if (selected("round-trip")) {
+  if (selected("round-trip")) {
     const posts = QUICK ? 300 : 2000;
     progress(`round trip, ${posts} posts`);
     const rt = await roundTrip(servers, posts);
     row(`Round trip, 1 client, ${posts} sequential posts`, "p50 ms", percentile(rt.reflector.check.latencies, 50), percentile(rt.baseline.check.latencies, 50), (v) => format(v, 2));
     row("", "p99 ms", percentile(rt.reflector.check.latencies, 99), percentile(rt.baseline.check.latencies, 99), (v) => format(v, 2));
     integrity("", [rt.reflector], [rt.baseline]);
-    }
+  }
 
-    const fanSeconds = QUICK ? 2 : 10;
-    for (const [clients, rate] of selected("fan-out") ? ([[10, 20], [50, 5], [200, 1]] as const) : []) {
-      progress(`fan-out, ${clients} clients × ${rate}/s`);
-      const outcomes = await fanOut(servers, clients, rate, fanSeconds, FAN_OUT_PASSES);
-      const latency = (kind: ServerKind, p: number) => percentile(outcomes[kind].check.latencies, p);
-      row(`Fan-out, ${clients} clients × ${rate} posts/s, ${FAN_OUT_PASSES} × ${fanSeconds} s in turns of ${TURN_SECONDS} s`, "delivery p50 ms", latency("reflector", 50), latency("baseline", 50), (v) => format(v, 2));
-      row("", "delivery p90 ms", latency("reflector", 90), latency("baseline", 90), (v) => format(v, 2));
-      const [p99, baseP99] = [latency("reflector", 99), latency("baseline", 99)];
-      row("", "delivery p99 ms", p99, baseP99, (v) => format(v, 2), "≤ 1.3× baseline", p99 <= 1.3 * baseP99);
-      row("", "server CPU µs / delivery", perDelivery(outcomes.reflector), perDelivery(outcomes.baseline), (v) => format(v, 2));
-      integrity("", [outcomes.reflector], [outcomes.baseline]);
-    }
+  const fanSeconds = QUICK ? 2 : 10;
+  for (const [clients, rate] of selected("fan-out") ? ([[10, 20], [50, 5], [200, 1]] as const) : []) {
+    progress(`fan-out, ${clients} clients × ${rate}/s`);
+    const outcomes = await fanOut(servers, clients, rate, fanSeconds, FAN_OUT_PASSES);
+    const latency = (kind: ServerKind, p: number) => percentile(outcomes[kind].check.latencies, p);
+    row(`Fan-out, ${clients} clients × ${rate} posts/s, ${FAN_OUT_PASSES} × ${fanSeconds} s in turns of ${TURN_SECONDS} s`, "delivery p50 ms", latency("reflector", 50), latency("baseline", 50), (v) => format(v, 2));
+    row("", "delivery p90 ms", latency("reflector", 90), latency("baseline", 90), (v) => format(v, 2));
+    const [p99, baseP99] = [latency("reflector", 99), latency("baseline", 99)];
+    row("", "delivery p99 ms", p99, baseP99, (v) => format(v, 2), "≤ 1.3× baseline", p99 <= 1.3 * baseP99);
+    row("", "server CPU µs / delivery", perDelivery(outcomes.reflector), perDelivery(outcomes.baseline), (v) => format(v, 2));
+    integrity("", [outcomes.reflector], [outcomes.baseline]);
+  }
 
-    const saturationSeconds = QUICK ? 2 : 5;
-    for (const receivers of selected("saturation") ? [10, 50] : []) {
-      progress(`saturation, ${receivers} receivers`);
-      // Throughput and CPU are the budgets here, so each server runs three times, alternating, and the median counts.
-      const { outcomes, samples } = await saturation(servers, receivers, 100, saturationSeconds, SATURATION_RUNS);
-      const median = (kind: ServerKind, of: "rate" | "cpuPerDelivery") => percentile(samples[kind].map((sample) => sample[of]), 50);
-      const [ours, base] = [median("reflector", "rate"), median("baseline", "rate")];
-      const [cpu, baseCpu] = [median("reflector", "cpuPerDelivery"), median("baseline", "cpuPerDelivery")];
-      row(`Saturation, 1 sender (100 in flight), ${receivers} receivers, ${SATURATION_RUNS} runs of ${saturationSeconds} s, median`, "deliveries / s", ours, base, integer, "≥ 0.85× baseline", ours >= 0.85 * base);
-      row("", "server CPU µs / delivery", cpu, baseCpu, (v) => format(v, 2), "≤ 1.15× baseline", cpu <= 1.15 * baseCpu);
-      integrity("", [outcomes.reflector], [outcomes.baseline]);
-    }
+  const saturationSeconds = QUICK ? 2 : 5;
+  for (const receivers of selected("saturation") ? [10, 50] : []) {
+    progress(`saturation, ${receivers} receivers`);
+    // Throughput and CPU are the budgets here, so each server runs three times, alternating, and the median counts.
+    const { outcomes, samples } = await saturation(servers, receivers, 100, saturationSeconds, SATURATION_RUNS);
+    const median = (kind: ServerKind, of: "rate" | "cpuPerDelivery") => percentile(samples[kind].map((sample) => sample[of]), 50);
+    const [ours, base] = [median("reflector", "rate"), median("baseline", "rate")];
+    const [cpu, baseCpu] = [median("reflector", "cpuPerDelivery"), median("baseline", "cpuPerDelivery")];
+    row(`Saturation, 1 sender (100 in flight), ${receivers} receivers, ${SATURATION_RUNS} runs of ${saturationSeconds} s, median`, "deliveries / s", ours, base, integer, "≥ 0.85× baseline", ours >= 0.85 * base);
+    row("", "server CPU µs / delivery", cpu, baseCpu, (v) => format(v, 2), "≤ 1.15× baseline", cpu <= 1.15 * baseCpu);
+    integrity("", [outcomes.reflector], [outcomes.baseline]);
+  }
 
-    const sizes = !selected("late-join") ? [] : QUICK ? [1000, 10_000] : [1000, 10_000, 100_000];
-    const joins: LateJoin[] = [];
-    for (const events of sizes) {
-      progress(`late join, ${events} events`);
-      joins.push(await lateJoin(servers.reflector, events, 5));
-    }
-    for (const join of joins) {
-      const first = joins[0]!;
-      const last = join === joins.at(-1) && join !== first;
-      const scenario = `Late join, ${integer(join.events)} events (filled in ${format(join.fillSeconds)} s; snapshot at ${integer(join.snapshotSeq)}, then ${join.replayed} events)`;
-      row(scenario, "open → model ready, ms (median of 5)", join.milliseconds, undefined, (v) => format(v, 1), last ? `≤ 1.5× the ${integer(first.events)}-event room` : "", last ? join.milliseconds <= 1.5 * first.milliseconds : undefined);
-      row("", "bytes received", join.bytes, undefined, integer, last ? "not growing with history" : "", last ? join.bytes <= 1.1 * first.bytes : undefined);
-    }
+  const sizes = !selected("late-join") ? [] : QUICK ? [1000, 10_000] : [1000, 10_000, 100_000];
+  const joins: LateJoin[] = [];
+  for (const events of sizes) {
+    progress(`late join, ${events} events`);
+    joins.push(await lateJoin(servers.reflector, events, 5));
+  }
+  for (const join of joins) {
+    const first = joins[0]!;
+    const last = join === joins.at(-1) && join !== first;
+    const scenario = `Late join, ${integer(join.events)} events (filled in ${format(join.fillSeconds)} s; snapshot at ${integer(join.snapshotSeq)}, then ${join.replayed} events)`;
+    row(scenario, "open → model ready, ms (median of 5)", join.milliseconds, undefined, (v) => format(v, 1), last ? `≤ 1.5× the ${integer(first.events)}-event room` : "", last ? join.milliseconds <= 1.5 * first.milliseconds : undefined);
+    row("", "bytes received", join.bytes, undefined, integer, last ? "not growing with history" : "", last ? join.bytes <= 1.1 * first.bytes : undefined);
+  }
+}
+
+/** The idle scenario: rooms of 3 and 100 clients on a reflector of their own (see IDLE_SETTINGS), then no posts. */
+async function idleScenario(baseline: Server): Promise<void> {
+  const sizes = [3, 100];
+  const seconds = QUICK ? 25 : 60;
+  const reflector = await startServer("reflector", IDLE_SETTINGS);
+  const { rooms, cpuMicros: cpu } = await idle(reflector, baseline, sizes, seconds);
+  for (const room of rooms) {
+    row(`Idle, ${room.clients} clients (sessions with heartbeats), ${seconds} s without posts`, "frames received other than heartbeat answers", room.frames, undefined, integer, "0: no frames but heartbeat answers", room.frames === 0);
+    row("", "heartbeat answers received", room.heartbeatAnswers, undefined, integer);
+    row("", "entries into the room's code", room.entries, undefined, integer, "0: zero wake-ups", room.entries === 0);
+  }
+  // No ratio: the baseline's clients send no heartbeats, and a minute idle is a few of the kernel's 10 ms ticks.
+  const perMinute = (micros: number) => format(micros / 1000 / (seconds / 60), 0);
+  rows.push({ scenario: `Idle, both rooms at once (${sizes.join(" + ")} clients; the baseline's send nothing)`, metric: "server CPU ms per idle minute", reflector: perMinute(cpu.reflector), baseline: perMinute(cpu.baseline), ratio: "", budget: "" });
+}
+
+async function main(): Promise<void> {
+  try {
+    // The baseline serves both the load scenarios and the idle one.
+    const baseline = await startServer("baseline");
+    if (LOAD_SCENARIOS.some(selected)) await loadScenarios({ reflector: await startServer("reflector", LOAD_SETTINGS), baseline });
+    if (selected("idle")) await idleScenario(baseline);
   } catch (error) {
-    for (const { kind, dev } of Object.values(servers)) console.error(`--- ${kind} server output (end) ---\n${dev.output().slice(-3000)}`);
+    for (const { kind, dev } of started) console.error(`--- ${kind} server on ${dev.host}: output (end) ---\n${dev.output().slice(-3000)}`);
     throw error;
   }
   await stopAll();
@@ -436,7 +580,7 @@ async function main(): Promise<void> {
   row("", "bytes gzipped", gzipped, undefined, integer, "≤ 30,000", gzipped <= 30_000);
 
   const cpu = cpus()[0]?.model ?? "unknown CPU";
-  console.log(`### ${new Date().toISOString().slice(0, 10)}, ${revision()}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${pinning}${QUICK ? "; --quick" : ""}\n`);
+  console.log(`### ${new Date().toISOString().slice(0, 10)}, ${revision()}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; wrangler ${WRANGLER_VERSION} dev; ${pinning}; file watchers paused${QUICK ? "; --quick" : ""}\n`);
   console.log("| Scenario | Metric | Reflector | Baseline | Ratio | Budget |");
   console.log("| --- | --- | ---: | ---: | ---: | --- |");
   for (const r of rows) console.log(`| ${r.scenario} | ${r.metric} | ${r.reflector} | ${r.baseline} | ${r.ratio} | ${r.budget} |`);

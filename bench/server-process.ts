@@ -1,10 +1,15 @@
 /**
- * The benchmark's view of a `partykit dev` server's processes: the workerd that runs the room, pinning to a
- * core with `taskset`, and CPU time from `/proc/<pid>/stat`.
+ * The benchmark's view of a `wrangler dev` server's processes: the workerd that runs the rooms, pinning to a core
+ * with `taskset`, CPU time from `/proc/<pid>/stat`, and the file watcher.
+ *
+ * `wrangler dev`, started in its own process group, runs two node processes (a launcher and the CLI), esbuild
+ * (which bundles the Worker and watches its sources) and two workerd: a proxy that listens on the server's port and
+ * passes every request and WebSocket on, and the Worker's own, which runs the rooms.
  */
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { cpus } from "node:os";
+import { join } from "node:path";
 
 /** `/proc/<pid>/stat` counts CPU time in clock ticks of this many per second. */
 const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
@@ -38,11 +43,32 @@ function processesInGroup(group: number): ProcessStat[] {
     .filter((stat): stat is ProcessStat => stat?.processGroup === group);
 }
 
-/** The workerd process of a server started in its own process group: it runs the rooms, so its CPU time is theirs. */
-export function findWorkerd(group: number): number {
-  const workerd = processesInGroup(group).find((stat) => stat.command.includes("workerd"));
-  if (workerd === undefined) throw new Error(`no workerd process in process group ${group}`);
-  return workerd.pid;
+/** Whether a process has a file or directory open under `folder`. */
+function hasOpenUnder(pid: number, folder: string): boolean {
+  const fds = `/proc/${pid}/fd`;
+  try {
+    return readdirSync(fds).some((fd) => {
+      try {
+        const target = readlinkSync(join(fds, fd));
+        return target === folder || target.startsWith(`${folder}/`);
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+  } catch {
+    return false; // gone
+  }
+}
+
+/**
+ * The workerd process that runs a server's rooms, so that its CPU time is theirs: of the two in the server's process
+ * group, the one that holds the server's state folder (`persistDir`) open, where the rooms' storage lives. The other
+ * is wrangler's proxy.
+ */
+export function findWorkerd(group: number, persistDir: string): number {
+  const workerd = processesInGroup(group).filter((stat) => stat.command === "workerd" && hasOpenUnder(stat.pid, persistDir));
+  if (workerd.length !== 1) throw new Error(`${workerd.length} workerd processes in process group ${group} hold ${persistDir} open, not one`);
+  return workerd[0]!.pid;
 }
 
 /** CPU time (user + system) a process has used so far, in microseconds, at the kernel's clock-tick resolution. */
@@ -64,6 +90,10 @@ function hasTaskset(): boolean {
 /**
  * Pins every thread of the servers' process groups to core 0 and this process to core 1, so the load generator
  * does not compete with the server it measures. Returns a description for the report.
+ *
+ * wrangler's proxy workerd stays on core 0 with the rooms, though every frame passes through it (about 6.5 µs of CPU
+ * per delivery, against 15-20 µs in a room): on core 1, it would compete with the load generator, which at saturation
+ * already keeps that core busy (about 25 µs per delivery).
  */
 export function pinCores(serverGroups: number[]): string {
   if (cpus().length < 2) return "not pinned (one core)";
@@ -74,9 +104,11 @@ export function pinCores(serverGroups: number[]): string {
 }
 
 /**
- * Stops `partykit dev`'s file watchers (esbuild, polling the project) until the returned function is called. Idle,
- * they took about 5% of the servers' core in short bursts, which showed up in the latency tails of whichever server
- * was being measured. Nothing is edited during a bench, so nothing is missed.
+ * Stops `wrangler dev`'s file watcher until the returned function is called: esbuild, which polls the Worker's
+ * sources (idle, about 1.5% of a core together with the wrangler process that drives it) and, when one changes,
+ * rebuilds the Worker; wrangler then replaces the rooms' workerd with a new process. So a source edited during a run
+ * neither restarts the rooms halfway nor mixes two versions of the code in one table. wrangler's other watchers (its
+ * config, the dev registry) use inotify, which costs nothing while nothing changes.
  */
 export function pauseWatchers(serverGroups: number[]): () => void {
   const watchers = serverGroups.flatMap(processesInGroup).filter((stat) => stat.command === "esbuild");
