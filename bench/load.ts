@@ -11,7 +11,7 @@ import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import { RoomKey } from "../component/room-key.js";
 import { sha256Hex } from "../party/crypto.js";
-import { encodeClientFrame, helloChallenge, parseServerFrame, PROTOCOL_VERSION } from "../party/protocol.js";
+import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ServerFrame } from "../party/protocol.js";
 
 /** About the size of a sealed chat post: "e1." + IV + AES-GCM ciphertext of a short message, base64url. */
 export const PAYLOAD_LENGTH = 120;
@@ -64,8 +64,7 @@ export async function connectClient(kind: ServerKind, host: string, room: string
   const refusals: string[] = [];
   const hash = await snapshotHash;
   const welcomed = new Promise<void>((resolve, reject) => {
-    socket.on("message", async (data) => {
-      const frame = parseServerFrame(String(data));
+    const handle = async (frame: ServerFrame) => {
       switch (frame.type) {
         case "challenge": {
           const proof = await key.prove(helloChallenge(key.address, frame.nonce));
@@ -75,6 +74,8 @@ export async function connectClient(kind: ServerKind, host: string, room: string
           return resolve();
         case "message":
           return onDelivery(frame.seq, frame.payload);
+        case "mark":
+          return socket.send(encodeClientFrame({ type: "ack", mark: frame.id }));
         case "snapshot-due":
           return socket.send(encodeClientFrame({ type: "hash", seq: frame.seq, hash }));
         case "snapshot-request":
@@ -83,6 +84,10 @@ export async function connectClient(kind: ServerKind, host: string, room: string
           refusals.push(`${frame.code}: ${frame.message}`);
           return reject(new Error(`the reflector refused a frame: ${frame.code}: ${frame.message}`));
       }
+    };
+    // A batch holds several frames, in order.
+    socket.on("message", (data) => {
+      for (const frame of parseServerFrames(String(data))) void handle(frame);
     });
   });
   await welcomed;

@@ -10,6 +10,7 @@
  */
 import { PartySocket } from "partysocket";
 import { sha256Hex } from "../party/crypto.js";
+import { firstAllowance } from "../party/limits.js";
 import { TokenBucket } from "../party/token-bucket.js";
 import {
   CLOSE_BAD_ROOM,
@@ -17,10 +18,11 @@ import {
   encodeClientFrame,
   helloChallenge,
   majority,
-  parseServerFrame,
+  parseServerFrames,
   PING,
   PROTOCOL_VERSION,
   splitSnapshot,
+  type ClientFrame,
   type ServerFrame,
   type Vote,
   type Welcome,
@@ -77,11 +79,11 @@ const RATE_RESERVE = 5;
 /** How long to wait before sending again after the reflector refused a post. */
 const RESEND_DELAY = 1000;
 /**
- * How long a post stays resendable after the reflector ordered it. The reflector writes events to storage in
- * batches a moment later (WRITE_INTERVAL_MS, 1 s by default); if it dies before, the room comes back
- * without the post, and the next welcome's `acked` says so.
+ * How long beyond the reflector's write interval (the welcome's `writeInterval`) a post stays resendable after it was
+ * ordered. The reflector writes events to storage that long after it orders them; if it dies before, the room comes
+ * back without the post, and the next welcome's `acked` says so.
  */
-const UNSTORED_RETENTION = 5000;
+const UNSTORED_MARGIN = 4000;
 /** A heartbeat left unanswered this long means the connection is dead, whatever the socket says. */
 const PONG_TIMEOUT = 10_000;
 
@@ -128,13 +130,20 @@ export class Session extends EventTarget {
   #welcomed = false;
   #catchUp: CatchUp | undefined;
   #outbox: Outgoing[] = [];
-  /** Posts ordered in the last UNSTORED_RETENTION ms, with when: the room may not have stored them yet. */
+  /** Posts ordered in the last `#unstored` ms, with when: the room may not have stored them yet. */
   #ordered: { post: Outgoing; at: number }[] = [];
   #nextPostId = 1;
   /** Highest post id sent on the current connection: posts above it go out as the rate limit allows. */
   #sentUpTo = 0;
-  /** This client's copy of the reflector's rate limit, a little below it. */
+  /** This client's copy of the reflector's limits on its posts (its frame rate and its share of the room's), a little below them. */
   #bucket: TokenBucket | undefined;
+  /** The limits as last told: the welcome's `rate`, and its `budget` or the latest `budget` frame. */
+  #rate: Welcome["rate"] = null;
+  #budget: Welcome["budget"] = null;
+  /** How long a post stays resendable after it was ordered: the reflector's write interval and a margin. */
+  #unstored = UNSTORED_MARGIN;
+  /** When the current connection's welcome arrived, by `performance.now()`: frames say how long after it they were sent. */
+  #welcomedAt: number | undefined;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   /** The state at the last snapshot point, sealed, kept until the reflector stores a snapshot or asks for this one. */
   #kept: { seq: number; sealed?: string; hash?: string } | undefined;
@@ -198,6 +207,7 @@ export class Session extends EventTarget {
     socket.addEventListener("close", (event) =>
       this.#enqueue(() => {
         this.#welcomed = false;
+        this.#welcomedAt = undefined;
         this.#catchUp = undefined;
         this.#stopHeartbeat();
         // Trying again cannot help: the room's name is not one, or this client cannot prove it holds the key.
@@ -253,15 +263,21 @@ export class Session extends EventTarget {
   leave(): void {
     if (this.#left) return;
     this.#left = true;
-    if (this.#welcomed) this.#send(encodeClientFrame({ type: "leave" }));
+    if (this.#welcomed) this.#send({ type: "leave" });
     this.#stopHeartbeat();
     clearTimeout(this.#flushTimer);
     this.#removeOnlineListeners();
     this.#socket?.close();
   }
 
-  #send(text: string): void {
-    this.#socket?.send(text);
+  /**
+   * Sends a frame, stamped with when it was sent since the welcome (`t`): the reflector counts its limits from that,
+   * so frames that wait while it is busy are not held against this client. The heartbeat goes as its exact text.
+   */
+  #send(frame: ClientFrame | typeof PING): void {
+    if (typeof frame === "string") return void this.#socket?.send(frame);
+    const t = this.#welcomedAt === undefined ? undefined : Math.max(0, Math.round(performance.now() - this.#welcomedAt));
+    this.#socket?.send(encodeClientFrame(t === undefined ? frame : { ...frame, t }));
   }
 
   /** Answers the connection's challenge: a hello that proves this client holds the room's key. */
@@ -269,7 +285,7 @@ export class Session extends EventTarget {
     const key = await this.#roomKey;
     const proof = await key.prove(helloChallenge(key.address, nonce));
     const resume = this.clientId !== undefined && this.#secret !== undefined ? { client: this.clientId, secret: this.#secret, seq: this.replica?.seq ?? 0 } : undefined;
-    this.#send(encodeClientFrame({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof, ...(resume === undefined ? {} : { resume }) }));
+    this.#send({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof, ...(resume === undefined ? {} : { resume }) });
   }
 
   #enqueue(task: () => void | Promise<void>): void {
@@ -288,7 +304,7 @@ export class Session extends EventTarget {
       if (this.#bucket !== undefined && !this.#bucket.take(now)) return this.#flushLater(this.#bucket.waitTime(now));
       const payload = await this.#sealed(pending);
       if (!this.#welcomed) return;
-      this.#send(encodeClientFrame({ type: "publish", id: pending.id, payload }));
+      this.#send({ type: "publish", id: pending.id, payload });
       this.#sentUpTo = pending.id;
     }
   }
@@ -310,17 +326,27 @@ export class Session extends EventTarget {
     }, delay);
   }
 
+  /** A frame, or a batch of them, from the reflector: handled in order, then the view hears of the changes once. */
   async #receive(data: string): Promise<void> {
     if (this.#left) return;
-    let frame: ServerFrame;
+    let frames: ServerFrame[];
     try {
-      frame = parseServerFrame(data);
+      frames = parseServerFrames(data);
     } catch (error) {
       console.error("multiuser-chat: cannot read a frame from the reflector", error);
       return;
     }
-    if (this.#catchUp !== undefined) return this.#continueCatchUp(this.#catchUp, frame);
-    if (frame.type === "message") frame = await this.#open(frame);
+    for (const frame of frames) await this.#handle(frame);
+    if (this.#catchUp !== undefined || this.#left) return;
+    this.#deliverToView(this.replica?.takeViewEvents() ?? []);
+    this.#askForTick();
+  }
+
+  async #handle(received: ServerFrame): Promise<void> {
+    // Read this far: the reflector counts what this connection may hold unread from the last mark acknowledged.
+    if (received.type === "mark") return this.#send({ type: "ack", mark: received.id });
+    if (this.#catchUp !== undefined) return this.#continueCatchUp(this.#catchUp, received);
+    const frame = received.type === "message" ? await this.#open(received) : received;
     switch (frame.type) {
       case "challenge":
         return this.#hello(frame.nonce);
@@ -328,15 +354,18 @@ export class Session extends EventTarget {
         return this.#startCatchUp(frame);
       case "tick":
         this.replica?.advanceTo(frame.time);
-        break;
+        return;
       case "pong":
         return;
+      case "budget":
+        this.#budget = { perSecond: frame.perSecond, burst: frame.burst };
+        return this.#pace();
       case "message":
       case "user-enter":
       case "user-exit":
         this.replica?.apply(frame);
         if (frame.type === "message" && frame.client === this.clientId) this.#acknowledge(frame.id);
-        break;
+        return;
       case "snapshot-due":
         return this.#hashState(frame.seq);
       case "snapshot-request":
@@ -348,10 +377,11 @@ export class Session extends EventTarget {
         return this.#reportDivergence(frame.seq, frame.voters, frame.votes);
       case "error":
         console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
-        if (frame.code === "rate-limited" || frame.code === "out-of-order") {
-          // A post was dropped: after a pause, send every pending post again, in order; duplicates are harmless.
+        if (["rate-limited", "out-of-order", "over-budget", "log-full"].includes(frame.code)) {
+          // A post was not taken: when the reflector says it would be (or after a pause), send every pending post
+          // again, in order; the ones it already has are dropped as duplicates.
           this.#sentUpTo = 0;
-          this.#flushLater(RESEND_DELAY);
+          this.#flushLater(frame.retry ?? RESEND_DELAY);
         } else if (frame.code === "identity") {
           // The reflector does not take these credentials: join as a new client, on a new connection.
           this.clientId = undefined;
@@ -364,8 +394,6 @@ export class Session extends EventTarget {
         console.warn("multiuser-chat: ignoring a frame of unknown type from the reflector", frame);
         return;
     }
-    this.#deliverToView(this.replica?.takeViewEvents() ?? []);
-    this.#askForTick();
   }
 
   /**
@@ -377,7 +405,7 @@ export class Session extends EventTarget {
     const due = this.replica?.nextFutureTime;
     if (!this.#welcomed || due === undefined || due <= this.replica!.time || due === this.#tickAsked) return;
     this.#tickAsked = due;
-    this.#send(encodeClientFrame({ type: "tick-request", time: due }));
+    this.#send({ type: "tick-request", time: due });
   }
 
   /**
@@ -385,6 +413,7 @@ export class Session extends EventTarget {
    * the snapshot that follows, from nothing, or (when resumed) from this session's own replica.
    */
   async #startCatchUp(welcome: Welcome): Promise<void> {
+    this.#welcomedAt = performance.now();
     // Ordered posts the room lost in a crash go out again, ahead of the newer ones. Only a room that knows this
     // client can say which it lost: a welcome that neither resumes it nor acknowledges anything cannot.
     const lost = welcome.resumed || welcome.acked > 0 ? this.#ordered.map(({ post }) => post) : [];
@@ -432,8 +461,12 @@ export class Session extends EventTarget {
     this.#catchUp = undefined;
     this.#welcomed = true;
     this.#sentUpTo = 0;
-    const rate = welcome.rate;
-    this.#bucket = rate === null ? undefined : new TokenBucket(rate.perSecond * 0.9, Math.max(1, rate.burst - RATE_RESERVE), Date.now());
+    this.#rate = welcome.rate;
+    this.#budget = welcome.budget;
+    this.#unstored = welcome.writeInterval + UNSTORED_MARGIN;
+    // A new client's share at the reflector starts with half a second's worth, not a burst: so does its copy here.
+    if (!welcome.resumed) this.#bucket = undefined;
+    this.#pace();
     await this.#flush();
     this.#startHeartbeat(welcome.heartbeat);
     this.#tickAsked = undefined;
@@ -444,13 +477,26 @@ export class Session extends EventTarget {
   }
 
   /**
+   * Paces posts a little below the tighter of the connection's rate limit and this client's share of the room's
+   * posts, leaving room in the rate for hashes, acknowledgements and the rest.
+   */
+  #pace(): void {
+    const limits = [this.#rate, this.#budget].filter((limit) => limit !== null);
+    if (limits.length === 0) return void (this.#bucket = undefined);
+    const perSecond = Math.min(...limits.map((limit) => limit.perSecond)) * 0.9;
+    const burst = Math.max(1, Math.min(this.#rate === null ? Infinity : this.#rate.burst - RATE_RESERVE, this.#budget?.burst ?? Infinity));
+    if (this.#bucket === undefined) this.#bucket = new TokenBucket(perSecond, burst, Date.now(), firstAllowance({ perSecond, burst }));
+    else this.#bucket.retune(perSecond, burst, Date.now());
+  }
+
+  /**
    * Own posts up to `id` are in the order now. Both lists are in order (the outbox by id, `ordered` by time), so
    * only their heads change: a client posting thousands a second must not scan either list per acknowledgement.
    */
   #acknowledge(id: number): void {
     const now = Date.now();
     // Only pruned while connected: a post ordered just before the connection dropped stays until the next welcome.
-    const expired = this.#ordered.findIndex(({ at }) => now - at < UNSTORED_RETENTION);
+    const expired = this.#ordered.findIndex(({ at }) => now - at < this.#unstored);
     this.#ordered.splice(0, expired === -1 ? this.#ordered.length : expired);
     let done = 0;
     while (done < this.#outbox.length && this.#outbox[done]!.id <= id) this.#ordered.push({ post: this.#outbox[done++]!, at: now });
@@ -476,7 +522,7 @@ export class Session extends EventTarget {
     void (async () => {
       kept.sealed = await (await this.#roomKey).sealSnapshot(text, seq);
       kept.hash = await sha256Hex(kept.sealed);
-      if (this.#welcomed && this.#kept === kept) this.#send(encodeClientFrame({ type: "hash", seq, hash: kept.hash }));
+      if (this.#welcomed && this.#kept === kept) this.#send({ type: "hash", seq, hash: kept.hash });
     })();
   }
 
@@ -484,7 +530,7 @@ export class Session extends EventTarget {
     const kept = this.#kept;
     if (kept?.seq !== seq || kept.sealed === undefined) return;
     const parts = splitSnapshot(kept.sealed);
-    parts.forEach((data, part) => this.#send(encodeClientFrame({ type: "snapshot", seq, part, parts: parts.length, data })));
+    parts.forEach((data, part) => this.#send({ type: "snapshot", seq, part, parts: parts.length, data }));
   }
 
   /**

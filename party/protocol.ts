@@ -83,8 +83,10 @@ export const CLOSE_NO_HELLO = 4004;
 export const CLOSE_SILENT = 4005;
 /** Close code for a hello that did not prove it holds the room's key (after an error frame `not-member`). */
 export const CLOSE_NOT_MEMBER = 4006;
-/** Close code for a socket refused because too many sockets wait for their hello in the room (error `busy`). */
+/** Close code for a socket refused because the room admits no more newcomers for now (error `busy`): try later. */
 export const CLOSE_BUSY = 4007;
+/** Close code for a connection that fell more than `maxLag` behind what it acknowledged: it resumes where it is. */
+export const CLOSE_BEHIND = 4008;
 
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
@@ -112,6 +114,10 @@ export interface Welcome {
   heartbeat: number;
   /** The connection's frame rate limit, which the client keeps below; null when there is none. */
   rate: { perSecond: number; burst: number } | null;
+  /** The client's share of the room's posts now, which it keeps below; `budget` frames say when it changes. */
+  budget: { perSecond: number; burst: number } | null;
+  /** How long an event the reflector ordered may wait to be written to storage: a client keeps its posts that long. */
+  writeInterval: number;
   /**
    * A snapshot to restore first, sent as `parts` `snapshot` frames right after this one; null when none is needed.
    * `hash` is what the majority of the members voted for at `seq`: the SHA-256 of the joined parts.
@@ -144,11 +150,13 @@ export type ServerFrame =
   | SnapshotPart
   | { type: "tick"; time: number }
   | { type: "pong" }
+  | { type: "budget"; perSecond: number; burst: number }
+  | { type: "mark"; id: string }
   | { type: "snapshot-due"; seq: number }
   | { type: "snapshot-request"; seq: number }
   | { type: "snapshot-stored"; seq: number }
   | { type: "divergence"; seq: number; voters: number; votes: Vote[] }
-  | { type: "error"; code: ErrorCode; message: string };
+  | { type: "error"; code: ErrorCode; message: string; retry?: number };
 
 /** A piece of a snapshot: uploaded by a client when asked, sent to a client after its welcome. */
 export interface SnapshotPart {
@@ -169,9 +177,14 @@ export type ClientFrame = (
   | { type: "hash"; seq: number; hash: string }
   | SnapshotPart
   | { type: "tick-request"; time: number }
+  | { type: "ack"; mark: string }
   | { type: "ping" }
   | { type: "leave" }
-) & { client?: string };
+) & {
+  client?: string;
+  /** When the client sent the frame: milliseconds since it received its welcome, by its own clock. */
+  t?: number;
+};
 
 /** Why the reflector refused a frame; every code is documented in `docs/protocol.md` and `docs/security.md`. */
 export type ErrorCode =
@@ -185,7 +198,10 @@ export type ErrorCode =
   | "room-full"
   | "bad-room"
   | "not-member"
-  | "busy";
+  | "busy"
+  | "over-budget"
+  | "log-full"
+  | "snapshot-too-large";
 
 /** Raised for a frame that does not follow this protocol; `code` goes back to the sender in an error frame. */
 export class ProtocolError extends Error {
@@ -229,8 +245,23 @@ export function encodeDivergence(seq: number, voters: number, votes: Vote[]): st
   return JSON.stringify({ type: "divergence", seq, voters, votes });
 }
 
-export function encodeError(code: ErrorCode, message: string): string {
-  return JSON.stringify({ type: "error", code, message });
+/** A refusal; `retry` says in how many milliseconds the same frame would be taken. */
+export function encodeError(code: ErrorCode, message: string, retry?: number): string {
+  return JSON.stringify(retry === undefined ? { type: "error", code, message } : { type: "error", code, message, retry });
+}
+
+/** A point in one connection's stream that the client acknowledges (`ack`) once it has read up to it. */
+export function encodeMark(id: string): string {
+  return JSON.stringify({ type: "mark", id });
+}
+
+export function encodeBudget(budget: { perSecond: number; burst: number }): string {
+  return JSON.stringify({ type: "budget", perSecond: budget.perSecond, burst: budget.burst });
+}
+
+/** Several frames in one: a JSON array of them, in order. Every frame is an object, so a client tells a batch by its `[`. */
+export function encodeBatch(frames: string[]): string {
+  return `[${frames.join(",")}]`;
 }
 
 export function encodeClientFrame(frame: ClientFrame): string {
@@ -255,8 +286,9 @@ export function parseClientFrame(data: string | ArrayBuffer | ArrayBufferView, m
   const fields = frame as Record<string, unknown>;
   const parsed = parseFields(fields);
   // Checked after the type and fields, so that an unknown type is a bad frame whatever it claims.
-  if (fields.client === undefined) return parsed;
-  return { ...parsed, client: token(fields.client, `${parsed.type}.client`) };
+  if (fields.t !== undefined) parsed.t = count(fields.t, `${parsed.type}.t`, 0);
+  if (fields.client !== undefined) parsed.client = token(fields.client, `${parsed.type}.client`);
+  return parsed;
 }
 
 function parseFields(fields: Record<string, unknown>): ClientFrame {
@@ -291,6 +323,8 @@ function parseFields(fields: Record<string, unknown>): ClientFrame {
     }
     case "tick-request":
       return { type: "tick-request", time: count(fields.time, "tick-request.time", 1) };
+    case "ack":
+      return { type: "ack", mark: token(fields.mark, "ack.mark") };
     case "ping":
       return { type: "ping" };
     case "leave":
@@ -327,11 +361,14 @@ function count(value: unknown, name: string, min: number): number {
   return value;
 }
 
-/** Parses a frame from the reflector. Throws on anything this client version does not understand. */
-export function parseServerFrame(data: string): ServerFrame {
-  const frame = JSON.parse(data) as ServerFrame;
-  if (frame.type === "welcome" && frame.version !== PROTOCOL_VERSION) {
-    throw new Error(`reflector speaks protocol version ${frame.version}; this client speaks ${PROTOCOL_VERSION}`);
+/** Parses what the reflector sent, a frame or a batch of them, in order. Throws on a version this client does not speak. */
+export function parseServerFrames(data: string): ServerFrame[] {
+  const parsed = JSON.parse(data) as ServerFrame | ServerFrame[];
+  const frames = Array.isArray(parsed) ? parsed : [parsed];
+  for (const frame of frames) {
+    if (frame.type === "welcome" && frame.version !== PROTOCOL_VERSION) {
+      throw new Error(`reflector speaks protocol version ${frame.version}; this client speaks ${PROTOCOL_VERSION}`);
+    }
   }
-  return frame;
+  return frames;
 }

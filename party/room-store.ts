@@ -41,6 +41,10 @@ export interface RoomRecord {
   tickAt?: number;
   lastDueSeq: number;
   lastDueAt: number;
+  /** UTF-16 code units of the events since the last round fell due. */
+  dueLength?: number;
+  /** Rounds in a row that ended without a snapshot. */
+  failedRounds?: number;
   round?: StoredRound;
 }
 
@@ -126,6 +130,8 @@ export class RoomStore {
     readonly retired: Map<string, RetiredClient>,
   ) {}
 
+  /** UTF-16 code units of the events after the snapshot: what a welcome sends besides the snapshot. */
+  private length = 0;
   /** Events appended but not yet written, oldest first, and their length in code units. */
   private unwritten: string[] = [];
   private unwrittenLength = 0;
@@ -163,6 +169,7 @@ export class RoomStore {
     const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, record]) => [key.slice(CLIENT_PREFIX.length), record as ClientRecord]));
     const retired = new Map([...(await storage.list({ prefix: RETIRED_PREFIX }))].map(([key, record]) => [key.slice(RETIRED_PREFIX.length), record as RetiredClient]));
     const store = new RoomStore(storage, snapshot, encoded, chunks, base, snapshot?.time ?? 0, clients, retired);
+    store.length = encoded.reduce((sum, text) => sum + text.length, 0);
     store.roomRecord = (await storage.get(ROOM_KEY)) as RoomRecord | undefined;
     // Left over when a server stopped between storing a snapshot and trimming the events it covers.
     store.deleteKeys(stale);
@@ -190,6 +197,11 @@ export class RoomStore {
   /** Sequence number the snapshot covers; events after it are kept. */
   get snapshotSeq(): number {
     return this.latest?.seq ?? 0;
+  }
+
+  /** UTF-16 code units of the events after the snapshot. */
+  get logLength(): number {
+    return this.length;
   }
 
   /** Events after `seq`, encoded; `seq` must not be below the snapshot's. */
@@ -224,6 +236,7 @@ export class RoomStore {
     const text = encodeEvent(event);
     if (this.unwrittenLength + text.length > CHUNK_LENGTH) this.flushEvents();
     this.encoded.push(text);
+    this.length += text.length;
     this.seq = event.seq;
     this.time = event.time;
     this.unwritten.push(text);
@@ -253,7 +266,7 @@ export class RoomStore {
       this.put(Object.fromEntries(batch), `storing snapshot ${seq}`);
     }
     this.put({ [SNAPSHOT_KEY]: { seq, hash, time: this.time, parts: parts.length, lastPosts } }, `storing snapshot ${seq}`);
-    this.encoded.splice(0, seq - this.snapshotSeq);
+    for (const text of this.encoded.splice(0, seq - this.snapshotSeq)) this.length -= text.length;
     // Chunks the snapshot covers whole go; one it covers in part stays, and the next load skips its first events.
     const covered = this.chunks.findIndex((chunk) => chunk.last > seq);
     const keys = this.chunks.splice(0, covered === -1 ? this.chunks.length : covered).map((chunk) => chunkKey(chunk.first));

@@ -33,6 +33,7 @@ export default class ReflectorRoom implements Party.Server {
       // Read when a hello arrives, never in an alarm: a room woken by its alarm has no id.
       verifyHello: (nonce, key, proof) => verifyMember(this.room.id, nonce, key, proof),
       digest: sha256Hex,
+      setTimer: (ms, callback) => setTimeout(callback, ms),
       changed: () => this.schedule(),
     });
     this.schedule();

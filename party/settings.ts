@@ -3,7 +3,7 @@
  * range it must be in. Both adapters read them with `settingsFromEnv`; docs/protocol.md#settings lists them, and a
  * test holds that list to this one.
  */
-import { MAX_FRAME_LENGTH, MAX_ROOM_ID_LENGTH } from "./protocol.js";
+import { MAX_FRAME_LENGTH, MAX_ROOM_ID_LENGTH, MAX_SNAPSHOT_PARTS, SNAPSHOT_PART_LENGTH } from "./protocol.js";
 
 export interface ReflectorSettings {
   /** How long a client whose socket dropped stays present, waiting for it to resume. */
@@ -21,6 +21,8 @@ export interface ReflectorSettings {
    * third (docs/performance.md, item 10)...
    */
   snapshotEvents: number;
+  /** ...or after the events since the last round have this many UTF-16 code units, so that a welcome stays small... */
+  snapshotBytes: number;
   /** ...or after this long with at least one event, whichever comes first... */
   snapshotInterval: number;
   /**
@@ -56,6 +58,29 @@ export interface ReflectorSettings {
   maxWaiting: number;
   /** Longest room name. */
   maxRoomIdLength: number;
+  /**
+   * Longest an event waits to be sent with the ones after it. When events come faster than one per this many
+   * milliseconds, each client gets one frame holding all of them; at light load nothing waits.
+   */
+  coalesce: number;
+  /**
+   * Posts per second the room accepts from all its clients together. Each client's share is this divided by the
+   * clients in the room, at most `rateLimit`, with a burst of three seconds' worth (at least one post).
+   */
+  roomRate: number;
+  /** New clients per second the room admits on average (a token bucket refilling at this rate)... */
+  joinRate: number;
+  /** ...and at once. Resumes are not counted. */
+  joinBurst: number;
+  /**
+   * UTF-16 code units a connection may have received beyond what it acknowledged (besides its welcome); one further
+   * behind is closed and resumes where it is. Clients acknowledge every quarter of it.
+   */
+  maxLag: number;
+  /** The log after the snapshot, in UTF-16 code units, beyond which the room takes no more posts or newcomers. */
+  maxLog: number;
+  /** Largest snapshot, in UTF-16 code units of its sealed text; a larger upload is refused. */
+  maxSnapshot: number;
 }
 
 interface Setting {
@@ -73,6 +98,7 @@ export const SETTINGS: { readonly [Key in keyof ReflectorSettings]: Setting } = 
   heartbeat: { variable: "HEARTBEAT_MS", default: 20_000, positive: true },
   silenceTimeout: { variable: "SILENCE_TIMEOUT_MS", default: 300_000, positive: true },
   snapshotEvents: { variable: "SNAPSHOT_EVENTS", default: 1000 },
+  snapshotBytes: { variable: "SNAPSHOT_BYTES", default: 256 * 1024, positive: true },
   snapshotInterval: { variable: "SNAPSHOT_INTERVAL_MS", default: 60_000 },
   snapshotGap: { variable: "SNAPSHOT_GAP_MS", default: 1000 },
   voteTimeout: { variable: "VOTE_TIMEOUT_MS", default: 10_000 },
@@ -86,6 +112,13 @@ export const SETTINGS: { readonly [Key in keyof ReflectorSettings]: Setting } = 
   helloTimeout: { variable: "HELLO_TIMEOUT_MS", default: 10_000, positive: true },
   maxWaiting: { variable: "MAX_WAITING", default: 50, positive: true },
   maxRoomIdLength: { variable: "MAX_ROOM_ID_LENGTH", default: MAX_ROOM_ID_LENGTH, positive: true, max: MAX_ROOM_ID_LENGTH },
+  coalesce: { variable: "COALESCE_MS", default: 5, max: 100 },
+  roomRate: { variable: "ROOM_RATE", default: 200, positive: true },
+  joinRate: { variable: "JOIN_RATE", default: 1, positive: true },
+  joinBurst: { variable: "JOIN_BURST", default: 20, positive: true },
+  maxLag: { variable: "MAX_LAG", default: 256 * 1024, positive: true },
+  maxLog: { variable: "MAX_LOG", default: 1024 * 1024, positive: true },
+  maxSnapshot: { variable: "MAX_SNAPSHOT", default: 2 * 1024 * 1024, positive: true, max: MAX_SNAPSHOT_PARTS * SNAPSHOT_PART_LENGTH },
 };
 
 const keys = Object.keys(SETTINGS) as (keyof ReflectorSettings)[];

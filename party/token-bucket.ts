@@ -1,17 +1,20 @@
 /**
- * A token bucket: holds up to `burst` tokens and refills at `perSecond` tokens per second. The reflector keeps
- * one per connection to limit its rate; a client keeps its own copy of the same limit so it never crosses it.
+ * A token bucket: holds up to `burst` tokens and refills at `perSecond` tokens per second. The reflector keeps one per
+ * connection to limit its rate, one per client for its share of the room's posts and one per room for newcomers; a
+ * client keeps its own copy of its limits so it never crosses them.
  */
 export class TokenBucket {
   private tokens: number;
   private refilledAt: number;
 
   constructor(
-    private readonly perSecond: number,
-    private readonly burst: number,
+    private perSecond: number,
+    private burst: number,
     now: number,
+    /** Tokens it holds at first; full by default. */
+    initial = burst,
   ) {
-    this.tokens = burst;
+    this.tokens = Math.min(initial, burst);
     this.refilledAt = now;
   }
 
@@ -31,9 +34,17 @@ export class TokenBucket {
     return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) * 1000) / this.perSecond);
   }
 
+  /** From `now` on, refills at `perSecond` up to `burst`; what it holds stays, up to the new burst. */
+  retune(perSecond: number, burst: number, now: number): void {
+    this.refill(now);
+    this.perSecond = perSecond;
+    this.burst = burst;
+    this.tokens = Math.min(this.tokens, burst);
+  }
+
   private refill(now: number): void {
     const elapsed = Math.max(0, now - this.refilledAt);
     this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.perSecond) / 1000);
-    this.refilledAt = now;
+    this.refilledAt = Math.max(this.refilledAt, now);
   }
 }

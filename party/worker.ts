@@ -46,6 +46,7 @@ export class Main extends Server<Env> {
       heartbeatAt: (socket) => this.ctx.getWebSocketAutoResponseTimestamp(socket)?.getTime(),
       verifyHello: (nonce, key, proof) => verifyMember(this.name, nonce, key, proof),
       digest: sha256Hex,
+      setTimer: (ms, callback) => setTimeout(callback, ms),
       changed: () => this.schedule(),
     });
     this.schedule();

@@ -1,6 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import { newRoomSecret, RoomKey } from "../../component/room-key.js";
-import { helloChallenge, PROTOCOL_VERSION, type ServerFrame } from "../../party/protocol.js";
+import { helloChallenge, parseServerFrames, PROTOCOL_VERSION } from "../../party/protocol.js";
 import { addChat, demo, logTexts, part, reflectorHost, removeAll, uniqueRoom, waitFor } from "./helpers.js";
 
 const demoLog = async (id: string) => (await demo({ action: "log", id })) as string[];
@@ -55,13 +55,15 @@ describe("session continuity in Chromium", () => {
       const liar = new WebSocket(`ws://${reflectorHost()}/parties/main/${key.address}`);
       const welcomed = new Promise((resolve) =>
         liar.addEventListener("message", async ({ data }) => {
-          const frame = JSON.parse(String(data)) as ServerFrame;
-          if (frame.type === "challenge") {
-            const proof = await key.prove(helloChallenge(key.address, frame.nonce));
-            liar.send(JSON.stringify({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof }));
+          for (const frame of parseServerFrames(String(data))) {
+            if (frame.type === "challenge") {
+              const proof = await key.prove(helloChallenge(key.address, frame.nonce));
+              liar.send(JSON.stringify({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof }));
+            }
+            if (frame.type === "welcome") resolve(undefined);
+            if (frame.type === "snapshot-due") liar.send(JSON.stringify({ type: "hash", seq: frame.seq, hash: "0".repeat(64) }));
+            if (frame.type === "mark") liar.send(JSON.stringify({ type: "ack", mark: frame.id }));
           }
-          if (frame.type === "welcome") resolve(undefined);
-          if (frame.type === "snapshot-due") liar.send(JSON.stringify({ type: "hash", seq: frame.seq, hash: "0".repeat(64) }));
         }),
       );
       await welcomed;

@@ -12,6 +12,7 @@ import { test } from "node:test";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { sha256Hex } from "../../component/state-hash.js";
+import { parseServerFrames } from "../../party/protocol.js";
 import { TestNetwork } from "../support/network.js";
 import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
@@ -77,8 +78,7 @@ test(`chaos: seeded kills, cuts, joins, leaves and a server restart against wran
       constructor(url: string | URL, protocols?: string | string[]) {
         super(url, protocols);
         this.on("message", (data) => {
-          const text = String(data);
-          if (text.includes('"snapshot-stored"')) snapshotsStored.add((JSON.parse(text) as { seq: number }).seq);
+          for (const frame of parseServerFrames(String(data))) if (frame.type === "snapshot-stored") snapshotsStored.add(frame.seq);
         });
       }
     };

@@ -61,7 +61,7 @@ describe("end-to-end encryption against a real wrangler dev", () => {
     secrets.forEach((text, index) => (index % 2 === 0 ? alice : bob).publish("chat", "post", { text }));
     await waitFor(() => [alice, bob].every((session) => postTexts(session).length === secrets.length), "every post at both clients");
     // Wait for a snapshot of this state to be stored, so the persisted snapshot is part of what is checked.
-    await waitFor(() => observed.some((frame) => frame.includes('"snapshot-stored"') && JSON.parse(frame).seq >= alice.replica!.seq - 5), "a stored snapshot");
+    await waitFor(() => raw.ofType("snapshot-stored").some((frame) => frame.seq >= alice.replica!.seq - 5), "a stored snapshot");
     raw.socket.close();
 
     const nicknames = chat(alice).users.map((user) => user.nickname);

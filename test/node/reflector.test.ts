@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
   checkRoomId,
+  CLOSE_BEHIND,
   CLOSE_BUSY,
   CLOSE_FLOODING,
   CLOSE_NO_HELLO,
@@ -27,7 +28,9 @@ import {
   type ServerFrame,
   type Welcome,
 } from "../../party/protocol.js";
-import { countVotes, RateLimiter, Reflector, stampTime, type ClientSocket, type SocketState } from "../../party/reflector.js";
+import { RateLimiter, SKEW_ALLOWANCE } from "../../party/limits.js";
+import { Reflector, stampTime, type ClientSocket, type SocketState } from "../../party/reflector.js";
+import { countVotes } from "../../party/snapshot-round.js";
 import type { RoomStorage } from "../../party/room-store.js";
 import type { ReflectorSettings } from "../../party/settings.js";
 import { sha256Hex, verifyMember } from "../../party/crypto.js";
@@ -81,6 +84,8 @@ class MemoryStorage implements RoomStorage {
  */
 class FakeSocket implements ClientSocket {
   readonly frames: ServerFrame[] = [];
+  /** Every text as it was sent: a batch is one text, and one array in `frames`' place... */
+  readonly texts: string[] = [];
   closed: { code: number | undefined; reason: string | undefined } | undefined;
   /** Set to make `send` throw, as a closing PartyKit connection does. */
   failing = false;
@@ -94,7 +99,15 @@ class FakeSocket implements ClientSocket {
   }
   send(text: string): void {
     if (this.failing) throw new Error("socket is closing");
-    this.frames.push(JSON.parse(text) as ServerFrame);
+    this.texts.push(text);
+    // ...while `frames` has every frame, a batch's in order: what a client handles.
+    const parsed = JSON.parse(text) as ServerFrame | ServerFrame[];
+    this.frames.push(...(Array.isArray(parsed) ? parsed : [parsed]));
+  }
+  /** Returns a function giving the texts sent after this call. */
+  markTexts(): () => string[] {
+    const start = this.texts.length;
+    return () => this.texts.slice(start);
   }
   close(code?: number, reason?: string): void {
     this.closed = { code, reason };
@@ -123,17 +136,25 @@ const NO_LIMITS = {
   helloTimeout: Infinity,
   maxWaiting: Infinity,
   maxRoomIdLength: MAX_ROOM_ID_LENGTH,
+  roomRate: Infinity,
+  joinRate: Infinity,
+  joinBurst: Infinity,
+  maxLag: Infinity,
+  maxLog: Infinity,
+  maxSnapshot: Infinity,
 };
 const TEST_SETTINGS: ReflectorSettings = {
   grace: 10_000,
   heartbeat: 20_000,
   silenceTimeout: Infinity,
   snapshotEvents: 1_000_000,
+  snapshotBytes: Infinity,
   snapshotInterval: Infinity,
   snapshotGap: 0,
   voteTimeout: 5000,
   writeInterval: 0,
   retention: Infinity,
+  coalesce: 0,
   ...NO_LIMITS,
 };
 const GRACE = TEST_SETTINGS.grace;
@@ -282,6 +303,8 @@ describe("reflector: ordering and stamping", () => {
       time: START,
       heartbeat: TEST_SETTINGS.heartbeat,
       rate: null,
+      budget: null,
+      writeInterval: TEST_SETTINGS.writeInterval,
       snapshot: null,
       from: 0,
       last: 3,
@@ -811,6 +834,8 @@ describe("reflector: disconnects, grace and resume", () => {
       heartbeat: TEST_SETTINGS.heartbeat,
       snapshot: null,
       rate: null,
+      budget: null,
+      writeInterval: TEST_SETTINGS.writeInterval,
       from: 3,
       last: 4,
     });
@@ -1301,9 +1326,59 @@ describe("reflector: divergence", () => {
       assert.deepEqual(member.socket.ofType("snapshot-request"), []);
       assert.deepEqual(member.socket.ofType("error"), []);
     }
-    // The abandoned round no longer blocks the next one.
-    postMany(room, a, 5, 4);
-    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5, 10]);
+    // The abandoned round no longer blocks the next one, and is owed: the first event after another voteTimeout
+    // starts it again, although SNAPSHOT_EVENTS have not passed.
+    postMany(room, a, 1, 4);
+    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5], "not before another voteTimeout");
+    room.advance(VOTE_TIMEOUT);
+    postMany(room, a, 1, 5);
+    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5, 7]);
+  });
+
+  test("a failed round is tried again in a quiet room, each time after twice as long", async () => {
+    const room = await openRoom({ snapshotEvents: 5 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 3); // due at 5
+    room.hash(a, 5, "x");
+    room.hash(b, 5, "y"); // no majority
+    postMany(room, a, 1, 4); // seq 6, then silence
+    const dues = () => a.socket.ofType("snapshot-due").map((due) => due.seq);
+    const started = room.clock.now;
+    assert.equal(room.reflector.nextWakeAt(), started + VOTE_TIMEOUT, "the retry is the next thing due");
+    room.advance(VOTE_TIMEOUT);
+    room.reflector.wake();
+    assert.deepEqual(dues(), [5, 6], "retried with no event to start it");
+    room.hash(a, 6, "x");
+    room.hash(b, 6, "y"); // fails again
+    postMany(room, a, 1, 5);
+    assert.equal(room.reflector.nextWakeAt(), room.clock.now + 2 * VOTE_TIMEOUT);
+    room.advance(2 * VOTE_TIMEOUT);
+    room.reflector.wake();
+    assert.deepEqual(dues(), [5, 6, 7]);
+    room.hash(a, 7, H("state at 7"));
+    room.hash(b, 7, H("state at 7"));
+    room.upload(a, 7, ["state at 7"]);
+    assert.deepEqual(a.socket.ofType("snapshot-stored").map((stored) => stored.seq), [7]);
+    assert.equal(room.reflector.nextWakeAt(), undefined, "nothing is owed once every event is in a snapshot");
+  });
+
+  test("a round that fell due while another ran starts when the gap ends, without waiting for an event", async () => {
+    const room = await openRoom({ snapshotEvents: 5, snapshotGap: 1000 });
+    const a = room.hello();
+    const b = room.hello();
+    postMany(room, a, 3); // due at 5
+    postMany(room, a, 5, 4); // seq 6..10: due again, but a round is running
+    room.hash(a, 5, H("state at 5"));
+    room.hash(b, 5, H("state at 5"));
+    room.upload(a, 5, ["state at 5"]);
+    assert.deepEqual(a.socket.ofType("snapshot-stored").map((stored) => stored.seq), [5]);
+    const dues = () => a.socket.ofType("snapshot-due").map((due) => due.seq);
+    assert.deepEqual(dues(), [5], "within the gap");
+    assert.equal(room.reflector.nextWakeAt(), room.clock.now + 1000);
+    room.advance(1000);
+    room.reflector.wake();
+    assert.deepEqual(dues(), [5, 10]);
   });
 
   test("an uploader that disconnects makes the reflector ask the next majority client", async () => {
@@ -1759,6 +1834,193 @@ describe("reflector: a restart that lost the log's tail", () => {
   });
 });
 
+describe("reflector: a room under load", () => {
+  /** Timers the test fires by hand, in the order they are due. */
+  class ManualTimers {
+    private readonly due: { at: number; callback: () => void }[] = [];
+    constructor(private readonly clock: { now: number }) {}
+    readonly set = (ms: number, callback: () => void) => void this.due.push({ at: this.clock.now + ms, callback });
+    /** Fires every timer due by now. */
+    fire(): void {
+      for (const timer of this.due.filter((timer) => timer.at <= this.clock.now)) {
+        this.due.splice(this.due.indexOf(timer), 1);
+        timer.callback();
+      }
+    }
+    get pending(): number[] {
+      return this.due.map((timer) => timer.at);
+    }
+  }
+
+  async function loadedRoom(settings: Partial<ReflectorSettings>) {
+    const storage = new MemoryStorage();
+    const clock = { now: START };
+    const timers = new ManualTimers(clock);
+    const reflector = await Reflector.open<FakeSocket>({ ...TEST_SETTINGS, ...settings, storage, clock: () => clock.now, newToken, verifyHello, digest: H, setTimer: timers.set });
+    return { reflector, storage, clock, timers, hello: (socket?: FakeSocket, resume?: Resume) => hello(reflector, socket, resume) };
+  }
+  const codes = (socket: FakeSocket) => socket.ofType("error").map((error) => error.code);
+
+  test("events that come within coalesce ms of the last frame go out together, as one array frame, when the window ends", async () => {
+    const room = await loadedRoom({ coalesce: 5 });
+    const a = room.hello();
+    const b = room.hello(); // its enter, 0 ms after a's, waits for the window
+    room.clock.now += 5;
+    room.timers.fire();
+    const heard = b.socket.markTexts();
+    room.clock.now += 10;
+    send(room.reflector, a.socket, { type: "publish", id: 1, payload: "alone" });
+    assert.deepEqual(heard().map((text) => JSON.parse(text).seq), [3], "after a quiet moment, at once");
+    room.clock.now += 2;
+    send(room.reflector, a.socket, { type: "publish", id: 2, payload: "quick" });
+    room.clock.now += 1;
+    send(room.reflector, a.socket, { type: "publish", id: 3, payload: "quicker" });
+    assert.equal(heard().length, 1, "held back");
+    assert.deepEqual(room.timers.pending, [START + 20], "until coalesce ms after the last frame");
+    room.clock.now += 2;
+    room.timers.fire();
+    const batch = JSON.parse(heard()[1]!) as ServerFrame[];
+    assert.ok(Array.isArray(batch));
+    assert.deepEqual(batch.map((frame) => (frame as ReflectedEvent).seq), [4, 5]);
+    assert.deepEqual(eventsIn(a.socket.frames), eventsIn(b.socket.frames), "the sender gets the same frames");
+  });
+
+  test("a welcome waits for nothing: what the batch holds goes out first, then the catch-up; the others get the newcomer's enter at once", async () => {
+    const room = await loadedRoom({ coalesce: 5 });
+    const a = room.hello();
+    send(room.reflector, a.socket, { type: "publish", id: 1, payload: "first" });
+    send(room.reflector, a.socket, { type: "publish", id: 2, payload: "held" });
+    assert.deepEqual(eventsIn(a.socket.frames).map(([seq]) => seq), [1], "the posts wait for the window that a's own enter opened");
+    const newcomer = room.hello();
+    assert.deepEqual(eventsIn(a.socket.frames).map(([seq]) => seq), [1, 2, 3, 4], "the held posts went out before the welcome, the enter after it");
+    assert.deepEqual(eventsIn(newcomer.socket.frames).map(([seq]) => seq), [1, 2, 3, 4]);
+    room.clock.now += 5;
+    room.timers.fire();
+    assert.deepEqual(eventsIn(newcomer.socket.frames).map(([seq]) => seq), [1, 2, 3, 4], "nothing twice");
+  });
+
+  test("each client gets its share of the room's posts: roomRate divided among the clients, told in the welcome and when it changes", async () => {
+    const room = await openRoom({ roomRate: 30, rateLimit: 20, rateBurst: 60 });
+    const a = room.hello();
+    assert.deepEqual(a.welcome.budget, { perSecond: 20, burst: 60 }, "alone, the connection's rate limit");
+    const b = room.hello();
+    assert.deepEqual(b.welcome.budget, { perSecond: 15, burst: 45 });
+    assert.deepEqual(a.socket.ofType("budget"), [{ type: "budget", perSecond: 15, burst: 45 }], "told when the share changed");
+    const c = room.hello();
+    assert.deepEqual(a.socket.ofType("budget").at(-1), { type: "budget", perSecond: 10, burst: 30 });
+    // A newcomer's share starts with half a second's worth, not a burst: churn through new identities gains little.
+    postMany(room, c, 6);
+    const refusal = c.socket.ofType("error")[0]!;
+    assert.equal(refusal.code, "over-budget");
+    assert.equal(refusal.retry, 100, "a post in 1/10 s");
+    assert.match(refusal.message, /this room takes 10 posts a second, 30 at once from each of its 3 clients now/);
+    assert.deepEqual(c.socket.ofType("message").map((message) => message.id), [1, 2, 3, 4, 5]);
+    room.advance(100);
+    room.post(c, 6);
+    assert.deepEqual(c.socket.ofType("message").map((message) => message.id), [1, 2, 3, 4, 5, 6], "resent when the share allows, nothing is lost");
+    // The share is the client's, whichever connection it posts on.
+    room.reflector.disconnect(c.socket);
+    const again = room.hello(new FakeSocket(), { client: c.id, secret: c.secret, seq: 0 });
+    room.post(again, 7);
+    assert.equal(again.socket.ofType("error")[0]?.code, "over-budget", "reconnecting gives no fresh burst");
+  });
+
+  test("newcomers are admitted at joinRate: beyond the burst one is turned away with busy and close 4007, and may come back", async () => {
+    const room = await openRoom({ joinRate: 1, joinBurst: 2 });
+    room.hello();
+    room.hello();
+    const third = new FakeSocket();
+    room.reflector.connect(third);
+    send(room.reflector, third, helloFrame(third));
+    assert.equal(third.ofType("error")[0]!.code, "busy");
+    assert.deepEqual(third.closed, { code: CLOSE_BUSY, reason: "too many newcomers" });
+    room.advance(1000);
+    assert.equal(room.hello().welcome.last, 3, "a second later there is room for one more");
+  });
+
+  test("a connection that does not acknowledge the marks in its stream is closed with 4008 once maxLag behind; its client resumes", async () => {
+    const room = await openRoom({ maxLag: 4000 });
+    const reader = room.hello();
+    const stalled = room.hello();
+    const writer = room.hello();
+    const reads = (member: Member) => {
+      for (const mark of member.socket.ofType("mark")) room.send(member, { type: "ack", mark: mark.id });
+    };
+    for (let id = 1; id <= 40; id++) {
+      room.post(writer, id, "x".repeat(200));
+      reads(reader);
+      reads(writer);
+    }
+    assert.ok(reader.socket.ofType("mark").length >= 2, "a mark every maxLag / 4");
+    assert.equal(reader.socket.closed, undefined, "a reader is never behind");
+    assert.deepEqual(stalled.socket.closed, { code: CLOSE_BEHIND, reason: "too far behind" });
+    const received = JSON.stringify(stalled.socket.frames).length;
+    assert.ok(received < 4000 + 2000, `it was sent about maxLag after its welcome (${received})`);
+    assert.equal(reader.socket.ofType("user-exit").length, 0, "away, not gone");
+    const back = room.hello(new FakeSocket(), { client: stalled.id, secret: stalled.secret, seq: stalled.socket.ofType("message").at(-1)?.seq ?? 0 });
+    assert.equal(back.welcome.resumed, true);
+  });
+
+  test("an acknowledgement counts only for a mark the connection was sent: claiming to read without reading gains nothing", async () => {
+    const room = await openRoom({ maxLag: 4000 });
+    const liar = room.hello();
+    const writer = room.hello();
+    for (let id = 1; id <= 40; id++) {
+      room.post(writer, id, "x".repeat(200));
+      for (const mark of writer.socket.ofType("mark")) room.send(writer, { type: "ack", mark: mark.id });
+      room.send(liar, { type: "ack", mark: `guess-${id}` });
+    }
+    assert.deepEqual(liar.socket.closed, { code: CLOSE_BEHIND, reason: "too far behind" });
+    assert.deepEqual(codes(liar.socket), [], "an unknown mark is no error, and no credit");
+  });
+
+  test("frames count as sent when the client says (t), so a client within its rate is not refused when the server fell behind", async () => {
+    const room = await openRoom({ rateLimit: 10, rateBurst: 5, floodRefusals: 8 });
+    const honest = room.hello();
+    // The server stalled for 10 s while the client sent one post every 200 ms (half its rate): they arrive at once.
+    room.advance(10_000);
+    for (let id = 1; id <= 50; id++) room.send(honest, { type: "publish", id, payload: `post ${id}`, t: id * 200 });
+    assert.deepEqual(codes(honest.socket), []);
+    assert.equal(honest.socket.ofType("message").length, 50);
+    // Claiming times ahead of the server gains at most SKEW_ALLOWANCE of the rate.
+    const cheat = room.hello();
+    for (let id = 1; id <= 50; id++) room.send(cheat, { type: "publish", id, payload: "x", t: 10_000_000 + id * 100 });
+    const taken = cheat.socket.ofType("message").filter((message) => message.client === cheat.id).length;
+    assert.ok(taken <= 5 + (SKEW_ALLOWANCE / 1000) * 10 + 1, `${taken} taken`);
+  });
+
+  test("a snapshot falls due by the bytes of the events since the last round, too", async () => {
+    const room = await openRoom({ snapshotBytes: 1000 });
+    const a = room.hello();
+    room.post(a, 1, "y".repeat(500));
+    assert.deepEqual(a.socket.ofType("snapshot-due"), []);
+    room.post(a, 2, "y".repeat(500));
+    assert.deepEqual(a.socket.ofType("snapshot-due"), [{ type: "snapshot-due", seq: 3 }]);
+  });
+
+  test("a room whose log reaches maxLog takes no more posts or newcomers until a snapshot is stored, and starts the round itself", async () => {
+    const room = await openRoom({ maxLog: 1500, snapshotEvents: 1000 });
+    const a = room.hello();
+    const b = room.hello();
+    room.post(a, 1, "z".repeat(1500)); // seq 3: the log is full
+    room.post(a, 2, "one more");
+    const refusal = a.socket.ofType("error")[0]!;
+    assert.deepEqual([refusal.code, refusal.retry], ["log-full", 5000]);
+    const newcomer = new FakeSocket();
+    room.reflector.connect(newcomer);
+    send(room.reflector, newcomer, helloFrame(newcomer));
+    assert.equal(newcomer.ofType("error")[0]!.code, "log-full");
+    assert.equal(newcomer.closed?.code, CLOSE_BUSY);
+    // No event can start the round that would empty the log: the next wake does.
+    room.reflector.wake();
+    assert.deepEqual(a.socket.ofType("snapshot-due"), [{ type: "snapshot-due", seq: 3 }]);
+    for (const member of [a, b]) room.hash(member, 3, H("state"));
+    room.upload(a.socket.ofType("snapshot-request").length > 0 ? a : b, 3, ["state"]);
+    room.post(a, 2, "one more");
+    assert.deepEqual(a.socket.ofType("message").map((message) => message.id), [1, 2]);
+  });
+});
+
 describe("reflector: pure functions", () => {
   test("stampTime never goes below the last time", () => {
     assert.equal(stampTime(5, 3), 5);
@@ -1935,14 +2197,14 @@ describe("reflector: limits and identity", () => {
     assert.equal(room.storage.events().length, 1);
   });
 
-  test("the snapshot parts a client was asked for are never throttled, and may be up to MAX_FRAME_LENGTH even with a smaller frame limit", async () => {
+  test("the snapshot parts a client was asked for may be up to MAX_FRAME_LENGTH even with a smaller frame limit", async () => {
     const small = 2000;
-    const room = await openRoom({ ...RATE, rateBurst: 10, snapshotEvents: 4, maxFrameLength: small });
+    const room = await openRoom({ ...RATE, rateBurst: 20, snapshotEvents: 4, maxFrameLength: small });
     const a = room.hello();
     const b = room.hello();
     postMany(room, a, 2); // due at 4
-    // Far more parts than the burst, each far above the configured frame limit, with the clock standing still.
-    const parts = Array.from({ length: 40 }, (_, index) => `${index}:`.padEnd(MAX_FRAME_LENGTH - 200, "x"));
+    // Parts far above the configured frame limit, within the burst.
+    const parts = Array.from({ length: 10 }, (_, index) => `${index}:`.padEnd(MAX_FRAME_LENGTH - 200, "x"));
     room.hash(a, 4, H(parts.join("")));
     room.hash(b, 4, H(parts.join("")));
     const uploader = a.socket.ofType("snapshot-request").length === 1 ? a : b;
@@ -1950,10 +2212,34 @@ describe("reflector: limits and identity", () => {
     room.upload(uploader, 4, parts);
     assert.deepEqual(codes(uploader.socket), []);
     assert.deepEqual(onlooker.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 4 }]);
-    // Other frames from the same client still obey both limits.
+    // Other frames from the same client still obey the frame limit.
     room.post(uploader, 10, "y".repeat(small));
     assert.deepEqual(codes(uploader.socket), ["frame-too-large"]);
     assert.match(uploader.socket.ofType("error")[0]!.message, new RegExp(`the limit is ${small}$`));
+  });
+
+  test("an upload is bounded: within the rate, each part once, the parts it declared, and at most maxSnapshot characters", async () => {
+    const room = await openRoom({ ...RATE, rateBurst: 8, snapshotEvents: 3, maxSnapshot: 100 });
+    const [a, b] = [room.hello(), room.hello()];
+    room.post(a, 1); // due at 3
+    const state = "s".repeat(60);
+    for (const member of [a, b]) room.hash(member, 3, H(state));
+    const first = a.socket.ofType("snapshot-request").length === 1 ? a : b;
+    const second = first === a ? b : a;
+    // The same part twice, then a part count that is not the one declared.
+    room.upload(first, 3, [state.slice(0, 30), state.slice(30)], [0, 0]);
+    send(room.reflector, first.socket, { type: "snapshot", seq: 3, part: 0, parts: 3, data: "x" });
+    assert.deepEqual(codes(first.socket), ["bad-frame", "bad-frame"]);
+    assert.match(first.socket.ofType("error")[0]!.message, /part 0 of snapshot 3 came already/);
+    // More than maxSnapshot in all: refused, and the next member of the majority is asked.
+    send(room.reflector, first.socket, { type: "snapshot", seq: 3, part: 1, parts: 2, data: "y".repeat(80) });
+    assert.deepEqual(codes(first.socket).at(-1), "snapshot-too-large");
+    assert.deepEqual(second.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 3 }]);
+    // Parts take tokens like any frame: beyond the burst, one is refused and the upload does not complete.
+    const many = Array.from({ length: 10 }, (_, index) => `${index}`.padEnd(6, "."));
+    room.upload(second, 3, many);
+    assert.ok(codes(second.socket).includes("rate-limited"));
+    assert.equal(room.storage.values.get("snapshot"), undefined);
   });
 
   test("a snapshot part nobody asked for is throttled like any other frame", async () => {

@@ -4,7 +4,7 @@
  */
 import WebSocket from "ws";
 import { RoomKey } from "../../component/room-key.js";
-import { encodeClientFrame, helloChallenge, PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
 import { waitFor } from "./wait-for.js";
 
 type Resume = { client: string; secret: string; seq: number };
@@ -18,11 +18,14 @@ export interface RawClientOptions {
   pk?: string;
   /** Open another address than the room's own (another key's room, or no valid address at all). */
   address?: string;
+  /** False for a client that does not acknowledge the marks in its stream, as one that stopped reading would not. */
+  acknowledges?: boolean;
 }
 
 export class RawClient {
+  /** Every frame received, a batch's one by one. */
   readonly frames: ServerFrame[] = [];
-  /** Every text the socket received, as it came. */
+  /** Every text the socket received, as it came: a batch is one text. */
   readonly texts: string[] = [];
   closed: { code: number; reason: string } | undefined;
   readonly done: Promise<void>;
@@ -32,10 +35,14 @@ export class RawClient {
     readonly socket: WebSocket,
     /** The room's key as this client holds it. */
     readonly key: RoomKey,
+    acknowledges: boolean,
   ) {
     socket.on("message", (data) => {
       this.texts.push(String(data));
-      this.frames.push(JSON.parse(String(data)) as ServerFrame);
+      for (const frame of parseServerFrames(String(data))) {
+        this.frames.push(frame);
+        if (frame.type === "mark" && acknowledges) this.send({ type: "ack", mark: frame.id });
+      }
     });
     this.done = new Promise((resolve) =>
       socket.once("close", (code, reason) => {
@@ -49,7 +56,7 @@ export class RawClient {
   static async open(host: string, room: string, options: RawClientOptions = {}): Promise<RawClient> {
     const key = await RoomKey.derive(room, options.secret);
     const pk = options.pk ?? `raw-${Math.random().toString(36).slice(2)}`;
-    const client = new RawClient(new WebSocket(`ws://${host}/parties/main/${options.address ?? key.address}?_pk=${pk}`), key);
+    const client = new RawClient(new WebSocket(`ws://${host}/parties/main/${options.address ?? key.address}?_pk=${pk}`), key, options.acknowledges ?? true);
     await new Promise<void>((resolve, reject) => {
       client.socket.once("open", () => resolve());
       client.socket.once("error", reject);
