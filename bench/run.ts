@@ -13,7 +13,7 @@ import WebSocket from "ws";
 import { CHAT_SCOPE, ChatModel } from "../component/chat-model.js";
 import { newRoomSecret, RoomKey } from "../component/room-key.js";
 import { Session } from "../component/session.js";
-import { parseServerFrame, PONG, type Welcome } from "../party/protocol.js";
+import { parseServerFrames, PONG, type Welcome } from "../party/protocol.js";
 import { DEFAULT_SETTINGS } from "../party/settings.js";
 import { startReflector, type ReflectorServer } from "../test/support/reflector-server.js";
 import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";
@@ -43,17 +43,20 @@ interface Server {
 
 /** Each server's Worker: the project's reflector, or the baseline room, each without assets (see the configs). */
 const CONFIGS: Record<ServerKind, string> = { reflector: "bench/wrangler.jsonc", baseline: "bench/baseline.wrangler.jsonc" };
+/** Newcomers a room takes at once and then per second: raised, since the bench fills a room of 50 to 200 in seconds. */
+const JOIN_SETTINGS = { JOIN_RATE: "1000", JOIN_BURST: "1000" };
 /**
  * The load scenarios' reflector settings. Limits are raised so the load is never refused: one sender at saturation
- * is far above the 20 posts/s a person gets, and fan-out puts 200 clients in a room that holds 100 by default.
- * Everything else is default.
+ * is far above the 20 posts/s a person gets and the 200 a room gets, and adds more than the 1 MiB of log a room holds
+ * between two snapshot rounds; fan-out puts 200 clients in a room that holds 100 by default. Everything else is
+ * default.
  */
-const LOAD_SETTINGS = { RATE_LIMIT: "1000000", RATE_BURST: "1000000", MAX_CLIENTS: "1000" };
+const LOAD_SETTINGS = { RATE_LIMIT: "1000000", RATE_BURST: "1000000", ROOM_RATE: "1000000", MAX_LOG: String(64 * 2 ** 20), MAX_CLIENTS: "1000", ...JOIN_SETTINGS };
 /**
- * The idle scenario's reflector settings: the defaults, and a log line for every entry into a room's code, which is
- * what it counts. Only that server logs them: a line per frame would cost the load scenarios CPU.
+ * The idle scenario's reflector settings: the defaults but for joining, and a log line for every entry into a room's
+ * code, which is what it counts. Only that server logs them: a line per frame would cost the load scenarios CPU.
  */
-const IDLE_SETTINGS = { LOG_ENTRIES: "1" };
+const IDLE_SETTINGS = { LOG_ENTRIES: "1", ...JOIN_SETTINGS };
 
 let roomCount = 0;
 const freshRoom = (name: string) => `bench-${name}-${Date.now().toString(36)}-${++roomCount}`;
@@ -243,10 +246,7 @@ function countingWebSocket() {
       this.once("open", () => (stats.openedAt = performance.now()));
       this.on("message", (data: Buffer) => {
         stats.bytes += data.length;
-        if (stats.welcome === undefined) {
-          const frame = parseServerFrame(String(data));
-          if (frame.type === "welcome") stats.welcome = frame;
-        }
+        if (stats.welcome === undefined) stats.welcome = parseServerFrames(String(data)).find((frame) => frame.type === "welcome");
       });
     }
   }
@@ -260,10 +260,11 @@ function watchingWebSocket() {
     constructor(url: string, protocols?: string | string[]) {
       super(url, protocols);
       this.on("message", (data: Buffer) => {
-        const frame = parseServerFrame(String(data));
-        if (frame.type === "message" || frame.type === "user-enter" || frame.type === "user-exit") room.lastSeq = frame.seq;
-        else if (frame.type === "snapshot-due") room.dueSeq = frame.seq;
-        else if (frame.type === "snapshot-stored") room.storedSeq = frame.seq;
+        for (const frame of parseServerFrames(String(data))) {
+          if (frame.type === "message" || frame.type === "user-enter" || frame.type === "user-exit") room.lastSeq = frame.seq;
+          else if (frame.type === "snapshot-due") room.dueSeq = frame.seq;
+          else if (frame.type === "snapshot-stored") room.storedSeq = frame.seq;
+        }
       });
     }
   }
