@@ -15,8 +15,9 @@ const reflectorPlugin = {
   async serverStart() {
     // Snapshots fall due often here (every 20 events, with no gap between rounds), so the browser tests run
     // through snapshot rounds too. The rate limit is raised so that a burst of posts arrives at once;
-    // test/node/limits.test.ts covers the limit itself.
-    reflector = await startReflector({ vars: { SNAPSHOT_EVENTS: "20", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000", ROOM_RATE: "100000" } });
+    // test/node/limits.test.ts covers the limit itself. Room names shorter than the element's 64 characters, so
+    // that a name only the server refuses can be tried.
+    reflector = await startReflector({ vars: { SNAPSHOT_EVENTS: "20", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000", ROOM_RATE: "100000", MAX_ROOM_ID_LENGTH: "48" } });
   },
   async serverStop() {
     await reflector?.stop();

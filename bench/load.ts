@@ -12,6 +12,7 @@ import WebSocket from "ws";
 import { RoomKey } from "../component/room-key.js";
 import { sha256Hex } from "../party/crypto.js";
 import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ServerFrame } from "../party/protocol.js";
+import { memberUrl } from "../test/support/ticket.js";
 
 /** About the size of a sealed chat post: "e1." + IV + AES-GCM ciphertext of a short message, base64url. */
 export const PAYLOAD_LENGTH = 120;
@@ -37,7 +38,9 @@ const snapshotHash = sha256Hex(SNAPSHOT);
 export async function connectClient(kind: ServerKind, host: string, room: string, onDelivery: OnDelivery): Promise<LoadClient> {
   if (!roomKeys.has(room)) roomKeys.set(room, RoomKey.derive(room, undefined));
   const key = await roomKeys.get(room)!;
-  const socket = new WebSocket(`ws://${host}/parties/main/${kind === "reflector" ? key.address : room}?_pk=${randomUUID()}`);
+  const query = { _pk: randomUUID() };
+  // The reflector's door wants a ticket; the baseline room takes any socket.
+  const socket = new WebSocket(kind === "reflector" ? await memberUrl(host, key, { query }) : `ws://${host}/parties/main/${room}?${new URLSearchParams(query)}`);
   await new Promise<void>((resolve, reject) => {
     socket.once("open", () => resolve());
     socket.once("error", reject);

@@ -30,9 +30,15 @@ export interface ChatEntry {
 /** Why a post was not accepted. An empty post is simply dropped; a long one is reported to its author. */
 export type PostCheck = { ok: true; text: string } | { ok: false; reason: "empty" } | { ok: false; reason: "too-long"; message: string };
 
-/** The one rule for post text, used by the view before publishing and by the model on arrival. */
+/** Line breaks of every kind, with the white space around them. */
+const LINE_BREAKS = /\s*[\n\v\f\r\u0085\u2028\u2029]\s*/g;
+
+/**
+ * The one rule for post text, used by the view before publishing and by the model on arrival. A post is one line:
+ * line breaks become spaces, so that one post can never be drawn as the lines of several, other people's included.
+ */
 export function checkPost(raw: unknown): PostCheck {
-  const text = typeof raw === "string" ? raw.trim() : "";
+  const text = typeof raw === "string" ? raw.replace(LINE_BREAKS, " ").trim() : "";
   if (text.length === 0) return { ok: false, reason: "empty" };
   if (text.length > MAX_POST_LENGTH) {
     return { ok: false, reason: "too-long", message: `This message has ${text.length} characters; the limit is ${MAX_POST_LENGTH}. Shorten it and send again.` };

@@ -532,8 +532,13 @@ ${(model?.users ?? []).map((user) => html`<li part="user">${user.nickname}${user
     session.addEventListener("welcome", observe);
     session.addEventListener("update", observe);
     session.addEventListener("reflector-error", (event) => {
-      // The room turns newcomers away while it is full; the session keeps trying and the welcome clears this.
-      if ((event as CustomEvent<{ code: string }>).detail.code === "room-full") this.failure = "This chat is full right now. Waiting for a place…";
+      const { code, message } = (event as CustomEvent<{ code: string; message: string }>).detail;
+      // While the room is full or busy the session keeps trying, and the welcome clears this. After bad-room or
+      // not-member it has left: trying again could not help.
+      if (code === "room-full") this.failure = "This chat is full right now. Waiting for a place…";
+      else if (code === "busy") this.failure = "This chat is busy right now. Trying again…";
+      else if (code === "bad-room") this.failure = `The server does not take this room name: ${message}.`;
+      else if (code === "not-member") this.failure = "The server turned this page away: it could not check this link's key. Reload the page to try again.";
     });
     session.addEventListener("welcome", () => (this.failure = undefined));
     // A room's address is its name and its key: a link with a key that is not whole leads to a room of its own,

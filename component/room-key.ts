@@ -40,7 +40,8 @@ export function newRoomSecret(): string {
 
 /** Checks a secret from a URL or attribute: base64url of at least 128 bits. */
 export function isRoomSecret(secret: string): boolean {
-  if (!/^[A-Za-z0-9_-]+$/.test(secret)) return false;
+  // A length of 4n + 1 characters is no base64url: its last character would hold 6 bits of no whole byte.
+  if (!/^[A-Za-z0-9_-]+$/.test(secret) || secret.length % 4 === 1) return false;
   return Math.floor((secret.length * 6) / 8) >= SECRET_BYTES;
 }
 

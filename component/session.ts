@@ -22,6 +22,7 @@ import {
   PING,
   PROTOCOL_VERSION,
   splitSnapshot,
+  ticketText,
   type ClientFrame,
   type ServerFrame,
   type Vote,
@@ -152,6 +153,8 @@ export class Session extends EventTarget {
   #pongTimer: ReturnType<typeof setTimeout> | undefined;
   /** The replicated time this connection last asked the reflector to tick at. */
   #tickAsked: number | undefined;
+  /** How far the server's clock is ahead of this device's, as a stale-ticket refusal told: tickets use the server's. */
+  #serverClockOffset = 0;
   #removeOnlineListeners = () => {};
   #left = false;
   readonly #roomKey: Promise<RoomKey>;
@@ -189,6 +192,11 @@ export class Session extends EventTarget {
       room: key.address,
       party: options.party,
       protocol: options.protocol,
+      // The ticket the server checks at the door, made afresh for every attempt (see party/ticket.ts).
+      query: async () => {
+        const at = Math.round(Date.now() + this.#serverClockOffset);
+        return { key: key.publicKey, at: String(at), ticket: await key.prove(ticketText(key.address, at)) };
+      },
       // Come back well within the reflector's grace period, and keep trying at a modest pace when it is down.
       minReconnectionDelay: 250,
       maxReconnectionDelay: 4000,
@@ -354,6 +362,8 @@ export class Session extends EventTarget {
         return this.#startCatchUp(frame);
       case "tick":
         this.replica?.advanceTo(frame.time);
+        // The reflector keeps only the earliest request, so this tick may be someone else's: ask again for ours.
+        this.#tickAsked = undefined;
         return;
       case "pong":
         return;
@@ -382,6 +392,10 @@ export class Session extends EventTarget {
           // again, in order; the ones it already has are dropped as duplicates.
           this.#sentUpTo = 0;
           this.#flushLater(frame.retry ?? RESEND_DELAY);
+        } else if (frame.code === "stale-ticket" && frame.time !== undefined) {
+          // This device's clock is off: tickets go by the server's from now on. The socket closes, and partysocket
+          // reconnects with a new ticket.
+          this.#serverClockOffset = frame.time - Date.now();
         } else if (frame.code === "identity") {
           // The reflector does not take these credentials: join as a new client, on a new connection.
           this.clientId = undefined;
@@ -442,9 +456,8 @@ export class Session extends EventTarget {
     if (frame?.type === "snapshot") {
       catchUp.parts.push(frame.data);
       if (catchUp.parts.length === welcome.snapshot?.parts) {
-        const text = await this.#openSnapshot(catchUp.parts.join(""), welcome.snapshot);
-        if (text === undefined) return;
-        catchUp.replica = Replica.restore(text);
+        catchUp.replica = await this.#restoreSnapshot(catchUp.parts.join(""), welcome.snapshot);
+        if (catchUp.replica === undefined) return;
       }
     } else if (frame?.type === "message" || frame?.type === "user-enter" || frame?.type === "user-exit") {
       catchUp.replica!.apply(frame.type === "message" ? await this.#open(frame) : frame);
@@ -548,18 +561,19 @@ export class Session extends EventTarget {
   }
 
   /**
-   * The snapshot's state, or undefined when it does not check out: its parts must hash to what the majority voted
-   * and open, sealed as every honest replica seals that state. Such a snapshot is reported and the session leaves:
-   * the reflector stores only uploads that hash to the vote, so only a faulty reflector can send one.
+   * The replica the snapshot holds, or undefined when it does not check out: its parts must hash to what the
+   * majority voted, open as every honest replica seals that state, and restore. Such a snapshot is reported and the
+   * session leaves. The reflector stores only uploads that hash to the vote, so it takes a faulty reflector, or
+   * members that hold the majority of a round's votes, to send one.
    */
-  async #openSnapshot(sealed: string, snapshot: { seq: number; hash: string }): Promise<string | undefined> {
+  async #restoreSnapshot(sealed: string, snapshot: { seq: number; hash: string }): Promise<Replica | undefined> {
     try {
       if ((await sha256Hex(sealed)) !== snapshot.hash) throw new SealError("snapshot");
-      return await (await this.#roomKey).openSnapshot(sealed, snapshot.seq);
+      return Replica.restore(await (await this.#roomKey).openSnapshot(sealed, snapshot.seq));
     } catch (error) {
-      if (!(error instanceof SealError)) throw error;
+      // Whatever went wrong, it went wrong with this snapshot: a session that cannot use it must not hang on it.
       this.badSnapshot = true;
-      console.error(`multiuser-chat: the snapshot of room ${this.#options.room} at ${snapshot.seq} does not check out; leaving the room`);
+      console.error(`multiuser-chat: the snapshot of room ${this.#options.room} at ${snapshot.seq} does not check out (${String(error)}); leaving the room`);
       this.dispatchEvent(new Event("bad-snapshot"));
       this.leave();
       return undefined;

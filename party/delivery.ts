@@ -10,6 +10,9 @@
  */
 import { encodeBatch, encodeMark } from "./protocol.js";
 
+/** Frames a room sends at once within one coalescing window before it batches the rest of the window's events. */
+export const IMMEDIATE_PER_WINDOW = 4;
+
 /** One socket's account, in UTF-16 code units since its welcome: what was sent to it and what it acknowledged. */
 export interface Receiver<Socket> {
   socket: Socket;
@@ -49,7 +52,9 @@ export class Delivery<Socket extends { send(text: string): void }> {
   private readonly receivers: Receiver<Socket>[] = [];
   /** Frames waiting for the batch's timer, oldest first. */
   private batch: string[] = [];
-  private lastSentAt = -Infinity;
+  /** The coalescing window: when it began, and how many frames went out at once in it. */
+  private windowStart = -Infinity;
+  private sentInWindow = 0;
 
   constructor(private readonly options: DeliveryOptions<Socket>) {}
 
@@ -67,19 +72,28 @@ export class Delivery<Socket extends { send(text: string): void }> {
   }
 
   /**
-   * Sends `text` to every present socket: at once when nothing went out in the last `coalesce` milliseconds, else in
-   * one frame with everything else that comes before the window ends. Frames keep their order either way.
+   * Sends `text` to every present socket: at once while at most IMMEDIATE_PER_WINDOW frames went out in the current
+   * `coalesce` window, else in one frame with everything else that comes before the window ends. Light traffic
+   * never waits (four frames in 5 ms is 800 a second); under load, a socket gets about one frame per window, however
+   * many events it holds. Frames keep their order either way.
    */
   broadcast(text: string): void {
     const { coalesce, clock, setTimer } = this.options;
+    if (setTimer === undefined || coalesce === 0) return this.sendToAll(text);
     const now = clock();
-    if (this.batch.length === 0 && (setTimer === undefined || coalesce === 0 || now - this.lastSentAt >= coalesce)) {
-      this.lastSentAt = now;
-      return this.sendToAll(text);
+    if (this.batch.length === 0) {
+      if (now - this.windowStart >= coalesce) {
+        this.windowStart = now;
+        this.sentInWindow = 0;
+      }
+      if (this.sentInWindow < IMMEDIATE_PER_WINDOW) {
+        this.sentInWindow++;
+        return this.sendToAll(text);
+      }
     }
     this.batch.push(text);
     if (this.batch.length === 1) {
-      setTimer!(Math.max(0, this.lastSentAt + coalesce - now), () => {
+      setTimer(Math.max(0, this.windowStart + coalesce - now), () => {
         this.flush();
         this.options.flushed?.();
       });
@@ -91,7 +105,9 @@ export class Delivery<Socket extends { send(text: string): void }> {
     if (this.batch.length === 0) return;
     const frames = this.batch;
     this.batch = [];
-    this.lastSentAt = this.options.clock();
+    // The batch is the first frame of a new window, which takes the frames after it as a batch too if they come fast.
+    this.windowStart = this.options.clock();
+    this.sentInWindow = IMMEDIATE_PER_WINDOW;
     this.sendToAll(frames.length === 1 ? frames[0]! : encodeBatch(frames));
   }
 

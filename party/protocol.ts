@@ -63,6 +63,15 @@ export function parseRoomAddress(address: string, maxLength = MAX_ROOM_ID_LENGTH
 export const helloChallenge = (address: string, nonce: string) => `multiuser-chat hello\n${address}\n${nonce}`;
 
 /**
+ * What a client signs for its ticket, the proof a socket carries in its address so that the server turns a stranger
+ * away before the room sees it: the room's address and the time the ticket was made, by the server's clock as far
+ * as the client knows it.
+ */
+export const ticketText = (address: string, at: number) => `multiuser-chat ticket\n${address}\n${at}`;
+/** How far a ticket's time may be from the server's, either way, in milliseconds. */
+export const TICKET_WINDOW = 60_000;
+
+/**
  * The heartbeat a client sends, and the answer, as exact texts: on Cloudflare the platform answers it without
  * waking the room (`setWebSocketAutoResponse`); elsewhere the reflector answers it itself.
  */
@@ -87,6 +96,8 @@ export const CLOSE_NOT_MEMBER = 4006;
 export const CLOSE_BUSY = 4007;
 /** Close code for a connection that fell more than `maxLag` behind what it acknowledged: it resumes where it is. */
 export const CLOSE_BEHIND = 4008;
+/** Close code for a ticket whose time is too far from the server's (error `stale-ticket`, which says the time). */
+export const CLOSE_STALE_TICKET = 4009;
 
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
@@ -156,7 +167,7 @@ export type ServerFrame =
   | { type: "snapshot-request"; seq: number }
   | { type: "snapshot-stored"; seq: number }
   | { type: "divergence"; seq: number; voters: number; votes: Vote[] }
-  | { type: "error"; code: ErrorCode; message: string; retry?: number };
+  | { type: "error"; code: ErrorCode; message: string; retry?: number; time?: number };
 
 /** A piece of a snapshot: uploaded by a client when asked, sent to a client after its welcome. */
 export interface SnapshotPart {
@@ -198,6 +209,7 @@ export type ErrorCode =
   | "room-full"
   | "bad-room"
   | "not-member"
+  | "stale-ticket"
   | "busy"
   | "over-budget"
   | "log-full"
@@ -245,9 +257,12 @@ export function encodeDivergence(seq: number, voters: number, votes: Vote[]): st
   return JSON.stringify({ type: "divergence", seq, voters, votes });
 }
 
-/** A refusal; `retry` says in how many milliseconds the same frame would be taken. */
-export function encodeError(code: ErrorCode, message: string, retry?: number): string {
-  return JSON.stringify(retry === undefined ? { type: "error", code, message } : { type: "error", code, message, retry });
+/**
+ * A refusal; `retry` says in how many milliseconds the same frame would be taken, `time` is the server's clock (for
+ * `stale-ticket`).
+ */
+export function encodeError(code: ErrorCode, message: string, { retry, time }: { retry?: number; time?: number } = {}): string {
+  return JSON.stringify({ type: "error", code, message, retry, time });
 }
 
 /** A point in one connection's stream that the client acknowledges (`ack`) once it has read up to it. */

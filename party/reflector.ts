@@ -212,7 +212,7 @@ export class Reflector<Socket extends ClientSocket> {
         stored: () => this.startRoundIfSafe(),
       },
       settings,
-      store.lastSeq,
+      store,
       store.room,
     );
   }
@@ -236,6 +236,12 @@ export class Reflector<Socket extends ClientSocket> {
     const sockets = [...(options.sockets ?? [])].map((socket) => ({ socket, state: socket.state }));
     sockets.sort((a, b) => (isSocketState(a.state) ? a.state.opened : 0) - (isSocketState(b.state) ? b.state.opened : 0));
     for (const { socket, state } of sockets) reflector.takeBack(socket, state, now);
+    // A grace period that starts now is written down: were it only in memory, every later wake-up of the room would
+    // start it again, and a client whose socket died with the server would never leave.
+    for (const [id, { secret, awayUntil }] of store.clients) {
+      const client = reflector.clients.get(id)!;
+      if (awayUntil === undefined && client.connection === undefined) store.rememberClient(id, { secret, awayUntil: client.awayUntil });
+    }
     return reflector;
   }
 
@@ -273,6 +279,11 @@ export class Reflector<Socket extends ClientSocket> {
   /** Sockets that have said hello, i.e. clients that are present now. */
   get clientCount(): number {
     return this.delivery.count;
+  }
+
+  /** Whether the log after the snapshot reached `maxLog`: the room takes no posts or newcomers until a snapshot. */
+  private get logFull(): boolean {
+    return this.store.logLength >= this.settings.maxLog;
   }
 
   /** Whether some client is within its grace period: every client is either present or away. */
@@ -342,7 +353,8 @@ export class Reflector<Socket extends ClientSocket> {
       problem = new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${limit}`);
     }
     const sentAt = connection.clock.at(now, frame?.t);
-    if (!connection.limiter.take(sentAt)) return this.rateLimited(connection, sentAt);
+    const awaited = frame?.type === "snapshot" && problem === undefined && client !== undefined && this.rounds.awaitsPart(client.id, frame);
+    if (!awaited && !connection.limiter.take(sentAt)) return this.rateLimited(connection, sentAt);
     if (problem !== undefined) return this.refuse(connection, problem.code, problem.message);
     if (frame!.client !== undefined && frame!.client !== client?.id) {
       return this.refuse(connection, "identity", `client ${frame!.client} belongs to another connection; the reflector knows who sent this frame`);
@@ -431,15 +443,15 @@ export class Reflector<Socket extends ClientSocket> {
     }
     for (const [id, { until }] of [...this.retired]) if (until <= now) this.store.forgetRetired(id);
     this.rounds.expire(now);
-    // A round that is owed starts now (see SnapshotRounds.retryAt). A full log takes no more events, so no event can
-    // start the round that would empty it: that one starts even if it is not due.
-    this.startRoundIfSafe(this.store.logLength >= this.settings.maxLog);
+    // A round that is owed starts now (see SnapshotRounds.retryAt), and one for a full log, due or not.
+    this.startRoundIfSafe(this.logFull);
     if (this.tickAt !== undefined && this.tickAt <= now) this.tick(now);
     if (this.clients.size === 0 && this.store.lastSeq > 0 && now >= this.store.lastTime + this.settings.retention) this.deleteRoom();
   }
 
   /**
-   * Starts a round after the last event when one is due, or `force`d, but not once a tick has moved replicated time
+   * Starts a round after the last event when one is due, or `force`d (the log is full: an event that fills it starts
+   * the round that would empty it, as no later event could), but not once a tick has moved replicated time
    * past that event: replicas hash their time too, and must all be at the event's.
    */
   private startRoundIfSafe(force = false): void {
@@ -609,7 +621,7 @@ export class Reflector<Socket extends ClientSocket> {
     const full =
       this.clients.size >= this.settings.maxClients
         ? { code: "room-full" as const, message: `this room holds ${this.settings.maxClients} clients, present or away; try again later`, close: CLOSE_ROOM_FULL, reason: "room full" }
-        : this.store.logLength >= this.settings.maxLog
+        : this.logFull
           ? { code: "log-full" as const, message: "this room's history is full until its members store a snapshot; try again later", close: CLOSE_BUSY, reason: "log full" }
           : !this.joins.take(now)
             ? { code: "busy" as const, message: "many newcomers joined this room just now; try again in a moment", close: CLOSE_BUSY, reason: "too many newcomers" }
@@ -630,7 +642,7 @@ export class Reflector<Socket extends ClientSocket> {
     this.delivery.broadcast(enter);
     this.delivery.flush();
     this.attach(client, connection);
-    this.rounds.startIfDue(this.store.lastSeq);
+    this.startRoundIfSafe(this.logFull);
   }
 
   /** The same client on a new socket: no exit and no enter, only the events it missed. */
@@ -712,7 +724,7 @@ export class Reflector<Socket extends ClientSocket> {
     if (id > client.lastPost + 1) {
       return this.refuse(connection, "out-of-order", `post ${id} comes before post ${client.lastPost + 1}; send posts in order from ${client.lastPost + 1}`);
     }
-    if (this.store.logLength >= this.settings.maxLog) {
+    if (this.logFull) {
       return this.refuse(connection, "log-full", "this room's history is full until its members store a snapshot; this post was not taken", LOG_FULL_RETRY);
     }
     const { perSecond, burst } = this.budget;
@@ -723,7 +735,7 @@ export class Reflector<Socket extends ClientSocket> {
     }
     client.lastPost = id;
     this.delivery.broadcast(this.record({ type: "message", client: client.id, id, payload }));
-    this.rounds.startIfDue(this.store.lastSeq);
+    this.startRoundIfSafe(this.logFull);
   }
 
   private exit(client: Client<Socket>, now: number): void {
@@ -735,7 +747,7 @@ export class Reflector<Socket extends ClientSocket> {
     this.store.rememberRetired(client.id, { secret: client.secret, lastPost: client.lastPost, until: now + RETIRED_MEMORY });
     if (this.retired.size > MAX_RETIRED) this.store.forgetRetired(this.retired.keys().next().value!);
     this.retell();
-    this.rounds.startIfDue(this.store.lastSeq);
+    this.startRoundIfSafe(this.logFull);
   }
 
   /** Stamps, stores and returns the encoded event. */
@@ -763,7 +775,7 @@ export class Reflector<Socket extends ClientSocket> {
   }
 
   private refuse(connection: Connection<Socket>, code: ErrorCode, message: string, retry?: number): void {
-    this.sendTo(connection, encodeError(code, message, retry));
+    this.sendTo(connection, encodeError(code, message, { retry }));
   }
 }
 

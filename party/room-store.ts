@@ -199,6 +199,11 @@ export class RoomStore {
     return this.latest?.seq ?? 0;
   }
 
+  /** Time of the first event after the snapshot; undefined when there is none. */
+  get firstTime(): number | undefined {
+    return this.encoded.length === 0 ? undefined : (JSON.parse(this.encoded[0]!) as ReflectedEvent).time;
+  }
+
   /** UTF-16 code units of the events after the snapshot. */
   get logLength(): number {
     return this.length;

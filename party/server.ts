@@ -4,6 +4,7 @@ import { sha256Hex, verifyMember } from "./crypto.js";
 import { CLOSE_BAD_ROOM, encodeError, parseRoomAddress } from "./protocol.js";
 import { Reflector } from "./reflector.js";
 import { RoomAlarm } from "./room-alarm.js";
+import { checkTicket } from "./ticket.js";
 import { settingsFromEnv, type ReflectorSettings } from "./settings.js";
 
 /**
@@ -39,13 +40,22 @@ export default class ReflectorRoom implements Party.Server {
     this.schedule();
   }
 
-  onConnect(connection: Party.Connection): void {
+  /**
+   * The door (see party/ticket.ts): a socket to an address that names no room, or without a ticket signed with the
+   * room's key, is never handed to the reflector, so it takes no place there and its frames are ignored until it
+   * closes. Only storage may be awaited before `connect` without reordering frames; the client sends nothing before
+   * its challenge, which comes from `connect`, so the ticket's check may be awaited here.
+   */
+  async onConnect(connection: Party.Connection, context: Party.ConnectionContext): Promise<void> {
     // Reads `room.id`, as the check of a hello does: a connection always has a room id, an alarm may not.
     const parsed = parseRoomAddress(this.room.id, this.settings.maxRoomIdLength);
-    if (typeof parsed === "string") {
-      // Never handed to the reflector, so its frames are ignored until it closes.
-      connection.send(encodeError("bad-room", parsed));
-      connection.close(CLOSE_BAD_ROOM, "bad room id");
+    const refusal =
+      typeof parsed === "string"
+        ? { frame: encodeError("bad-room", parsed), code: CLOSE_BAD_ROOM, reason: "bad room id" }
+        : await checkTicket(this.room.id, new URL(context.request.url).searchParams, Date.now());
+    if (refusal !== undefined) {
+      connection.send(refusal.frame);
+      connection.close(refusal.code, refusal.reason);
       return;
     }
     this.reflector.connect(connection);

@@ -53,6 +53,15 @@ export function countVotes(hashes: Map<string, string>): Vote[] {
   return [...byHash].map(([hash, clients]) => ({ hash, clients })).sort((a, b) => b.clients.length - a.clients.length);
 }
 
+/** The events a room keeps after its snapshot. */
+interface UntrimmedLog {
+  snapshotSeq: number;
+  /** Time of the first of them; undefined when there are none. */
+  firstTime: number | undefined;
+  /** Their UTF-16 code units. */
+  logLength: number;
+}
+
 type RoundSettings = Pick<ReflectorSettings, "snapshotEvents" | "snapshotBytes" | "snapshotInterval" | "snapshotGap" | "voteTimeout" | "maxSnapshot">;
 
 export class SnapshotRounds {
@@ -69,12 +78,14 @@ export class SnapshotRounds {
   constructor(
     private readonly host: RoundHost,
     private readonly settings: RoundSettings,
-    lastSeq: number,
+    log: UntrimmedLog,
     record: RoomRecord | undefined,
   ) {
-    this.lastDueSeq = record?.lastDueSeq ?? lastSeq;
-    this.lastDueAt = record?.lastDueAt ?? host.clock();
-    this.dueLength = record?.dueLength ?? 0;
+    // Without a record no round has fallen due yet: count from the snapshot, or the room's start, so that a room
+    // that sleeps between its events still reaches a round.
+    this.lastDueSeq = record?.lastDueSeq ?? log.snapshotSeq;
+    this.lastDueAt = record?.lastDueAt ?? log.firstTime ?? host.clock();
+    this.dueLength = record?.dueLength ?? log.logLength;
     this.failures = record?.failedRounds ?? 0;
     const stored = record?.round;
     if (stored !== undefined) this.round = { ...stored, hashes: new Map(stored.hashes) };
@@ -93,12 +104,15 @@ export class SnapshotRounds {
   /**
    * When a round may start although no event comes to start it: one fell due while another was running or within
    * the gap, the last one ended without a snapshot, or the interval passes. Without this a room that goes quiet right
-   * then keeps its whole log until someone posts again. Undefined when every event is in a round or one is running.
+   * then keeps its whole log until someone posts again. Undefined when no round is owed or one is running.
    */
   retryAt(lastSeq: number): number | undefined {
-    if (this.round !== undefined || lastSeq === this.lastDueSeq || this.host.present().length === 0) return undefined;
+    if (this.round !== undefined || this.host.present().length === 0) return undefined;
     const { snapshotInterval, snapshotGap, voteTimeout } = this.settings;
+    // A failed round is tried again even with no event since: at the same point, which nothing was stored for. A
+    // full log takes no more events, so only this can bring the snapshot that empties it.
     if (this.failures > 0) return this.lastRoundAt + Math.min(snapshotInterval, voteTimeout * 2 ** (this.failures - 1));
+    if (lastSeq === this.lastDueSeq) return undefined;
     return this.isDue(lastSeq, this.host.clock()) ? this.lastRoundAt + snapshotGap : this.lastDueAt + snapshotInterval;
   }
 
@@ -129,7 +143,7 @@ export class SnapshotRounds {
     const now = this.host.clock();
     const retryAt = this.failures > 0 ? this.retryAt(seq) : undefined;
     const due = force || this.isDue(seq, now) || (retryAt !== undefined && retryAt <= now);
-    if (seq === this.lastDueSeq || now - this.lastRoundAt < this.settings.snapshotGap || !due) return;
+    if ((seq === this.lastDueSeq && this.failures === 0) || now - this.lastRoundAt < this.settings.snapshotGap || !due) return;
     this.round = { seq, voters, hashes: new Map(), deadline: now + this.settings.voteTimeout };
     this.lastDueSeq = seq;
     this.lastDueAt = now;
@@ -171,6 +185,17 @@ export class SnapshotRounds {
     } else if (round.uploader === client) {
       this.requestUpload(client);
     }
+  }
+
+  /**
+   * Whether `frame` is a part the uploader was asked for and has not sent yet. Such parts take no rate token: a
+   * snapshot of many parts goes up at once, and a round takes at most its declared count of them, within
+   * `maxSnapshot`.
+   */
+  awaitsPart(client: string, frame: SnapshotPart): boolean {
+    const round = this.round;
+    if (round?.uploader !== client || round.seq !== frame.seq || round.checking === true) return false;
+    return round.parts === undefined || (round.parts.length === frame.parts && round.parts[frame.part] === undefined);
   }
 
   /** Whether `client` is the one asked for the snapshot at `seq`: its parts may be as large as a frame can be. */

@@ -4,6 +4,7 @@ import { sha256Hex, verifyMember } from "./crypto.js";
 import { CLOSE_BAD_ROOM, encodeError, parseRoomAddress, PING, PONG } from "./protocol.js";
 import { Reflector } from "./reflector.js";
 import { RoomAlarm } from "./room-alarm.js";
+import { checkTicket } from "./ticket.js";
 import { settingsFromEnv, type ReflectorSettings } from "./settings.js";
 
 interface Env {
@@ -83,10 +84,6 @@ export class Main extends Server<Env> {
     this.schedule();
   }
 
-  override onRequest(): Response {
-    return new Response("This is a chat room's WebSocket address; open it with a WebSocket client.\n", { status: 426, headers: { Upgrade: "websocket" } });
-  }
-
   private schedule(): void {
     this.roomAlarm.set(this.reflector.nextWakeAt());
   }
@@ -97,12 +94,18 @@ export class Main extends Server<Env> {
 }
 
 /**
- * A socket to an address that names no room (`bad-room`) is turned away here, before a Durable Object exists for it:
- * such names cost nothing, and nobody can make rooms under them.
+ * The door: a socket to an address that names no room (`bad-room`), or without a ticket signed with the room's key
+ * (`not-member`, `stale-ticket`; see party/ticket.ts), is turned away here, before a Durable Object exists for it;
+ * so is any plain HTTP request to a room. Such requests cost the rooms nothing and wake none, and nobody can make
+ * rooms under such names.
  */
-function refuseBadRoom(request: Request, env: Env): Response | undefined {
-  const [prefix, party, name] = new URL(request.url).pathname.split("/").filter(Boolean);
-  if (prefix !== "parties" || party === undefined || name === undefined || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") return undefined;
+async function refuseAtTheDoor(request: Request, env: Env): Promise<Response | undefined> {
+  const url = new URL(request.url);
+  const [prefix, party, name] = url.pathname.split("/").filter(Boolean);
+  if (prefix !== "parties" || party === undefined || name === undefined) return undefined;
+  if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+    return new Response("This is a chat room's WebSocket address; open it with a WebSocket client.\n", { status: 426, headers: { Upgrade: "websocket" } });
+  }
   let address: string;
   try {
     address = decodeURIComponent(name);
@@ -110,17 +113,19 @@ function refuseBadRoom(request: Request, env: Env): Response | undefined {
     address = name;
   }
   const problem = parseRoomAddress(address, settingsFromEnv(env).maxRoomIdLength);
-  if (typeof problem !== "string") return undefined;
+  const refusal =
+    typeof problem === "string" ? { frame: encodeError("bad-room", problem), code: CLOSE_BAD_ROOM, reason: "bad room id" } : await checkTicket(address, url.searchParams, Date.now());
+  if (refusal === undefined) return undefined;
   const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   server.accept();
-  server.send(encodeError("bad-room", problem));
-  server.close(CLOSE_BAD_ROOM, "bad room id");
+  server.send(refusal.frame);
+  server.close(refusal.code, refusal.reason);
   return new Response(null, { status: 101, webSocket: client });
 }
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     // Everything in dist/ (the demo and the element's scripts) is served by the platform before this runs.
-    return refuseBadRoom(request, env) ?? (await routePartykitRequest(request, env)) ?? new Response("Not found\n", { status: 404 });
+    return (await refuseAtTheDoor(request, env)) ?? (await routePartykitRequest(request, env)) ?? new Response("Not found\n", { status: 404 });
   },
 } satisfies ExportedHandler<Env>;

@@ -121,6 +121,13 @@ describe("<multiuser-chat> in Chromium against wrangler dev", () => {
     expect(log.scrollTop).to.equal(0);
   });
 
+  it("says so when the server does not take the room's name, rather than connecting for ever", async () => {
+    // The test server takes names up to 48 characters (MAX_ROOM_ID_LENGTH); the element, up to 64.
+    const element = await addChat({ host: reflectorHost(), room: `long-${"n".repeat(50)}` }, { connected: false });
+    await waitFor(() => !part(element, '[part="error"]').hidden, "the error");
+    expect(part(element, '[part="error"]').textContent).to.equal("The server does not take this room name: the room id is 55 characters long; the limit is 48.");
+  });
+
   it("says offline while the browser is offline, and connected again once it is back", async () => {
     const room = uniqueRoom("offline");
     const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);

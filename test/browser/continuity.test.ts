@@ -2,6 +2,7 @@ import { expect } from "@esm-bundle/chai";
 import { newRoomSecret, RoomKey } from "../../component/room-key.js";
 import { helloChallenge, parseServerFrames, PROTOCOL_VERSION } from "../../party/protocol.js";
 import { addChat, demo, logTexts, part, reflectorHost, removeAll, uniqueRoom, waitFor } from "./helpers.js";
+import { memberUrl } from "../support/ticket.js";
 
 const demoLog = async (id: string) => (await demo({ action: "log", id })) as string[];
 const notices = (lines: string[]) => lines.filter((line) => / (joined|left)$/.test(line));
@@ -52,7 +53,7 @@ describe("session continuity in Chromium", () => {
       const honest = [await addChat({ host: reflectorHost(), room, key: secret }), await addChat({ host: reflectorHost(), room, key: secret })];
       // A third member that reports a wrong hash at every snapshot point, as a replica with a non-deterministic model would.
       const key = await RoomKey.derive(room, secret);
-      const liar = new WebSocket(`ws://${reflectorHost()}/parties/main/${key.address}`);
+      const liar = new WebSocket(await memberUrl(reflectorHost(), key));
       const welcomed = new Promise((resolve) =>
         liar.addEventListener("message", async ({ data }) => {
           for (const frame of parseServerFrames(String(data))) {

@@ -12,7 +12,7 @@
 import { expect } from "@esm-bundle/chai";
 import { executeServerCommand } from "@web/test-runner-commands";
 import type { MultiuserChat } from "../../component/multiuser-chat.js";
-import { CHAT_SCOPE, ChatModel } from "../../component/chat-model.js";
+import { CHAT_SCOPE, ChatModel, checkPost } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { INJECTION_CORPUS, pwned, SENTINEL } from "../support/injection-corpus.js";
 import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, uniqueRoom, userTexts, waitFor } from "./helpers.js";
@@ -23,6 +23,12 @@ const batches = (items: readonly string[]) => Array.from({ length: Math.ceil(ite
 
 /** What an `<input>` keeps of a value: it strips CR and LF (HTML's value sanitization for text fields). */
 const fieldValue = (raw: string) => raw.replace(/[\r\n]/g, "");
+/** The text a post keeps, by the model's one rule (trimmed, its line breaks made spaces). */
+const kept = (raw: string) => {
+  const check = checkPost(raw);
+  if (!check.ok) throw new Error(`the model refuses ${JSON.stringify(raw)}`);
+  return check.text;
+};
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve(undefined)));
 
@@ -217,7 +223,7 @@ describe("markup and script injection in Chromium", () => {
       const before = pageState([poster, reader]);
 
       for (const raw of batch) await postThroughField(poster, raw);
-      const expected = batch.map((raw) => fieldValue(raw).trim());
+      const expected = batch.map((raw) => kept(fieldValue(raw)));
       await waitForPosts([poster, reader], batch.length, "every post in both models");
 
       await provoke(poster);
@@ -238,7 +244,7 @@ describe("markup and script injection in Chromium", () => {
     });
   }
 
-  it("untrimmed, newline-laden posts from a headless client render as literal text", async () => {
+  it("untrimmed, newline-laden posts from a headless client render as literal text, each on one line", async () => {
     const room = uniqueRoom("injection-headless");
     const reader = await addChat({ host: reflectorHost(), room });
     // The public headless API (README): it publishes the raw text, newlines and surrounding blanks included.
@@ -259,8 +265,9 @@ describe("markup and script injection in Chromium", () => {
       await pause(500);
       await provoke(reader);
       expect(pwned(), "the sentinel: something ran").to.equal(undefined);
-      expectLiteralPosts(reader, nickname, batch.map((raw) => raw.trim()));
-      expect(postEntries(reader).some((item) => item.textContent!.includes("\n"))).to.equal(true);
+      expectLiteralPosts(reader, nickname, batch.map(kept));
+      // Each post is one line: its line breaks cannot draw lines that pass for other posts or notices.
+      expect(postEntries(reader).filter((item) => /[\r\n\u2028\u2029]/.test(item.textContent!))).to.deep.equal([]);
       expectNoInjectedMarkup(reader, outside);
       expect(pageState([reader])).to.deep.equal(before);
       expect(userTexts(reader)).to.have.length(2);
@@ -316,7 +323,7 @@ describe("markup and script injection in Chromium", () => {
       // newline payloads: Playwright's fill types them, and a text field turns typed line breaks into spaces
       // (the headless-client test above covers newlines).
       const batch = INJECTION_CORPUS.filter((raw, index) => index % 5 === 0 && !/[\r\n]/.test(raw));
-      const expected = batch.map((raw) => fieldValue(raw).trim());
+      const expected = batch.map((raw) => kept(fieldValue(raw)));
       for (const raw of batch) await demo({ action: "post", id, text: raw });
       const pendingLines = (lines: string[]) => lines.filter((line) => line.endsWith("(sending…)"));
       await waitFor(async () => pendingLines((await demo({ action: "log", id })) as string[]).length === batch.length, "the pending posts");

@@ -96,6 +96,14 @@ describe("ChatModel", () => {
     assert.deepEqual(entry, { n: 2, kind: "post", time: room.time, text: "hello world", author: "a", nickname: name });
   });
 
+  test("a post is one line: line breaks of every kind become spaces, so it cannot pass for other people's lines", () => {
+    const room = new Room();
+    room.enter("a");
+    const bob = room.enter("b");
+    room.post("a", { text: `see below\r\n04:00 AM ${bob}: I agree \u2028\v ${bob} left\u2029\fend\u0085x` });
+    assert.equal(room.model.history.at(-1)!.text, `see below 04:00 AM ${bob}: I agree ${bob} left end x`);
+  });
+
   test("takes the author from the reflector's stamp, never from the payload", () => {
     const room = new Room();
     room.enter("a");

@@ -5,9 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { newRoomSecret } from "../../component/room-key.js";
 import type { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { MAX_FRAME_LENGTH, PING } from "../../party/protocol.js";
+import { CLOSE_NOT_MEMBER, MAX_FRAME_LENGTH, PING } from "../../party/protocol.js";
 import { RawClient } from "../support/raw-client.js";
 import { PLATFORMS, startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";
@@ -24,7 +25,11 @@ function largestPayload(unit: string): string {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Heartbeats every 2 s, so that a test of 20 s sees ten of them; every entry into a room's code is logged. */
-const SETTINGS = { GRACE_MS: "1500", HEARTBEAT_MS: "2000", LOG_ENTRIES: "1" };
+/**
+ * A grace period longer than a session's longest wait between reconnection attempts (4 s): after a restart, the
+ * room may wake (by its alarm) and start the grace period before the client's next attempt.
+ */
+const SETTINGS = { GRACE_MS: "5000", HEARTBEAT_MS: "2000", LOG_ENTRIES: "1" };
 
 for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () => {
   let server: ReflectorServer;
@@ -190,6 +195,23 @@ for (const platform of PLATFORMS) describe(`against a real ${platform} dev`, () 
     // 20 s without an event is twice what workerd waits before it evicts a hibernatable room: the close wakes it.
     const starts = () => startsOf(room);
     await waitFor(() => starts() === 2, "the room to start again: it slept through the heartbeats");
+  });
+
+  test("strangers at the door wake no room: sockets without a ticket and plain HTTP requests start no room's code", { skip: platform !== "wrangler" }, async () => {
+    const room = "door-closed";
+    const secret = newRoomSecret();
+    const strangers = await Promise.all([1, 2, 3].map(() => RawClient.open(server.host, room, { secret, ticket: false })));
+    const address = strangers[0]!.key.address;
+    await Promise.all(strangers.map((stranger) => stranger.done));
+    assert.ok(strangers.every((stranger) => stranger.closed?.code === CLOSE_NOT_MEMBER));
+    const response = await fetch(`http://${server.host}/parties/main/${address}`);
+    assert.equal(response.status, 426);
+    await response.body?.cancel();
+    await sleep(500);
+    assert.equal(startsOf(room), 0, "the room never started");
+    // The count works: a member starts it.
+    await joinTracked(room, { key: secret });
+    await waitFor(() => startsOf(room) === 1, "the member's visit to start the room");
   });
 
   test("a room evicted between two posts shows its clients nothing: no leave or join, and the order goes on", { skip: platform !== "wrangler" }, async () => {

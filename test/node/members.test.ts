@@ -9,14 +9,15 @@ import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
 import { newRoomSecret, RoomKey } from "../../component/room-key.js";
 import { Replica } from "../../component/runtime.js";
-import type { Session } from "../../component/session.js";
+import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
 import { sha256Hex } from "../../party/crypto.js";
-import { CLOSE_NOT_MEMBER } from "../../party/protocol.js";
+import { CLOSE_NOT_MEMBER, CLOSE_STALE_TICKET, TICKET_WINDOW } from "../../party/protocol.js";
 import { DriftingChatModel } from "../support/drifting-model.js";
 import { RawClient } from "../support/raw-client.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { seedFromString } from "../support/seeded-random.js";
+import { TimerChatModel } from "../support/timer-model.js";
 import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";
 import { waitFor } from "../support/wait-for.js";
 
@@ -25,9 +26,14 @@ const VARS = { SNAPSHOT_EVENTS: "10", SNAPSHOT_GAP_MS: "0", VOTE_TIMEOUT_MS: "15
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const notices = (session: Session) => chat(session).history.filter((entry) => entry.kind === "notice").map((entry) => entry.text);
 
-/** A WebSocket class that records what its sessions send, to replay it as an attacker would. */
-function recording(sent: string[]) {
+/** A WebSocket class that records what its sessions send, and the addresses they open, to replay them as an attacker would. */
+function recording(sent: string[], urls: string[] = []) {
   return class extends WebSocket {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols);
+      urls.push(String(url));
+    }
+
     override send(data: unknown, ...rest: unknown[]): void {
       sent.push(String(data));
       (super.send as (data: unknown, ...rest: unknown[]) => void)(data, ...rest);
@@ -61,15 +67,64 @@ describe("only members touch a room (against a real wrangler dev)", () => {
   });
 
   describe("a stranger who knows the room's address but not its key", () => {
-    test("gets no seat: sockets that replay a member's first frames get not-member and close 4006, and nobody sees them", async () => {
+    test("is turned away at the door: without a ticket, or with one of another key, a socket gets not-member and close 4006 before the room sees it", async () => {
+      const room = "door";
+      const secret = newRoomSecret();
+      const alice = await member(room, secret);
+      const address = (await RoomKey.derive(room, secret)).address;
+      const strangers = await Promise.all([
+        raw(room, { address, ticket: false }, false),
+        raw(room, { address, secret: newRoomSecret() }, false), // signed, with a key the address does not name
+      ]);
+      for (const stranger of strangers) {
+        await stranger.done;
+        assert.deepEqual(stranger.frames, [{ type: "error", code: "not-member", message: "this connection carries no ticket signed with the room's key" }], "no challenge");
+        assert.deepEqual(stranger.closed, { code: CLOSE_NOT_MEMBER, reason: "not a member" });
+      }
+      assert.equal(chat(alice).users.length, 1);
+    });
+
+    test("locks nobody out: sixty sockets held open without a ticket take no place among those waiting for their hello", async () => {
+      const room = "lockout";
+      const secret = newRoomSecret();
+      const alice = await member(room, secret);
+      const address = (await RoomKey.derive(room, secret)).address;
+      // More than MAX_WAITING (50): before the door, these filled the room's waiting places and every member was busy.
+      const strangers = await Promise.all(Array.from({ length: 60 }, () => raw(room, { address, ticket: false }, false)));
+      const bob = await member(room, secret);
+      await waitFor(() => chat(alice).users.length === 2 && chat(bob).users.length === 2, "Bob joins");
+      assert.ok(strangers.every((stranger) => stranger.closed?.code === CLOSE_NOT_MEMBER));
+    });
+
+    test("a ticket made too long ago gets stale-ticket with the server's time, and a member whose clock is ten minutes slow still joins", async () => {
+      const room = "clocks";
+      const secret = newRoomSecret();
+      const stale = await raw(room, { secret, ticket: { at: Date.now() - 2 * TICKET_WINDOW } }, false);
+      await stale.done;
+      const [refusal] = stale.ofType("error");
+      assert.equal(refusal?.code, "stale-ticket");
+      assert.ok(Math.abs(refusal!.time! - Date.now()) < 5000, "it says the server's time");
+      assert.deepEqual(stale.closed, { code: CLOSE_STALE_TICKET, reason: "stale ticket" });
+      const realNow = Date.now;
+      Date.now = () => realNow.call(Date) - 10 * 60_000;
+      try {
+        const late = await member(room, secret);
+        assert.equal(late.status, "connected");
+      } finally {
+        Date.now = realNow;
+      }
+    });
+
+    test("gets no seat with a member's ticket replayed: its hello cannot answer this connection's challenge, and nobody sees it", async () => {
       const room = "seats";
       const secret = newRoomSecret();
       const sent: string[] = [];
-      const alice = await member(room, secret, { WebSocket: recording(sent) });
+      const urls: string[] = [];
+      const alice = await member(room, secret, { WebSocket: recording(sent, urls) });
       const bob = await member(room, secret);
-      const address = (await RoomKey.derive(room, secret)).address;
       const hello = sent.find((frame) => JSON.parse(frame).type === "hello")!;
-      const strangers = await Promise.all([1, 2, 3].map(() => raw(room, { address, secret: newRoomSecret() }, false)));
+      // Alice's address with her ticket, as a log might have kept it: it opens the door within TICKET_WINDOW.
+      const strangers = await Promise.all([1, 2, 3].map(() => raw(room, { url: urls[0] }, false)));
       for (const stranger of strangers) {
         await stranger.challenge();
         stranger.send(hello); // the member's hello answers the member's challenge, not this one
@@ -78,8 +133,8 @@ describe("only members touch a room (against a real wrangler dev)", () => {
         assert.equal(stranger.errors()[0]!.code, "not-member");
         assert.deepEqual(stranger.closed, { code: CLOSE_NOT_MEMBER, reason: "not a member" });
       }
-      // And one that signs with a key of its own: the address names the members' key, not its.
-      const signer = await raw(room, { address, secret: newRoomSecret() }, false);
+      // And one that signs the challenge with a key of its own: the address names the members' key, not its.
+      const signer = await raw(room, { url: urls[0], secret: newRoomSecret() }, false);
       await signer.hello();
       await signer.done;
       assert.equal(signer.closed?.code, CLOSE_NOT_MEMBER);
@@ -92,13 +147,14 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       const room = "votes";
       const secret = newRoomSecret();
       const sent: string[] = [];
-      const alice = await member(room, secret, { WebSocket: recording(sent) });
+      const urls: string[] = [];
+      const alice = await member(room, secret, { WebSocket: recording(sent, urls) });
       const bob = await member(room, secret);
       alice.publish("chat", "post", { text: "the door code is 4711" });
       await waitFor(() => postTexts(bob).length === 1, "the post");
       const captured = sent.filter((frame) => JSON.parse(frame).type === "publish");
-      const address = (await RoomKey.derive(room, secret)).address;
-      const strangers = await Promise.all([1, 2, 3, 4, 5].map(() => raw(room, { address }, false)));
+      // In through the door with Alice's replayed ticket, as far as a stranger gets.
+      const strangers = await Promise.all([1, 2, 3, 4, 5].map(() => raw(room, { url: urls[0] }, false)));
       for (const stranger of strangers) {
         await stranger.challenge();
         stranger.send({ type: "hash", seq: 10, hash: "0".repeat(64) });
@@ -123,8 +179,9 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       const room = "divergence";
       const secret = newRoomSecret();
       const honest = [await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 0 } }), await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 0 } })];
-      const drifter = await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 1 } });
-      const stranger = await raw(room, { address: (await RoomKey.derive(room, secret)).address }, false);
+      const urls: string[] = [];
+      const drifter = await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 1 }, WebSocket: recording([], urls) });
+      const stranger = await raw(room, { url: urls[0] }, false);
       await stranger.challenge();
       for (let i = 0; i < 7; i++) honest[0]!.publish("chat", "post", { text: `post ${i}` });
       await waitFor(() => drifter.divergence !== undefined, "the divergence report");
@@ -241,6 +298,43 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       const newcomer = await member(room, secret);
       assert.equal(newcomer.badSnapshot, false);
       assert.deepEqual(postTexts(newcomer), [1, 2, 3, 4, 5, 6, 7].map((i) => `post ${i}`), "from the log");
+    });
+
+    test("members who hold a round's majority and store a sealed state that cannot be restored make newcomers report a bad snapshot, not hang", async () => {
+      const room = "unrestorable";
+      const secret = newRoomSecret();
+      const liars = [await insider(room, secret), await insider(room, secret)];
+      for (let i = 1; i <= 9; i++) await publishSealed(liars[0]!, { scope: "chat", event: "post", data: { text: `post ${i}` } }, i);
+      await waitFor(() => liars[0]!.ofType("snapshot-due").length === 1, "the round");
+      const due = liars[0]!.ofType("snapshot-due")[0]!.seq;
+      const forged = await liars[0]!.key.sealSnapshot(JSON.stringify({ format: 2 }), due);
+      for (const liar of liars) liar.send({ type: "hash", seq: due, hash: await sha256Hex(forged) });
+      await waitFor(() => liars.some((liar) => liar.ofType("snapshot-request").length === 1), "the upload request");
+      const uploader = liars.find((liar) => liar.ofType("snapshot-request").length === 1)!;
+      uploader.send({ type: "snapshot", seq: due, part: 0, parts: 1, data: forged });
+      await waitFor(() => liars[0]!.ofType("snapshot-stored").length === 1, "the forgery to be stored");
+
+      const newcomer = Session.join({ host: server.host, room, key: secret, model: ChatModel, WebSocket });
+      sessions.push(newcomer);
+      const hung = sleep(10_000).then(() => Promise.reject(new Error("the newcomer hangs: neither welcomed nor refused")));
+      await assert.rejects(Promise.race([newcomer.whenReady(), hung]), /does not check out/);
+      assert.equal(newcomer.badSnapshot, true);
+      assert.equal(newcomer.replica, undefined, "nothing of the forgery is shown");
+    });
+
+    test("cannot hold back the replicas' work due later with an early tick-request of its own", async () => {
+      const room = "early-tick";
+      const secret = newRoomSecret();
+      const delay = 3000;
+      const alice = await member(room, secret, { model: TimerChatModel, modelOptions: { delay } });
+      const model = alice.model as TimerChatModel;
+      const entered = model.history.at(-1)!.time;
+      const mallory = await insider(room, secret);
+      // Earlier than what the replicas asked for, so the reflector keeps Mallory's request instead of theirs.
+      mallory.send({ type: "tick-request", time: mallory.welcome!.time + 1 });
+      await waitFor(() => mallory.ofType("tick").length === 1, "Mallory's tick");
+      await waitFor(() => model.rings.length >= 1, "Alice's ring, due 3 s after she entered", delay + 5000);
+      assert.equal(model.rings[0], entered + delay);
     });
   });
 });

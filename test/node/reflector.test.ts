@@ -28,6 +28,7 @@ import {
   type ServerFrame,
   type Welcome,
 } from "../../party/protocol.js";
+import { IMMEDIATE_PER_WINDOW } from "../../party/delivery.js";
 import { RateLimiter, SKEW_ALLOWANCE } from "../../party/limits.js";
 import { Reflector, stampTime, type ClientSocket, type SocketState } from "../../party/reflector.js";
 import { countVotes } from "../../party/snapshot-round.js";
@@ -1363,6 +1364,30 @@ describe("reflector: divergence", () => {
     assert.equal(room.reflector.nextWakeAt(), undefined, "nothing is owed once every event is in a snapshot");
   });
 
+  test("a full log starts a round at the event that filled it, and a failed one is tried again at the same point until one empties the log", async () => {
+    const room = await openRoom({ maxLog: 1000 });
+    const a = room.hello();
+    const b = room.hello();
+    let id = 0;
+    while (a.socket.ofType("error").length === 0) room.post(a, ++id, "x".repeat(100));
+    assert.equal(a.socket.ofType("error")[0]!.code, "log-full");
+    const full = a.socket.ofType("message").at(-1)!.seq;
+    const dues = () => a.socket.ofType("snapshot-due").map((due) => due.seq);
+    assert.deepEqual(dues(), [full], "the post that filled the log started the round");
+    room.hash(a, full, "x");
+    room.hash(b, full, "y"); // no majority; and no event can come
+    assert.equal(room.reflector.nextWakeAt(), room.clock.now + VOTE_TIMEOUT);
+    room.advance(VOTE_TIMEOUT);
+    room.reflector.wake();
+    assert.deepEqual(dues(), [full, full], "the same point again");
+    room.hash(a, full, H("state"));
+    room.hash(b, full, H("state"));
+    room.upload(a, full, ["state"]);
+    assert.deepEqual(a.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: full }]);
+    room.post(a, id, "taken again");
+    assert.equal(a.socket.ofType("message").at(-1)!.id, id, "the refused post is taken now");
+  });
+
   test("a round that fell due while another ran starts when the gap ends, without waiting for an event", async () => {
     const room = await openRoom({ snapshotEvents: 5, snapshotGap: 1000 });
     const a = room.hello();
@@ -1637,6 +1662,41 @@ describe("reflector: sleeping and waking", () => {
     assert.deepEqual(silent.closed, { code: CLOSE_NO_HELLO, reason: "no hello" }, "30 s after it opened, before the sleep");
   });
 
+  test("clients whose sockets died with the server leave one grace period after the restart, however often the room sleeps meanwhile", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const b = room.hello();
+    room.advance(1000);
+    // A restart: no socket survives. The room wakes, sleeps before the grace period ends, and wakes again.
+    const restarted = await wake(room, []);
+    const restartedAt = restarted.clock.now;
+    assert.equal(restarted.reflector.nextWakeAt(), restartedAt + GRACE);
+    restarted.advance(GRACE / 2);
+    const again = await wake(restarted, []);
+    assert.equal(again.reflector.nextWakeAt(), restartedAt + GRACE, "the grace period did not start over");
+    const watcher = again.hello(); // a newcomer sees the exits when they come
+    again.advance(GRACE / 2);
+    again.reflector.wake();
+    assert.deepEqual(
+      exitsAndEnters(watcher.socket).filter(([, type]) => type === "user-exit").map(([, , client]) => client),
+      [a.id, b.id],
+    );
+  });
+
+  test("a room that sleeps after every event still reaches its snapshot rounds, by events and by time", async () => {
+    for (const settings of [{ snapshotEvents: 5 }, { snapshotInterval: 60_000 }]) {
+      let room = await openRoom(settings);
+      const a = room.hello();
+      for (let id = 1; id <= 8; id++) {
+        room.advance(12_000);
+        room = await wake(room, [a.socket], settings);
+        room.post(a, id);
+      }
+      const due = a.socket.ofType("snapshot-due").map((frame) => frame.seq);
+      assert.ok(due.length > 0 && due[0]! <= 6, `${JSON.stringify(settings)}: rounds due at ${JSON.stringify(due)}`);
+    }
+  });
+
   test("a snapshot round goes on across the sleep: the votes cast before it count", async () => {
     const room = await openRoom({ snapshotEvents: 4, writeInterval: 1000 });
     const a = room.hello();
@@ -1861,42 +1921,56 @@ describe("reflector: a room under load", () => {
   }
   const codes = (socket: FakeSocket) => socket.ofType("error").map((error) => error.code);
 
-  test("events that come within coalesce ms of the last frame go out together, as one array frame, when the window ends", async () => {
+  test("light traffic goes out at once; past IMMEDIATE_PER_WINDOW frames in a coalesce window, the rest go out as one array frame when it ends", async () => {
+    const K = IMMEDIATE_PER_WINDOW;
     const room = await loadedRoom({ coalesce: 5 });
     const a = room.hello();
-    const b = room.hello(); // its enter, 0 ms after a's, waits for the window
-    room.clock.now += 5;
-    room.timers.fire();
-    const heard = b.socket.markTexts();
+    const b = room.hello();
     room.clock.now += 10;
-    send(room.reflector, a.socket, { type: "publish", id: 1, payload: "alone" });
-    assert.deepEqual(heard().map((text) => JSON.parse(text).seq), [3], "after a quiet moment, at once");
-    room.clock.now += 2;
-    send(room.reflector, a.socket, { type: "publish", id: 2, payload: "quick" });
-    room.clock.now += 1;
-    send(room.reflector, a.socket, { type: "publish", id: 3, payload: "quicker" });
-    assert.equal(heard().length, 1, "held back");
-    assert.deepEqual(room.timers.pending, [START + 20], "until coalesce ms after the last frame");
-    room.clock.now += 2;
+    const heard = b.socket.markTexts();
+    const seqsIn = (text: string) => {
+      const parsed = JSON.parse(text) as ReflectedEvent | ReflectedEvent[];
+      return (Array.isArray(parsed) ? parsed : [parsed]).map((frame) => frame.seq);
+    };
+    const windowStart = room.clock.now;
+    let id = 0;
+    const post = () => send(room.reflector, a.socket, { type: "publish", id: ++id, payload: `post ${id}` });
+    for (let count = 0; count < K + 2; count++, room.clock.now += 0.5) post(); // seq 3 on
+    assert.deepEqual(heard().map(seqsIn), Array.from({ length: K }, (_, index) => [3 + index]), "the first K at once, each in a frame of its own");
+    assert.deepEqual(room.timers.pending, [windowStart + 5], "the rest until the window ends");
+    room.clock.now = windowStart + 5;
     room.timers.fire();
-    const batch = JSON.parse(heard()[1]!) as ServerFrame[];
-    assert.ok(Array.isArray(batch));
-    assert.deepEqual(batch.map((frame) => (frame as ReflectedEvent).seq), [4, 5]);
+    assert.deepEqual(seqsIn(heard().at(-1)!), [3 + K, 4 + K], "together, in one array frame");
+
+    // The load goes on: the next window's events wait for its end as well, however few come.
+    post();
+    assert.equal(heard().length, K + 1, "held back");
+    assert.deepEqual(room.timers.pending, [windowStart + 10]);
+    room.clock.now = windowStart + 10;
+    room.timers.fire();
+    assert.deepEqual(seqsIn(heard().at(-1)!), [5 + K]);
+    // After a quiet window, at once again.
+    room.clock.now += 20;
+    post();
+    assert.deepEqual(seqsIn(heard().at(-1)!), [6 + K]);
+    assert.deepEqual(room.timers.pending, []);
     assert.deepEqual(eventsIn(a.socket.frames), eventsIn(b.socket.frames), "the sender gets the same frames");
   });
 
   test("a welcome waits for nothing: what the batch holds goes out first, then the catch-up; the others get the newcomer's enter at once", async () => {
+    const K = IMMEDIATE_PER_WINDOW;
     const room = await loadedRoom({ coalesce: 5 });
-    const a = room.hello();
-    send(room.reflector, a.socket, { type: "publish", id: 1, payload: "first" });
-    send(room.reflector, a.socket, { type: "publish", id: 2, payload: "held" });
-    assert.deepEqual(eventsIn(a.socket.frames).map(([seq]) => seq), [1], "the posts wait for the window that a's own enter opened");
+    const a = room.hello(); // seq 1, the window's first frame
+    for (let id = 1; id <= K + 1; id++) send(room.reflector, a.socket, { type: "publish", id, payload: `post ${id}` });
+    const seqs = (socket: FakeSocket) => eventsIn(socket.frames).map(([seq]) => seq);
+    assert.deepEqual(seqs(a.socket), Array.from({ length: K }, (_, index) => index + 1), "the last two posts wait for the window to end");
     const newcomer = room.hello();
-    assert.deepEqual(eventsIn(a.socket.frames).map(([seq]) => seq), [1, 2, 3, 4], "the held posts went out before the welcome, the enter after it");
-    assert.deepEqual(eventsIn(newcomer.socket.frames).map(([seq]) => seq), [1, 2, 3, 4]);
+    const all = Array.from({ length: K + 3 }, (_, index) => index + 1);
+    assert.deepEqual(seqs(a.socket), all, "the held posts went out before the welcome, the enter after it");
+    assert.deepEqual(seqs(newcomer.socket), all);
     room.clock.now += 5;
     room.timers.fire();
-    assert.deepEqual(eventsIn(newcomer.socket.frames).map(([seq]) => seq), [1, 2, 3, 4], "nothing twice");
+    assert.deepEqual(seqs(newcomer.socket), all, "nothing twice");
   });
 
   test("each client gets its share of the room's posts: roomRate divided among the clients, told in the welcome and when it changes", async () => {
@@ -2218,7 +2292,7 @@ describe("reflector: limits and identity", () => {
     assert.match(uploader.socket.ofType("error")[0]!.message, new RegExp(`the limit is ${small}$`));
   });
 
-  test("an upload is bounded: within the rate, each part once, the parts it declared, and at most maxSnapshot characters", async () => {
+  test("an upload is bounded: each part once, the parts it declared, at most maxSnapshot characters; parts asked for take no token, repeats do", async () => {
     const room = await openRoom({ ...RATE, rateBurst: 8, snapshotEvents: 3, maxSnapshot: 100 });
     const [a, b] = [room.hello(), room.hello()];
     room.post(a, 1); // due at 3
@@ -2235,11 +2309,16 @@ describe("reflector: limits and identity", () => {
     send(room.reflector, first.socket, { type: "snapshot", seq: 3, part: 1, parts: 2, data: "y".repeat(80) });
     assert.deepEqual(codes(first.socket).at(-1), "snapshot-too-large");
     assert.deepEqual(second.socket.ofType("snapshot-request"), [{ type: "snapshot-request", seq: 3 }]);
-    // Parts take tokens like any frame: beyond the burst, one is refused and the upload does not complete.
-    const many = Array.from({ length: 10 }, (_, index) => `${index}`.padEnd(6, "."));
-    room.upload(second, 3, many);
-    assert.ok(codes(second.socket).includes("rate-limited"));
-    assert.equal(room.storage.values.get("snapshot"), undefined);
+    // Parts asked for take no token, so more of them than the burst go up at once; a repeated part takes one, like
+    // any frame, and beyond the burst it is throttled.
+    const parts = Array.from({ length: 10 }, (_, index) => state.slice(index * 6, index * 6 + 6));
+    room.upload(second, 3, parts, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(codes(second.socket), []);
+    for (let repeat = 0; repeat < 10; repeat++) room.upload(second, 3, parts, [0]);
+    // Its hello and its hash took two of its eight tokens: six repeats are refused as such, the rest throttled.
+    assert.deepEqual(codes(second.socket), [...Array<string>(6).fill("bad-frame"), ...Array<string>(4).fill("rate-limited")]);
+    room.upload(second, 3, parts, [9]);
+    assert.deepEqual(second.socket.ofType("snapshot-stored"), [{ type: "snapshot-stored", seq: 3 }], "the last part completes it, with the bucket empty");
   });
 
   test("a snapshot part nobody asked for is throttled like any other frame", async () => {

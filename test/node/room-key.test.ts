@@ -16,8 +16,9 @@ describe("room keys", () => {
     }
   });
 
-  test("refuses secrets shorter than 128 bits or not base64url, with a clear error", async () => {
-    for (const bad of ["", "short", "A".repeat(20), `${"A".repeat(21)}=`, `${"A".repeat(21)}+`, "x".repeat(21) + "é"]) {
+  test("refuses secrets shorter than 128 bits or not base64url, of any length, with a clear error", async () => {
+    // 25 characters (4n + 1) is long enough, but no base64url: it must be refused, not throw while decoding.
+    for (const bad of ["", "short", "A".repeat(20), `${"A".repeat(21)}=`, `${"A".repeat(21)}+`, "x".repeat(21) + "é", "A".repeat(25)]) {
       assert.equal(isRoomSecret(bad), false, bad);
       await assert.rejects(RoomKey.derive("room", bad), /at least 128 bits/);
     }

@@ -5,6 +5,7 @@
 import WebSocket from "ws";
 import { RoomKey } from "../../component/room-key.js";
 import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { memberUrl } from "./ticket.js";
 import { waitFor } from "./wait-for.js";
 
 type Resume = { client: string; secret: string; seq: number };
@@ -20,6 +21,10 @@ export interface RawClientOptions {
   address?: string;
   /** False for a client that does not acknowledge the marks in its stream, as one that stopped reading would not. */
   acknowledges?: boolean;
+  /** The ticket for the door: made with this client's key now (the default), made at another time, or none. */
+  ticket?: { at: number } | false;
+  /** Opens exactly this address (a member's, replayed) instead of one made from the options above. */
+  url?: string;
 }
 
 export class RawClient {
@@ -56,7 +61,9 @@ export class RawClient {
   static async open(host: string, room: string, options: RawClientOptions = {}): Promise<RawClient> {
     const key = await RoomKey.derive(room, options.secret);
     const pk = options.pk ?? `raw-${Math.random().toString(36).slice(2)}`;
-    const client = new RawClient(new WebSocket(`ws://${host}/parties/main/${options.address ?? key.address}?_pk=${pk}`), key, options.acknowledges ?? true);
+    const { address, ticket } = options;
+    const url = options.url ?? (await memberUrl(host, key, { address, at: ticket === false ? undefined : ticket?.at, ticket: ticket !== false, query: { _pk: pk } }));
+    const client = new RawClient(new WebSocket(url), key, options.acknowledges ?? true);
     await new Promise<void>((resolve, reject) => {
       client.socket.once("open", () => resolve());
       client.socket.once("error", reject);
