@@ -10,8 +10,8 @@ import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import { RoomKey } from "../component/room-key.js";
-import { sha256Hex } from "../party/crypto.js";
-import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ServerFrame } from "../party/protocol.js";
+import { sha256Hex } from "../common/crypto.js";
+import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ServerFrame } from "../common/protocol.js";
 import { memberUrl } from "../test/support/ticket.js";
 
 /** About the size of a sealed chat post: "e1." + IV + AES-GCM ciphertext of a short message, base64url. */

@@ -13,7 +13,7 @@ import WebSocket from "ws";
 import { CHAT_SCOPE, ChatModel } from "../component/chat-model.js";
 import { newRoomSecret, RoomKey } from "../component/room-key.js";
 import { Session } from "../component/session.js";
-import { parseServerFrames, PONG, type Welcome } from "../party/protocol.js";
+import { parseServerFrames, PONG, type Welcome } from "../common/protocol.js";
 import { DEFAULT_SETTINGS } from "../party/settings.js";
 import { startReflector, type ReflectorServer } from "../test/support/reflector-server.js";
 import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";

@@ -2,7 +2,7 @@ import { css, html, LitElement, nothing, type PropertyValues } from "lit";
 import { repeat } from "lit/directives/repeat.js";
 import { create as createQrCode } from "qrcode/lib/core/qrcode.js";
 import { CHAT_SCOPE, ChatModel, checkPost, type ChatEntry, type ChatUser } from "./chat-model.js";
-import { checkRoomId } from "../party/protocol.js";
+import { checkRoomId } from "../common/protocol.js";
 import { newRoomSecret } from "./room-key.js";
 import { Session, type SessionStatus } from "./session.js";
 

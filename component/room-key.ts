@@ -13,8 +13,8 @@
  * A room named without a secret derives all of it from the room name: encrypted on the wire and in storage, but anyone
  * who knows or guesses the name holds its key.
  */
-import { fromBase64Url, toBase64Url } from "../party/base64url.js";
-import { roomAddress } from "../party/protocol.js";
+import { fromBase64Url, toBase64Url } from "../common/base64url.js";
+import { roomAddress } from "../common/protocol.js";
 
 /** Bytes in a new room secret: 128 bits. */
 export const SECRET_BYTES = 16;

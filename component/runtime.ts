@@ -5,7 +5,7 @@
  *
  * Model code runs only inside `Replica` methods, so it can reach the replica it belongs to through `executing`.
  */
-import type { ReflectedEvent } from "../party/protocol.js";
+import type { ReflectedEvent } from "../common/protocol.js";
 import { Xoshiro128StarStar } from "./prng.js";
 
 /** Values model state may hold: JSON, plus references to other models. */

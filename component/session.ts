@@ -9,9 +9,8 @@
  * `ws`, headless in Node.
  */
 import { PartySocket } from "partysocket";
-import { sha256Hex } from "../party/crypto.js";
-import { firstAllowance } from "../party/limits.js";
-import { TokenBucket } from "../party/token-bucket.js";
+import { sha256Hex } from "../common/crypto.js";
+import { firstAllowance, TokenBucket } from "../common/token-bucket.js";
 import {
   CLOSE_BAD_ROOM,
   CLOSE_NOT_MEMBER,
@@ -27,7 +26,7 @@ import {
   type ServerFrame,
   type Vote,
   type Welcome,
-} from "../party/protocol.js";
+} from "../common/protocol.js";
 import { isRoomSecret, RoomKey, SealError } from "./room-key.js";
 import { encodeModelEvent, Replica, topicKey, type Model, type ModelClass, type ViewEvent } from "./runtime.js";
 

@@ -8,7 +8,7 @@
  * so a client cannot claim to be reading while it is not. A socket more than `maxLag` beyond its last acknowledged
  * mark (its welcome aside) is closed, and its client resumes where it is.
  */
-import { encodeBatch, encodeMark } from "./protocol.js";
+import { encodeBatch, encodeMark } from "../common/protocol.js";
 
 /** Frames a room sends at once within one coalescing window before it batches the rest of the window's events. */
 export const IMMEDIATE_PER_WINDOW = 4;

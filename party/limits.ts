@@ -3,7 +3,7 @@
  * of the room's posts, and the clock those limits read.
  */
 import type { ReflectorSettings } from "./settings.js";
-import { TokenBucket } from "./token-bucket.js";
+import { TokenBucket, type Budget } from "../common/token-bucket.js";
 
 /**
  * A connection's allowance: a token bucket that holds up to `burst` tokens and refills at `rate` per second, and
@@ -37,17 +37,6 @@ export class RateLimiter {
   }
 }
 
-/** Posts per second a client may make, and at once. */
-export interface Budget {
-  perSecond: number;
-  burst: number;
-}
-
-/**
- * What a newcomer's share holds at first: half a second's worth (at least one post), not a whole burst, so that
- * churning through new identities (at most `joinRate` a second) gains less than one more client's share.
- */
-export const firstAllowance = (budget: Budget) => Math.min(budget.burst, Math.max(1, Math.floor(budget.perSecond / 2)));
 
 /** Seconds of a client's share it may post at once. */
 const BUDGET_SECONDS = 3;

@@ -1,5 +1,5 @@
 import { Delivery, newAccount, trySend, type Receiver } from "./delivery.js";
-import { budgetFor, firstAllowance, RateLimiter, SendClock, type Budget } from "./limits.js";
+import { budgetFor, RateLimiter, SendClock } from "./limits.js";
 import {
   CLOSE_BEHIND,
   CLOSE_BUSY,
@@ -22,11 +22,11 @@ import {
   type ClientFrame,
   type ErrorCode,
   type ReflectedEvent,
-} from "./protocol.js";
+} from "../common/protocol.js";
 import { RoomStore, type RetiredClient, type RoomStorage } from "./room-store.js";
 import { DEFAULT_SETTINGS, type ReflectorSettings } from "./settings.js";
 import { SnapshotRounds } from "./snapshot-round.js";
-import { TokenBucket } from "./token-bucket.js";
+import { firstAllowance, TokenBucket, type Budget } from "../common/token-bucket.js";
 
 /**
  * Anything the reflector can send a text frame to: a PartyServer or PartyKit connection, or a plain object in tests.

@@ -1,4 +1,4 @@
-import { encodeEvent, type ReflectedEvent } from "./protocol.js";
+import { encodeEvent, type ReflectedEvent } from "../common/protocol.js";
 
 /** The part of PartyKit's room storage the reflector needs; a Map-backed object with the same methods drives it in Node tests. */
 export interface RoomStorage {

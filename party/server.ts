@@ -1,7 +1,7 @@
 import type * as Party from "partykit/server";
-import { newToken } from "./base64url.js";
-import { sha256Hex, verifyMember } from "./crypto.js";
-import { CLOSE_BAD_ROOM, encodeError, parseRoomAddress } from "./protocol.js";
+import { newToken } from "../common/base64url.js";
+import { sha256Hex, verifyMember } from "../common/crypto.js";
+import { CLOSE_BAD_ROOM, encodeError, parseRoomAddress } from "../common/protocol.js";
 import { Reflector } from "./reflector.js";
 import { RoomAlarm } from "./room-alarm.js";
 import { checkTicket } from "./ticket.js";

@@ -3,7 +3,7 @@
  * range it must be in. Both adapters read them with `settingsFromEnv`; docs/protocol.md#settings lists them, and a
  * test holds that list to this one.
  */
-import { MAX_FRAME_LENGTH, MAX_ROOM_ID_LENGTH, MAX_SNAPSHOT_PARTS, SNAPSHOT_PART_LENGTH } from "./protocol.js";
+import { MAX_FRAME_LENGTH, MAX_ROOM_ID_LENGTH, MAX_SNAPSHOT_PARTS, SNAPSHOT_PART_LENGTH } from "../common/protocol.js";
 
 export interface ReflectorSettings {
   /** How long a client whose socket dropped stays present, waiting for it to resume. */

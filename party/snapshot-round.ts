@@ -2,7 +2,7 @@
  * The snapshot rounds of a room: when one falls due, the members' votes, and the upload the reflector stores only if
  * it is what the majority voted for. docs/protocol.md#snapshots-and-divergence describes them.
  */
-import { encodeDivergence, encodeSnapshotNotice, majority, type SnapshotPart, type Vote } from "./protocol.js";
+import { encodeDivergence, encodeSnapshotNotice, majority, type SnapshotPart, type Vote } from "../common/protocol.js";
 import type { RoomRecord, StoredRound } from "./room-store.js";
 import type { ReflectorSettings } from "./settings.js";
 

@@ -5,8 +5,8 @@
  * that follows still answers a challenge of this connection: a ticket seen in a log can be replayed only within
  * TICKET_WINDOW, and only to wait at the door of the hello. docs/protocol.md#connecting describes it.
  */
-import { verifySigned } from "./crypto.js";
-import { CLOSE_NOT_MEMBER, CLOSE_STALE_TICKET, encodeError, TICKET_WINDOW, ticketText } from "./protocol.js";
+import { verifySigned } from "../common/crypto.js";
+import { CLOSE_NOT_MEMBER, CLOSE_STALE_TICKET, encodeError, TICKET_WINDOW, ticketText } from "../common/protocol.js";
 
 /** Why a socket is turned away at the door: the error frame it gets, then the close. */
 export interface Refusal {

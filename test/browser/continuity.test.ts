@@ -1,6 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import { newRoomSecret, RoomKey } from "../../component/room-key.js";
-import { helloChallenge, parseServerFrames, PROTOCOL_VERSION } from "../../party/protocol.js";
+import { helloChallenge, parseServerFrames, PROTOCOL_VERSION } from "../../common/protocol.js";
 import { addChat, demo, logTexts, part, reflectorHost, removeAll, uniqueRoom, waitFor } from "./helpers.js";
 import { memberUrl } from "../support/ticket.js";
 

@@ -12,7 +12,7 @@ import { test } from "node:test";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { sha256Hex } from "../../component/state-hash.js";
-import { parseServerFrames } from "../../party/protocol.js";
+import { parseServerFrames } from "../../common/protocol.js";
 import { TestNetwork } from "../support/network.js";
 import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { ReflectedEvent } from "../../party/protocol.js";
+import type { ReflectedEvent } from "../../common/protocol.js";
 import { ChatModel, DEFAULT_MAX_HISTORY, MAX_POST_LENGTH } from "../../component/chat-model.js";
 import { NICKNAMES } from "../../component/nicknames.js";
 import { encodeModelEvent, Replica } from "../../component/runtime.js";

@@ -14,7 +14,7 @@ import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { MAX_FRAME_LENGTH, MAX_SNAPSHOT_PARTS, parseServerFrames, PROTOCOL_VERSION, type ErrorCode, type ServerFrame } from "../../party/protocol.js";
+import { MAX_FRAME_LENGTH, MAX_SNAPSHOT_PARTS, parseServerFrames, PROTOCOL_VERSION, type ErrorCode, type ServerFrame } from "../../common/protocol.js";
 import { RawClient } from "../support/raw-client.js";
 import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";

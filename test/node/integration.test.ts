@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { newRoomSecret } from "../../component/room-key.js";
 import type { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { CLOSE_NOT_MEMBER, MAX_FRAME_LENGTH, PING } from "../../party/protocol.js";
+import { CLOSE_NOT_MEMBER, MAX_FRAME_LENGTH, PING } from "../../common/protocol.js";
 import { RawClient } from "../support/raw-client.js";
 import { PLATFORMS, startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";

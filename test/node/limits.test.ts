@@ -9,7 +9,7 @@ import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
-import { CLOSE_BAD_ROOM, CLOSE_BUSY, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, type ServerFrame } from "../../party/protocol.js";
+import { CLOSE_BAD_ROOM, CLOSE_BUSY, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, type ServerFrame } from "../../common/protocol.js";
 import { budgetFor } from "../../party/limits.js";
 import { DEFAULT_SETTINGS } from "../../party/settings.js";
 import { TestNetwork } from "../support/network.js";

@@ -27,14 +27,14 @@ import {
   type ReflectedEvent,
   type ServerFrame,
   type Welcome,
-} from "../../party/protocol.js";
+} from "../../common/protocol.js";
 import { IMMEDIATE_PER_WINDOW } from "../../party/delivery.js";
 import { RateLimiter, SKEW_ALLOWANCE } from "../../party/limits.js";
 import { Reflector, stampTime, type ClientSocket, type SocketState } from "../../party/reflector.js";
 import { countVotes } from "../../party/snapshot-round.js";
 import type { RoomStorage } from "../../party/room-store.js";
 import type { ReflectorSettings } from "../../party/settings.js";
-import { sha256Hex, verifyMember } from "../../party/crypto.js";
+import { sha256Hex, verifyMember } from "../../common/crypto.js";
 import { newRoomSecret, RoomKey } from "../../component/room-key.js";
 import { waitFor } from "../support/wait-for.js";
 

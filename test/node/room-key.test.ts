@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { isRoomSecret, newRoomSecret, RoomKey, SealError } from "../../component/room-key.js";
-import { sha256Hex, verifyMember } from "../../party/crypto.js";
-import { FINGERPRINT_LENGTH, helloChallenge, parseRoomAddress } from "../../party/protocol.js";
+import { sha256Hex, verifyMember } from "../../common/crypto.js";
+import { FINGERPRINT_LENGTH, helloChallenge, parseRoomAddress } from "../../common/protocol.js";
 
 const isSealError = (error: unknown) => error instanceof SealError;
 

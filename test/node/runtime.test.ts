@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { ReflectedEvent } from "../../party/protocol.js";
+import type { ReflectedEvent } from "../../common/protocol.js";
 import { Xoshiro128StarStar } from "../../component/prng.js";
 import { encodeModelEvent, MAX_DATA_DEPTH, Model, Replica } from "../../component/runtime.js";
 import { stateHash } from "../../component/state-hash.js";

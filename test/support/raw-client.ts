@@ -4,7 +4,7 @@
  */
 import WebSocket from "ws";
 import { RoomKey } from "../../component/room-key.js";
-import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../party/protocol.js";
+import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../common/protocol.js";
 import { memberUrl } from "./ticket.js";
 import { waitFor } from "./wait-for.js";
 

@@ -48,3 +48,15 @@ export class TokenBucket {
     this.refilledAt = Math.max(this.refilledAt, now);
   }
 }
+
+/** Posts per second a client may make, and at once. */
+export interface Budget {
+  perSecond: number;
+  burst: number;
+}
+
+/**
+ * What a newcomer's share of the room's posts holds at first, at the reflector and in the session alike: half a second's worth (at least one post), not a whole burst, so that
+ * churning through new identities (at most `joinRate` a second) gains less than one more client's share.
+ */
+export const firstAllowance = (budget: Budget) => Math.min(budget.burst, Math.max(1, Math.floor(budget.perSecond / 2)));
