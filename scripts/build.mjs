@@ -9,6 +9,7 @@ import { litPlugin } from "@custom-elements-manifest/analyzer/src/features/frame
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 
 const ELEMENT = "component/multiuser-chat.ts";
 const NPM_ENTRY = "dist/npm/multiuser-chat.js";
@@ -80,21 +81,26 @@ const minifyLiterals = {
 };
 
 /**
- * The element asks qrcode for one segment in byte mode (a URL needs no other), so qrcode's optimal segmentation
- * (dijkstrajs) and its numeric, alphanumeric and kanji encoders are never reached: the bundles get a stub that says
- * so instead of them. Its mode detection (regex.js) still runs, on the bytes, and can only answer "byte" to a
- * segment given in byte mode: a stub answers that at once. About 1.3 kB gzipped in all;
+ * The element asks qrcode for one segment in byte mode (a URL needs no other), so qrcode's segmentation (its
+ * optimal split of a string with dijkstrajs, and its numeric, alphanumeric and kanji encoders) is never reached: the
+ * bundles get a segments.js that builds byte segments only, and says so for anything else. Its mode detection
+ * (regex.js, which mode.js loads) is never asked either: a stub answers "not that mode". About 2 kB gzipped in all;
  * test/browser/join-url.test.ts decodes the codes the element draws.
  */
 const qrcodeByteModeOnly = {
   name: "qrcode-byte-mode-only",
   setup(build) {
-    build.onResolve({ filter: /^dijkstrajs$|[\\/](kanji|numeric|alphanumeric)-data(\.js)?$/ }, ({ path }) => ({ path, namespace: "unused-qrcode-mode" }));
-    build.onLoad({ filter: /.*/, namespace: "unused-qrcode-mode" }, ({ path }) => ({
-      contents: `module.exports = function () { throw new Error(${JSON.stringify(`${path} is not bundled: encode QR codes in byte mode`)}); };`,
+    const fromQrcode = (importer) => /[\\/]qrcode[\\/]/.test(importer);
+    build.onResolve({ filter: /^\.\/segments(\.js)?$/ }, ({ path, importer }) => (fromQrcode(importer) ? { path: join(dirname(importer), path), namespace: "byte-segments" } : undefined));
+    build.onLoad({ filter: /.*/, namespace: "byte-segments" }, ({ path }) => ({
+      resolveDir: dirname(path),
+      contents: `const ByteData = require("./byte-data");
+const unused = () => { throw new Error("qrcode's segmentation is not bundled: give it segments in byte mode"); };
+exports.fromArray = (segments) => segments.map(({ data, mode }) => (mode === "byte" ? new ByteData(data) : unused()));
+exports.fromString = exports.rawSplit = unused;`,
       loader: "js",
     }));
-    build.onResolve({ filter: /^\.\/regex(\.js)?$/ }, ({ path, importer }) => (/[\\/]qrcode[\\/]/.test(importer) ? { path, namespace: "byte-mode-detection" } : undefined));
+    build.onResolve({ filter: /^\.\/regex(\.js)?$/ }, ({ path, importer }) => (fromQrcode(importer) ? { path, namespace: "byte-mode-detection" } : undefined));
     build.onLoad({ filter: /.*/, namespace: "byte-mode-detection" }, () => ({
       contents: "const no = () => false; module.exports = { testNumeric: no, testAlphanumeric: no, testKanji: no };",
       loader: "js",
