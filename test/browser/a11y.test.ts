@@ -1,6 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import { emulateMedia, executeServerCommand, sendKeys } from "@web/test-runner-commands";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
 import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, sendWithButton, uniqueRoom, waitFor } from "./helpers.js";
 
 /** axe-core, served from node_modules by the test server, loaded once as a classic script. */

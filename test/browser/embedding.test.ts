@@ -5,7 +5,7 @@
  */
 import { expect } from "@esm-bundle/chai";
 import { executeServerCommand } from "@web/test-runner-commands";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
 import { addChat, decodeQrCode, logTexts, reflectorHost, removeAll, sendWithButton, statusOf, uniqueRoom, waitFor } from "./helpers.js";
 
 const WARNING = "<multiuser-chat> is already defined; this copy of the script is not used.";

@@ -1,7 +1,7 @@
 /** Helpers for the Chromium tests: they drive the built element (dist/) against the real reflector. */
 import { executeServerCommand } from "@web/test-runner-commands";
 import "../../dist/multiuser-chat.js";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
 import { waitFor } from "../support/wait-for.js";
 
 export { waitFor };

@@ -11,7 +11,7 @@
  */
 import { expect } from "@esm-bundle/chai";
 import { executeServerCommand } from "@web/test-runner-commands";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
 import { CHAT_SCOPE, ChatModel, checkPost } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
 import { INJECTION_CORPUS, pwned, SENTINEL } from "../support/injection-corpus.js";

@@ -1,6 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import { CHAT_SCOPE, ChatModel } from "../../component/chat-model.js";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
 import { Session } from "../../component/session.js";
 import { addChat, logTexts, reflectorHost, removeAll, uniqueRoom, waitFor } from "./helpers.js";
 

@@ -1,6 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import { emulateMedia, setViewport } from "@web/test-runner-commands";
-import type { MultiuserChat } from "../../component/multiuser-chat.js";
+import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
 import { addChat, logTexts, part, reflectorHost, removeAll, sendWithButton, uniqueRoom, waitFor } from "./helpers.js";
 
 // Tests compare booleans, not elements: the runner cannot report a failed assertion about a DOM node.

@@ -8,11 +8,14 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { test } from "node:test";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const at = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const pkg = JSON.parse(await readFile(at("package.json"), "utf8"));
 const ENTRY = "dist/npm/multiuser-chat.js";
+/** The class without its registration, `multiuser-chat/class`. */
+const CLASS = "dist/npm/class.js";
 const TAG = "multiuser-chat";
 /** The single-file bundles; each names its .LEGAL.txt (the libraries' licence comments) in its last lines. */
 const bundles = ["dist/multiuser-chat.js", "dist/multiuser-chat.iife.js"];
@@ -30,27 +33,49 @@ test("package.json's module, types, exports and customElements name files the bu
   for (const path of named()) assert.ok(existsSync(at(path)), `${path} is missing: run \`npm run build\` first (\`npm test\` does)`);
 });
 
-test("the npm entry imports lit, partysocket and qrcode instead of containing them", async () => {
-  const entry = await readFile(at(ENTRY), "utf8");
-  const packages = new Set([...entry.matchAll(/^import .* from "([^"]+)";$/gm)].map(([, specifier]) => specifier.split("/")[0]));
+/** The package's modules that `path` loads: itself and, through their relative imports, the modules they import. */
+async function loaded(path: string): Promise<Map<string, string>> {
+  const modules = new Map<string, string>();
+  const visit = async (file: string) => {
+    if (modules.has(file)) return;
+    const text = await readFile(at(file), "utf8");
+    modules.set(file, text);
+    for (const [, specifier] of text.matchAll(/^(?:import|export) .* from "(\.[^"]+)";$/gm)) await visit(`${dirname(file)}/${specifier!.replace(/^\.\//, "")}`);
+  };
+  await visit(path);
+  return modules;
+}
+
+test("the npm entry imports the class module, and the two import lit, partysocket and qrcode instead of containing them", async () => {
+  const modules = await loaded(ENTRY);
+  assert.deepEqual([...modules.keys()], [ENTRY, CLASS]);
+  const packages = new Set([...modules.values()].flatMap((text) => [...text.matchAll(/^import .* from "([^".][^"]*)";$/gm)].map(([, specifier]) => specifier!.split("/")[0])));
   assert.deepEqual([...packages].sort(), Object.keys(pkg.dependencies).sort());
   // Each library's own code, which the single-file bundles carry.
   for (const marker of ["litElementVersions", "ReconnectingWebSocket", "getSymbolSize"]) {
-    assert.ok(!entry.includes(marker), `the npm entry contains ${marker}`);
+    for (const [path, text] of modules) assert.ok(!text.includes(marker), `${path} contains ${marker}`);
     assert.ok((await readFile(at("dist/multiuser-chat.js"), "utf8")).includes(marker), `${marker} is no marker of the bundled libraries`);
   }
 });
 
-test("a TypeScript consumer of the package gets the element's class and its tag from the .d.ts types", async () => {
+test("only the npm entry registers the element: the class module can be imported to register it under another name", async () => {
+  const defines = async (path: string) => (await readFile(at(path), "utf8")).includes("customElements.define(");
+  assert.equal(await defines(ENTRY), true);
+  assert.equal(await defines(CLASS), false);
+});
+
+test("a TypeScript consumer of the package gets the element's class and its tag from the .d.ts types, and the class alone from multiuser-chat/class", async () => {
   // Inside the package, its own name resolves through its `exports`, as it would from a consumer's node_modules.
   const dir = at("test-results/consumer");
   await mkdir(dir, { recursive: true });
   await writeFile(
     `${dir}/consumer.ts`,
     `import { MultiuserChat } from "${pkg.name}";
+import { MultiuserChat as Unregistered } from "${pkg.name}/class";
 const chat: MultiuserChat = document.createElement("${TAG}");
 chat.room = "lobby";
 export const isChat: boolean = chat instanceof MultiuserChat;
+export const sameClass: typeof MultiuserChat = Unregistered;
 `,
   );
   const compilerOptions = { strict: true, noEmit: true, target: "ES2022", module: "ESNext", moduleResolution: "Bundler", lib: ["ES2022", "DOM", "DOM.Iterable"], types: [] };
@@ -64,7 +89,7 @@ export const isChat: boolean = chat instanceof MultiuserChat;
 
 test("custom-elements.json describes <multiuser-chat> as the element's JSDoc does", async () => {
   const manifest = JSON.parse(await readFile(at(pkg.customElements), "utf8"));
-  const source = await readFile(at("component/multiuser-chat.ts"), "utf8");
+  const source = await readFile(at("component/multiuser-chat/multiuser-chat.ts"), "utf8");
   const documented = (tag: string) => [...source.matchAll(new RegExp(`^ \\* @${tag} ([\\w-]+)`, "gm"))].map(([, name]) => name).sort();
   const names = (list: { name: string }[] | undefined) => (list ?? []).map(({ name }) => name).sort();
 

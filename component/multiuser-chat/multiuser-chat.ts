@@ -1,0 +1,351 @@
+import { html, LitElement, nothing } from "lit";
+import { repeat } from "lit/directives/repeat.js";
+import { CHAT_SCOPE, checkPost, type ChatEntry, type ChatModel, type ChatUser } from "../chat-model.js";
+import type { Session, SessionStatus } from "../session.js";
+import { styles } from "./multiuser-chat.styles.js";
+import { SessionController } from "./session-controller.js";
+
+/** `show-qr` and `show-users` are on unless set to `false`, as `draggable` and `spellcheck` are. */
+const shown = { fromAttribute: (value: string | null) => value !== "false" };
+
+/** A user or an entry as the element hands it to the page: a frozen copy, `own` when it is this element's. */
+export type Own<T> = Readonly<T & { own: boolean }>;
+
+/** The element's events, for `addEventListener` with types. */
+export interface MultiuserChatEventMap {
+  "multiuser-chat-message": CustomEvent<Own<ChatEntry>>;
+  "multiuser-chat-user-enter": CustomEvent<Own<ChatUser>>;
+  "multiuser-chat-user-exit": CustomEvent<Own<ChatUser>>;
+  "multiuser-chat-status": CustomEvent<{ status: SessionStatus }>;
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type
+  interface HTMLElementEventMap extends MultiuserChatEventMap {}
+}
+
+/**
+ * `<multiuser-chat>`: a chat that every page showing the same room shares. The element is the view: it renders
+ * the replicated `ChatModel` and publishes what the reader types; the reflector puts every post in one order.
+ * This module defines the class only; `define.js` registers it as `multiuser-chat`.
+ *
+ * @attr host - the reflector's `host[:port]`; by default the host that served this script
+ * @attr room - the room (session) id; by default the page URL's `room` parameter, else a new random room
+ * @attr key - the room's secret key (base64url, 128 bits or more); by default the page URL's `#key=`, made anew
+ *   with a new room; a room without one is encrypted with a key derived from its name, which is not private
+ * @attr party - the PartyKit party; `main` by default
+ * @attr join-url - the page the QR code and the join link open, with the room and the key added; by default this
+ *   page. Set it where a phone cannot open this page's address, as in a CodePen: the deployment's demo page will do
+ * @attr show-qr - `false` hides the QR code and the join link; shown by default (any other value, or none, shows it)
+ * @attr show-users - `false` hides the list of users; shown by default (any other value, or none, shows it)
+ *
+ * Below 480 px of the element's own width (not the viewport's) the users move under the log and the QR code folds
+ * away behind a "QR code" disclosure button; Escape closes it again and returns focus to the button.
+ * Colours follow `prefers-color-scheme` (dark defaults for the same custom properties). Nothing moves (no animation,
+ * no smooth scrolling), so `prefers-reduced-motion: reduce` needs nothing turned off.
+ *
+ * Events describe what happens after the element joined: the history and users already there at join are not
+ * replayed (read `history` and `users`); after a reconnection, what happened meanwhile fires once, in a batch.
+ *
+ * @fires multiuser-chat-message - a post arrived, the reader's own included; `detail`: {n, kind: "post", time,
+ *   text, author, nickname, own}
+ * @fires multiuser-chat-user-enter - a user joined the room; `detail`: {id, nickname, own}
+ * @fires multiuser-chat-user-exit - a user left the room; `detail`: {id, nickname, own}
+ * @fires multiuser-chat-status - the connection status changed; `detail`: {status}: `connecting`, `connected`,
+ *   `reconnecting` or `offline`
+ *
+ * @csspart header - the bar with the title and the status
+ * @csspart status - the connection status text
+ * @csspart log - the scrolling list of messages and notices
+ * @csspart message - one post
+ * @csspart notice - one join, leave or reset notice
+ * @csspart pending - one post typed here that has not reached the others yet
+ * @csspart warning - the warning shown when this copy of the chat disagrees with the others
+ * @csspart users - the list of connected users
+ * @csspart user - one user
+ * @csspart qr - the QR code and the join link
+ * @csspart qr-button - the button that shows and hides the QR code in the narrow layout
+ * @csspart form - the message field and the Send button
+ * @csspart input - the message field
+ * @csspart button - the Send button
+ * @csspart error - the message shown when a post is refused
+ *
+ * @cssprop --multiuser-chat-background - background of the element
+ * @cssprop --multiuser-chat-color - text colour
+ * @cssprop --multiuser-chat-muted-color - colour of notices, times, posts not sent yet and the status
+ * @cssprop --multiuser-chat-accent - colour of nicknames, links, the buttons and focus rings
+ * @cssprop --multiuser-chat-accent-contrast - text colour on the accent colour
+ * @cssprop --multiuser-chat-border-color - colour of borders
+ * @cssprop --multiuser-chat-error-color - colour of the refusal message and the warning
+ * @cssprop --multiuser-chat-qr-color - colour of the QR code's modules (keep it dark on a light background: not
+ *   every phone reads an inverted code); black by default, in both schemes
+ * @cssprop --multiuser-chat-qr-background - background of the QR code; white by default, in both schemes
+ * @cssprop --multiuser-chat-font-family - font of the whole element
+ * @cssprop --multiuser-chat-font-size - base font size
+ * @cssprop --multiuser-chat-radius - corner radius
+ * @cssprop --multiuser-chat-spacing - the base unit of padding and gaps
+ * @cssprop --multiuser-chat-height - height of the element
+ */
+export class MultiuserChat extends LitElement {
+  static override properties = {
+    host: {},
+    room: {},
+    key: {},
+    party: {},
+    joinPage: { attribute: "join-url" },
+    showQr: { attribute: "show-qr", converter: shown },
+    showUsers: { attribute: "show-users", converter: shown },
+    refusal: { state: true },
+    narrow: { state: true },
+    qrOpen: { state: true },
+  };
+
+  static override styles = styles;
+
+  declare host: string | undefined;
+  declare room: string | undefined;
+  declare key: string | undefined;
+  declare party: string | undefined;
+  /** The `join-url` attribute. */
+  declare joinPage: string | undefined;
+  /** Whether the QR code and the join link show; the attribute `show-qr="false"` hides them. */
+  showQr = true;
+  /** Whether the list of users shows; the attribute `show-users="false"` hides it. */
+  showUsers = true;
+  /** Why the reader's last post was not sent, shown until they edit or send again. */
+  declare protected refusal: string | undefined;
+  /** True while the element is narrower than 480 px: the QR code folds away behind a button. */
+  declare protected narrow: boolean;
+  /** True while the folded QR code is shown. */
+  declare protected qrOpen: boolean;
+
+  readonly #chat = new SessionController(this, (session) => this.#listen(session));
+  #stickToBottom = true;
+  /** The element's own width decides the layout, whatever the viewport's. */
+  #resizer = new ResizeObserver(() => (this.narrow = this.offsetWidth < 480));
+
+  /** The connection status: `connecting`, `connected`, `reconnecting` or `offline`. */
+  get status(): SessionStatus {
+    return this.#chat.session?.status ?? "connecting";
+  }
+
+  /** The users in the room, in the order they joined: frozen copies, with `own` marking this element's user. */
+  get users(): readonly Own<ChatUser>[] {
+    return Object.freeze((this.model?.users ?? []).map((user) => this.#own(user)));
+  }
+
+  /** The history (at most the last 100 posts and notices): frozen copies, with `own` marking this element's posts. */
+  get history(): readonly Own<ChatEntry>[] {
+    return Object.freeze((this.model?.history ?? []).map((entry) => this.#own(entry)));
+  }
+
+  /** Read-only view of the replicated model, once the first welcome has arrived. */
+  get model(): ChatModel | undefined {
+    return this.#chat.session?.model as ChatModel | undefined;
+  }
+
+  /**
+   * Publishes `text` as this element's user, as the form does: the text is trimmed, and the post waits in the
+   * element while it is offline. Returns false when there is nothing to send (blank text, or the element could
+   * not join); throws a `RangeError` with the element's message for text over 1,000 characters.
+   */
+  post(text: string): boolean {
+    const check = checkPost(text);
+    if (!check.ok) {
+      if (check.reason === "too-long") throw new RangeError(check.message);
+      return false;
+    }
+    this.#chat.session?.publish(CHAT_SCOPE, "post", { text: check.text });
+    return !!this.#chat.session;
+  }
+
+  override connectedCallback(): void {
+    super.connectedCallback();
+    this.#resizer.observe(this);
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback();
+    this.#resizer.disconnect();
+  }
+
+  /**
+   * Renders at most once per animation frame, however many events arrive in between: a burst of posts costs a
+   * render per frame, not one per post.
+   */
+  protected override async scheduleUpdate(): Promise<void> {
+    await new Promise((resolve) => requestAnimationFrame(resolve));
+    super.scheduleUpdate();
+  }
+
+  protected override willUpdate(): void {
+    const log = this.#logElement;
+    this.#stickToBottom = !log || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+  }
+
+  protected override updated(): void {
+    const log = this.#logElement;
+    if (log && this.#stickToBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  // No header or aside elements: landmarks would compete with the page's own.
+  protected override render() {
+    const alert = this.#chat.failure ?? this.refusal ?? this.#chat.notice;
+    return html`
+      <div part="header">
+        <h2>Chat</h2>
+        <span part="status" role="status">${statusText[this.status]}</span>
+      </div>
+      <div class=${this.narrow ? "body narrow" : "body"}>
+        <div part="log" role="log" aria-label="Chat messages" tabindex="0">
+          <ol>
+            ${repeat(this.model?.history ?? [], (entry) => entry.n, (entry) => this.#entryTemplate(entry))}
+            ${this.#pendingTemplates()}
+          </ol>
+        </div>
+        ${this.showUsers || this.showQr ? this.#sideTemplate() : nothing}
+      </div>
+      <form part="form" @submit=${this.#send}>
+        <input part="input" name="message" aria-label="Message" autocomplete="off" @input=${this.#clearRefusal} />
+        <button part="button" type="submit">Send</button>
+      </form>
+      <p part="error" role="alert" ?hidden=${alert === undefined}>${alert ?? nothing}</p>
+      ${this.#warningTemplate()}
+    `;
+  }
+
+  #entryTemplate(entry: ChatEntry) {
+    const time = html`<time datetime=${new Date(entry.time).toISOString()}>${timeFormat.format(entry.time)}</time>`;
+    if (entry.kind === "notice") return html`<li part="notice">${time} ${entry.text}</li>`;
+    return html`<li part="message">${time} <span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
+  }
+
+  /** The reader's own posts that wait for the connection, shown where they will appear. */
+  #pendingTemplates() {
+    const session = this.#chat.session;
+    const nickname = this.model?.nicknameOf(session?.clientId ?? "") ?? "You";
+    return (session?.pending ?? [])
+      .filter((pending) => pending.scope === CHAT_SCOPE && pending.event === "post")
+      .map((pending) => html`<li part="pending"><span class="nickname">${nickname}</span>: ${(pending.data as { text?: string } | null)?.text ?? ""} <em>(sending…)</em></li>`);
+  }
+
+  /**
+   * The users and the QR code: beside the log, or under it in the narrow layout, where the QR code folds away behind
+   * a disclosure button that it directly follows.
+   */
+  #sideTemplate() {
+    return html`
+      <div class="side" @keydown=${this.#closeQr}>
+        ${this.showUsers ? this.#usersTemplate() : nothing}
+        ${this.showQr ? this.#qrTemplate() : nothing}
+      </div>
+    `;
+  }
+
+  #usersTemplate() {
+    const users = this.model?.users ?? [];
+    const self = this.#chat.session?.clientId;
+    return html`
+      <h2>Users (${users.length})</h2>
+      <ul part="users" role="list" aria-label="Users">
+        ${users.map((user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}
+      </ul>
+    `;
+  }
+
+  #qrTemplate() {
+    const { joinLink, joinQrCode } = this.#chat;
+    const folded = this.narrow && !this.qrOpen;
+    return html`
+      ${this.narrow ? html`<button part="qr-button" aria-expanded=${!folded} @click=${() => (this.qrOpen = folded)}>QR code</button>` : nothing}
+      <figure part="qr" ?hidden=${folded}>
+        <div role="img" aria-label="QR code to join this chat">${joinQrCode}</div>
+        <figcaption><a href=${joinLink}>${joinLink}</a></figcaption>
+      </figure>
+    `;
+  }
+
+  #warningTemplate() {
+    const divergence = this.#chat.session?.divergence;
+    if (divergence === undefined) return nothing;
+    const text = divergence.outvoted
+      ? `This copy of the chat no longer matches the others (after event ${divergence.seq}), so what you see may be wrong. Reload the page to get the shared version.`
+      : `Another copy of this chat stopped matching after event ${divergence.seq}. Yours matches the majority.`;
+    return html`<p part="warning" role="alert">${text}</p>`;
+  }
+
+  /** Escape closes the unfolded QR code and gives the focus back to its button. */
+  #closeQr(event: KeyboardEvent): void {
+    if (event.key === "Escape" && this.qrOpen) {
+      this.qrOpen = false;
+      (event.currentTarget as HTMLElement).querySelector("button")?.focus();
+    }
+  }
+
+  get #logElement() {
+    return this.renderRoot.querySelector<HTMLElement>("[part=log]");
+  }
+
+  #send(event: SubmitEvent): void {
+    event.preventDefault();
+    const input = (event.currentTarget as HTMLFormElement).elements.namedItem("message") as HTMLInputElement;
+    this.refusal = undefined;
+    try {
+      if (this.post(input.value)) input.value = "";
+    } catch (error) {
+      // A refused post stays in the field so nothing typed is lost.
+      this.refusal = (error as Error).message;
+    }
+  }
+
+  #clearRefusal(): void {
+    this.refusal = undefined;
+  }
+
+  /** Re-renders on every change of the session's model, and tells the page what changed. */
+  #listen(session: Session): void {
+    session.addEventListener("status", () => this.#emit("status", { status: session.status }));
+    session.addEventListener("update", () => this.requestUpdate());
+    // The page hears of changes to the model, found by comparing it with what it was: the view never changes it.
+    let seen = 0; // the highest entry number the page has heard of
+    let present: ChatUser[] | undefined; // unset until the first welcome: what was there at join is not news
+    const missing = (users: ChatUser[], from: ChatUser[], type: string) => {
+      for (const user of users) if (!from.some((other) => other.id === user.id)) this.#emit(type, this.#own(user));
+    };
+    const observe = () => {
+      const model = session.model as ChatModel;
+      if (present !== undefined) {
+        missing(model.users, present, "user-enter");
+        for (const entry of model.history) if (entry.n > seen && entry.kind === "post") this.#emit("message", this.#own(entry));
+        missing(present, model.users, "user-exit");
+      }
+      seen = model.history.at(-1)?.n ?? seen;
+      present = [...model.users];
+    };
+    session.addEventListener("welcome", observe);
+    session.addEventListener("update", observe);
+    session.subscribe(CHAT_SCOPE, "refused", (data) => {
+      const { client, message } = data as { client: string; message: string };
+      if (client === session.clientId) this.refusal = message;
+    });
+  }
+
+  /** A frozen copy of a user or an entry of the model, with `own` set when it is this element's user or post. */
+  #own<T extends ChatUser | ChatEntry>(item: T): Own<T> {
+    const self = this.#chat.session?.clientId;
+    return Object.freeze({ ...item, own: self !== undefined && ((item as ChatEntry).author ?? (item as ChatUser).id) === self }) as Own<T>;
+  }
+
+  #emit(type: string, detail: object): void {
+    this.dispatchEvent(new CustomEvent(`multiuser-chat-${type}`, { detail, bubbles: true, composed: true }));
+  }
+}
+
+const statusText: Record<SessionStatus, string> = {
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  offline: "Offline",
+};
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
