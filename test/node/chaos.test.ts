@@ -16,7 +16,7 @@ import { parseServerFrames } from "../../common/protocol.js";
 import { TestNetwork } from "../support/network.js";
 import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
-import { waitFor } from "../support/wait-for.js";
+import { sleep, waitFor } from "../support/wait-for.js";
 
 // A fixed seed by default, so every run makes the same choices; timings still vary with the machine.
 const SEED = process.env.CHAOS_SEED ?? "multiuser-chat";
@@ -33,7 +33,6 @@ const SETTINGS = {
   VOTE_TIMEOUT_MS: "3000",
 };
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One headless client with its own breakable network and what the test knows about its posts. */
 interface Client {

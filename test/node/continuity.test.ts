@@ -19,7 +19,8 @@ import { DriftingChatModel } from "../support/drifting-model.js";
 import { TestNetwork } from "../support/network.js";
 import { RawClient } from "../support/raw-client.js";
 import { PLATFORMS, removePersistDir, startReflector, type ReflectorServer } from "../support/reflector-server.js";
-import { waitFor } from "../support/wait-for.js";
+import { assertConverged, chat, postTexts } from "../support/sessions.js";
+import { sleep, waitFor } from "../support/wait-for.js";
 
 const GRACE_MS = 2000;
 const SNAPSHOT_EVENTS = 500;
@@ -35,7 +36,6 @@ const RETENTION_MS = 1500;
 const SMALL_VARS = { ...QUIET, GRACE_MS: "300", SNAPSHOT_EVENTS: String(SMALL_SNAPSHOT_EVENTS), VOTE_TIMEOUT_MS: "3000", RETENTION_MS: String(RETENTION_MS) };
 const MODEL_OPTIONS = { maxHistory: 100 };
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 type EventFrame = Extract<ServerFrame, ReflectedEvent>;
 /** The key every client of `room` derives when no secret is given: payloads and snapshots on the wire are sealed with it. */
 const keyOf = (room: string) => RoomKey.derive(room, undefined);
@@ -112,18 +112,8 @@ interface Client {
   wire: Wire;
 }
 
-const chat = (session: Session) => session.model as ChatModel;
-const postTexts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post").map((entry) => entry.text);
 const notices = (session: Session) => chat(session).history.filter((entry) => entry.kind === "notice");
 const countOf = <T>(items: T[], item: T) => items.filter((each) => each === item).length;
-
-/** Waits until every session has applied the same last event, then compares their state hashes. */
-async function assertConverged(sessions: Session[], what = "every replica to reach the same event"): Promise<string> {
-  await waitFor(() => sessions.every((session) => session.replica !== undefined) && new Set(sessions.map((session) => session.replica!.seq)).size === 1, what);
-  const hashes = await Promise.all(sessions.map((session) => stateHash(session.replica!)));
-  assert.equal(new Set(hashes).size, 1, `replicas differ at ${sessions[0]!.replica!.seq}: ${hashes.join(" ")}`);
-  return hashes[0]!;
-}
 
 async function joinClient(server: ReflectorServer, room: string, tracked: Session[], model: ModelClass = ChatModel, modelOptions: unknown = MODEL_OPTIONS): Promise<Client> {
   const wire = new Wire();

@@ -13,13 +13,12 @@ import { Session } from "../../component/session.js";
 import { stateHash } from "../../component/state-hash.js";
 import { RawClient } from "../support/raw-client.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
+import { chat, postTexts } from "../support/sessions.js";
 import { waitFor } from "../support/wait-for.js";
 
 // Snapshots often, so that stored snapshots are checked too.
 const VARS = { SNAPSHOT_EVENTS: "5", VOTE_TIMEOUT_MS: "1000" };
 
-const chat = (session: Session) => session.model as ChatModel;
-const postTexts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post").map((entry) => entry.text);
 
 async function join(server: ReflectorServer, room: string, key: string | undefined): Promise<Session> {
   const session = Session.join({ host: server.host, room, key, model: ChatModel, WebSocket });

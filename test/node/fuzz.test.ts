@@ -18,7 +18,8 @@ import { MAX_FRAME_LENGTH, MAX_SNAPSHOT_PARTS, parseServerFrames, PROTOCOL_VERSI
 import { RawClient } from "../support/raw-client.js";
 import { SeededRandom } from "../support/seeded-random.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
-import { waitFor } from "../support/wait-for.js";
+import { chat } from "../support/sessions.js";
+import { sleep, waitFor } from "../support/wait-for.js";
 
 const SEED = process.env.FUZZ_SEED ?? "multiuser-chat-fuzz";
 const RANDOM_FRAMES = Number(process.env.FUZZ_FRAMES ?? 3000);
@@ -36,8 +37,6 @@ const VARS = {
   MAX_LAG: "100000000",
 };
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const chat = (session: Session) => session.model as ChatModel;
 const posts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post");
 
 /** The fuzzer's choices, and random text. */

@@ -13,7 +13,7 @@ import { RawClient } from "../support/raw-client.js";
 import { PLATFORMS, startReflector, type ReflectorServer } from "../support/reflector-server.js";
 import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";
 import { TimerChatModel } from "../support/timer-model.js";
-import { waitFor } from "../support/wait-for.js";
+import { sleep, waitFor } from "../support/wait-for.js";
 
 /** The longest payload of `unit` repeated whose publish frame is still within the limit. */
 function largestPayload(unit: string): string {
@@ -22,7 +22,6 @@ function largestPayload(unit: string): string {
   return unit.repeat(Math.floor((MAX_FRAME_LENGTH - frameLength("")) / perUnit));
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Heartbeats every 2 s, so that a test of 20 s sees ten of them; every entry into a room's code is logged. */
 /**

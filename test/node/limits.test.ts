@@ -8,14 +8,14 @@ import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { ChatModel } from "../../component/chat-model.js";
 import { Session } from "../../component/session.js";
-import { stateHash } from "../../component/state-hash.js";
 import { CLOSE_BAD_ROOM, CLOSE_BUSY, CLOSE_FLOODING, CLOSE_NO_HELLO, CLOSE_ROOM_FULL, type ServerFrame } from "../../common/protocol.js";
 import { budgetFor } from "../../party/limits.js";
 import { DEFAULT_SETTINGS } from "../../party/settings.js";
 import { TestNetwork } from "../support/network.js";
 import { RawClient, type RawClientOptions } from "../support/raw-client.js";
 import { startReflector, type ReflectorServer } from "../support/reflector-server.js";
-import { waitFor } from "../support/wait-for.js";
+import { assertConverged, chat } from "../support/sessions.js";
+import { sleep, waitFor } from "../support/wait-for.js";
 
 const MAX_CLIENTS = 3;
 const MAX_FRAME = 16_384;
@@ -29,16 +29,7 @@ const VARS = {
   MAX_WAITING: "5",
 };
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const chat = (session: Session) => session.model as ChatModel;
 const posts = (session: Session) => chat(session).history.filter((entry) => entry.kind === "post");
-
-/** Waits until every session has applied the same last event, then compares their state hashes. */
-async function assertConverged(sessions: Session[]): Promise<void> {
-  await waitFor(() => new Set(sessions.map((session) => session.replica!.seq)).size === 1, "every replica to reach the same event");
-  const hashes = await Promise.all(sessions.map((session) => stateHash(session.replica!)));
-  assert.equal(new Set(hashes).size, 1, `replicas differ: ${hashes.join(" ")}`);
-}
 
 describe("limits against a real wrangler dev", () => {
   let server: ReflectorServer;

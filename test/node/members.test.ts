@@ -19,11 +19,10 @@ import { startReflector, type ReflectorServer } from "../support/reflector-serve
 import { seedFromString } from "../support/seeded-random.js";
 import { TimerChatModel } from "../support/timer-model.js";
 import { assertConverged, chat, joinRoom, postTexts } from "../support/sessions.js";
-import { waitFor } from "../support/wait-for.js";
+import { sleep, waitFor } from "../support/wait-for.js";
 
 /** Snapshots every 10 events, so that rounds happen within a test; a short vote, so that a stalled round ends soon. */
 const VARS = { SNAPSHOT_EVENTS: "10", SNAPSHOT_GAP_MS: "0", VOTE_TIMEOUT_MS: "1500", GRACE_MS: "60000" };
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const notices = (session: Session) => chat(session).history.filter((entry) => entry.kind === "notice").map((entry) => entry.text);
 
 /** A WebSocket class that records what its sessions send, and the addresses they open, to replay them as an attacker would. */
