@@ -92,7 +92,7 @@ export class MultiuserChat extends LitElement {
     room: {},
     key: {},
     party: {},
-    joinPage: { attribute: "join-url" },
+    joinUrl: { attribute: "join-url" },
     showQr: { attribute: "show-qr", converter: shown },
     showUsers: { attribute: "show-users", converter: shown },
     refusal: { state: true },
@@ -107,7 +107,7 @@ export class MultiuserChat extends LitElement {
   declare key: string | undefined;
   declare party: string | undefined;
   /** The `join-url` attribute. */
-  declare joinPage: string | undefined;
+  declare joinUrl: string | undefined;
   /** Whether the QR code and the join link show; the attribute `show-qr="false"` hides them. */
   showQr = true;
   /** Whether the list of users shows; the attribute `show-users="false"` hides it. */
@@ -123,6 +123,14 @@ export class MultiuserChat extends LitElement {
   #stickToBottom = true;
   /** The element's own width decides the layout, whatever the viewport's. */
   #resizer = new ResizeObserver(() => (this.narrow = this.offsetWidth < 480));
+
+  /** The `join-url` attribute under its first name: an alias of `joinUrl`. */
+  get joinPage(): string | undefined {
+    return this.joinUrl;
+  }
+  set joinPage(page: string | undefined) {
+    this.joinUrl = page;
+  }
 
   /** The connection status: `connecting`, `connected`, `reconnecting` or `offline`. */
   get status(): SessionStatus {
@@ -146,8 +154,9 @@ export class MultiuserChat extends LitElement {
 
   /**
    * Publishes `text` as this element's user, as the form does: the text is trimmed, and the post waits in the
-   * element while it is offline. Returns false when there is nothing to send (blank text, or the element could
-   * not join); throws a `RangeError` with the element's message for text over 1,000 characters.
+   * element while it is offline. Returns false when there is nothing to send (blank text) or nowhere to send it:
+   * the element could not join, or its session has left (the room's name or key was turned away, or its saved history
+   * did not check out). Throws a `RangeError` with the element's message for text over 1,000 characters.
    */
   post(text: string): boolean {
     const check = checkPost(text);
@@ -155,8 +164,10 @@ export class MultiuserChat extends LitElement {
       if (check.reason === "too-long") throw new RangeError(check.message);
       return false;
     }
-    this.#chat.session?.publish(CHAT_SCOPE, "post", { text: check.text });
-    return !!this.#chat.session;
+    const { session, left } = this.#chat;
+    if (session === undefined || left) return false;
+    session.publish(CHAT_SCOPE, "post", { text: check.text });
+    return true;
   }
 
   override connectedCallback(): void {
@@ -291,9 +302,9 @@ export class MultiuserChat extends LitElement {
     const input = (event.currentTarget as HTMLFormElement).elements.namedItem("message") as HTMLInputElement;
     this.refusal = undefined;
     try {
+      // Text that was not sent stays in the field, so nothing typed is lost.
       if (this.post(input.value)) input.value = "";
     } catch (error) {
-      // A refused post stays in the field so nothing typed is lost.
       this.refusal = (error as Error).message;
     }
   }

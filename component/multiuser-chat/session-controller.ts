@@ -28,7 +28,7 @@ export interface SessionControllerHost extends ReactiveControllerHost {
   room?: string;
   key?: string;
   party?: string;
-  joinPage?: string;
+  joinUrl?: string;
 }
 
 /**
@@ -44,6 +44,8 @@ export class SessionController implements ReactiveController {
   joinLink = "";
   /** The join link's QR code, drawn once per link. */
   joinQrCode: ReturnType<typeof qrCode> | undefined;
+  /** True once the session left on its own: trying again could not help, and a post would have nowhere to go. */
+  left = false;
   #joined: RoomToJoin | undefined;
   /** The attribute values of the current session, so changing any of them joins anew. */
   #joinedWith: string | undefined;
@@ -69,7 +71,7 @@ export class SessionController implements ReactiveController {
   hostUpdate(): void {
     if (this.#joinedWith !== undefined && this.#joinedWith !== this.#attributes()) this.#join();
     // Where the link points is no reason to join anew: the others would see this user leave and come back.
-    else if (this.#joined !== undefined && this.element.joinPage !== this.#joinUrl) this.#showJoinLink(this.#joined);
+    else if (this.#joined !== undefined && this.element.joinUrl !== this.#joinUrl) this.#showJoinLink(this.#joined);
   }
 
   /**
@@ -91,6 +93,7 @@ export class SessionController implements ReactiveController {
     this.#joinedWith = this.#attributes();
     this.#showJoinLink(joined);
     this.failure = undefined;
+    this.left = false;
     element.requestUpdate();
     const badRoom = checkRoomId(joined.room);
     if (badRoom !== undefined) {
@@ -122,9 +125,11 @@ export class SessionController implements ReactiveController {
     session.addEventListener("reflector-error", (event) => {
       const { code, message } = (event as CustomEvent<{ code: string; message: string }>).detail;
       this.failure = code === "bad-room" ? `The server does not take this room name: ${message}.` : (turnedAway[code] ?? this.failure);
+      if (code === "bad-room" || code === "not-member") this.left = true;
     });
     session.addEventListener("bad-snapshot", () => {
       this.failure = "This chat's saved history does not match what its members agreed on, so it is not shown. Reload the page to try again.";
+      this.left = true;
     });
   }
 
@@ -135,7 +140,7 @@ export class SessionController implements ReactiveController {
   }
 
   #showJoinLink({ room, key }: RoomToJoin): void {
-    const joinUrl = this.element.joinPage;
+    const joinUrl = this.element.joinUrl;
     const { page, warning } = joinPage(joinUrl, location.href);
     if (warning !== undefined && joinUrl !== this.#joinUrl) console.warn(warning);
     this.#joinUrl = joinUrl;

@@ -1,31 +1,17 @@
 import { expect } from "@esm-bundle/chai";
-import { emulateMedia, executeServerCommand, sendKeys } from "@web/test-runner-commands";
+import { emulateMedia, sendKeys } from "@web/test-runner-commands";
 import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
-import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, sendWithButton, uniqueRoom, waitFor } from "./helpers.js";
+import { axeViolations, loadAxe } from "../support/axe.js";
+import { addChat, demo, logTexts, messageInput, part, reflectorHost, removeAll, sendWithButton, uniqueRoom, waitFor } from "./helpers.js";
 
-/** axe-core, served from node_modules by the test server, loaded once as a classic script. */
-const AXE_URL = new URL("/node_modules/axe-core/axe.min.js", location.href).href;
-const loadAxe = `(window.axe ? Promise.resolve() : new Promise((resolve, reject) => {
-  const script = Object.assign(document.createElement("script"), { src: ${JSON.stringify(AXE_URL)}, onload: resolve, onerror: reject });
-  document.head.append(script);
-}))`;
-/** Runs every axe rule (WCAG 2.x A and AA, and best practices) on the page's <multiuser-chat> elements; returns the violations, readably. */
-const runAxe = `${loadAxe}.then(async () => {
-  const found = [];
-  for (const chat of document.querySelectorAll("multiuser-chat")) {
-    for (const v of (await window.axe.run(chat)).violations) {
-      found.push(v.id + " (" + v.impact + "): " + v.help + " at " + v.nodes.map((node) => JSON.stringify(node.target) + " " + node.failureSummary).join("; "));
-    }
-  }
-  return found;
-})`;
+/** Every axe violation in the page's <multiuser-chat> elements. */
+const runAxe = axeViolations(`document.querySelectorAll("multiuser-chat")`);
 
-async function axeViolations(element: MultiuserChat): Promise<string[]> {
+async function chatViolations(element: MultiuserChat): Promise<string[]> {
   await element.updateComplete;
   return (await (0, eval)(runAxe)) as string[];
 }
 
-const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
 // Tests compare descriptions of elements, not elements: the runner cannot report a failed assertion about a DOM node.
 const focused = (element: MultiuserChat) => element.shadowRoot!.activeElement as HTMLElement | null;
 const describeFocus = (element: MultiuserChat) => {
@@ -56,9 +42,9 @@ describe("<multiuser-chat> accessibility", () => {
   it("axe finds no violations while connecting, connected with nothing said, and with history", async () => {
     const room = uniqueRoom("axe");
     const element = await addChat({ host: reflectorHost(), room }, { connected: false });
-    expect(await axeViolations(element), "connecting").to.deep.equal([]);
+    expect(await chatViolations(element), "connecting").to.deep.equal([]);
     await waitFor(() => element.status === "connected", "the connection");
-    expect(await axeViolations(element), "empty").to.deep.equal([]);
+    expect(await chatViolations(element), "empty").to.deep.equal([]);
 
     const other = await addChat({ host: reflectorHost(), room });
     await sendWithButton(other, "hello from the other window");
@@ -66,9 +52,9 @@ describe("<multiuser-chat> accessibility", () => {
     await waitFor(() => logTexts(element).some((line) => line.endsWith("/19")) && logTexts(element).every((line) => !line.endsWith("(sending…)")), "the history");
     await sendWithButton(element, "z".repeat(1001)); // the refusal alert shows too
     expect(part(element, '[part="error"]').hidden).to.equal(false);
-    expect(await axeViolations(element), "with history, light").to.deep.equal([]);
+    expect(await chatViolations(element), "with history, light").to.deep.equal([]);
     await emulateMedia({ colorScheme: "dark" });
-    expect(await axeViolations(element), "with history, dark").to.deep.equal([]);
+    expect(await chatViolations(element), "with history, dark").to.deep.equal([]);
   });
 
   it("axe finds no violations in the narrow layout, with the QR code folded and unfolded, in both schemes", async () => {
@@ -79,11 +65,11 @@ describe("<multiuser-chat> accessibility", () => {
     const button = part<HTMLButtonElement>(element, '[part="qr-button"]');
     for (const colorScheme of ["light", "dark"] as const) {
       await emulateMedia({ colorScheme });
-      expect(await axeViolations(element), `${colorScheme}, folded`).to.deep.equal([]);
+      expect(await chatViolations(element), `${colorScheme}, folded`).to.deep.equal([]);
       button.click();
       await settled(element);
       expect(button.getAttribute("aria-expanded")).to.equal("true");
-      expect(await axeViolations(element), `${colorScheme}, unfolded`).to.deep.equal([]);
+      expect(await chatViolations(element), `${colorScheme}, unfolded`).to.deep.equal([]);
       button.click();
       await settled(element);
     }
@@ -100,6 +86,18 @@ describe("<multiuser-chat> accessibility", () => {
       await demo({ action: "post", id, text: "waiting for the network" });
       await waitFor(async () => ((await demo({ action: "log", id })) as string[]).some((line) => line.endsWith("(sending…)")), "the pending post");
       expect(await demo({ action: "evaluate", id, expression: runAxe })).to.deep.equal([]);
+    } finally {
+      await demo({ action: "close", id });
+    }
+  });
+
+  it("axe finds no violations on the whole demo page as a visitor gets it, page-level rules included", async () => {
+    const id = (await demo({ action: "open", room: uniqueRoom("axe-demo") })) as string;
+    try {
+      await waitFor(async () => (await demo({ action: "status", id })) === "Connected", "the demo page to connect");
+      await demo({ action: "post", id, text: "hello from the demo page" });
+      await waitFor(async () => ((await demo({ action: "log", id })) as string[]).some((line) => line.endsWith(": hello from the demo page")), "the post");
+      expect(await demo({ action: "evaluate", id, expression: axeViolations("[document]") })).to.deep.equal([]);
     } finally {
       await demo({ action: "close", id });
     }

@@ -128,6 +128,20 @@ describe("<multiuser-chat> in Chromium against wrangler dev", () => {
     expect(part(element, '[part="error"]').textContent).to.equal("The server does not take this room name: the room id is 55 characters long; the limit is 48.");
   });
 
+  it("keeps what was typed once the session has left: post() returns false and the field keeps the text", async () => {
+    const element = await addChat({ host: reflectorHost(), room: `long-${"n".repeat(50)}` }, { connected: false });
+    await waitFor(() => !part(element, '[part="error"]').hidden, "the error");
+    expect(element.post("nowhere to go")).to.equal(false);
+    await sendWithButton(element, "typed after the server turned the room away");
+    expect(messageInput(element).value).to.equal("typed after the server turned the room away");
+    expect(logTexts(element)).to.deep.equal([]);
+    // Nor before it joins, or when it cannot join at all.
+    const detached = document.createElement("multiuser-chat");
+    expect(detached.post("not connected yet")).to.equal(false);
+    const badKey = await addChat({ host: reflectorHost(), room: uniqueRoom("bad-key-post"), key: "too-short" }, { connected: false });
+    expect(badKey.post("no key to seal it with")).to.equal(false);
+  });
+
   it("says offline while the browser is offline, and connected again once it is back", async () => {
     const room = uniqueRoom("offline");
     const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);

@@ -6,6 +6,7 @@
 import { expect } from "@esm-bundle/chai";
 import { executeServerCommand } from "@web/test-runner-commands";
 import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
+import { axeViolations } from "../support/axe.js";
 import { addChat, decodeQrCode, logTexts, reflectorHost, removeAll, sendWithButton, statusOf, uniqueRoom, waitFor } from "./helpers.js";
 
 const WARNING = "<multiuser-chat> is already defined; this copy of the script is not used.";
@@ -13,7 +14,7 @@ const served = (file: string) => `http://${reflectorHost()}/${file}`;
 const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
 
 interface Page {
-  window: Window & { warnings: string[]; secondLoaded?: boolean };
+  window: Window & { warnings: string[]; secondLoaded?: boolean; eval: typeof eval };
   chat: MultiuserChat;
 }
 
@@ -83,11 +84,14 @@ describe("the builds embedded in pages on another origin", () => {
 
   it("demo/codepen.html's body works on another origin, and its QR code opens the deployment's demo page in the same room", async () => {
     const deployment = "https://multiuser-chat.YOUR-SUBDOMAIN.workers.dev";
-    const file = await (await fetch("/demo/codepen.html")).text();
-    const body = new DOMParser().parseFromString(file, "text/html").body.innerHTML;
+    const file = new DOMParser().parseFromString(await (await fetch("/demo/codepen.html")).text(), "text/html");
+    const body = file.body.innerHTML;
     expect(body).to.include(`${deployment}/multiuser-chat.js`);
-    const pen = await openPage(body.replaceAll(deployment, `http://${reflectorHost()}`));
+    // CodePen puts the body in a document of its own, with a language and a title: the file's.
+    const pen = await openPage(`<html lang="${file.documentElement.lang}"><title>${file.title}</title>${body.replaceAll(deployment, `http://${reflectorHost()}`)}`);
     expect(pen.window.warnings).to.deep.equal([]);
+    // The pen's page as a visitor gets it, page-level rules included.
+    expect(await pen.window.eval(axeViolations("[document]")), "axe on the pen").to.deep.equal([]);
 
     const joinUrl = new URL((await decodeQrCode(pen.chat))!);
     expect(`${joinUrl.origin}${joinUrl.pathname}`).to.equal(served(""));

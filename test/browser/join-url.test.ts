@@ -84,6 +84,22 @@ describe("the room and the join URL", () => {
     expect(element.history.map((entry) => entry.kind)).to.deep.equal(["notice"]);
   });
 
+  it("has the property joinUrl for join-url, and joinPage, its first name, as an alias of it", async () => {
+    const room = uniqueRoom("join-url-property");
+    const element = await addChat({ host: reflectorHost(), room, "join-url": "https://chat.example/a" });
+    const link = () => part<HTMLAnchorElement>(element, '[part="qr"] a').href;
+    expect([element.joinUrl, element.joinPage]).to.deep.equal(["https://chat.example/a", "https://chat.example/a"]);
+    element.joinUrl = "https://chat.example/b";
+    await waitFor(() => link() === `https://chat.example/b?room=${room}`, "the link to follow joinUrl");
+    expect(element.joinPage).to.equal("https://chat.example/b");
+    element.joinPage = "https://chat.example/c";
+    await waitFor(() => link() === `https://chat.example/c?room=${room}`, "the link to follow joinPage");
+    expect(element.joinUrl).to.equal("https://chat.example/c");
+    element.setAttribute("join-url", "https://chat.example/d");
+    await waitFor(() => link() === `https://chat.example/d?room=${room}`, "the link to follow the attribute");
+    expect([element.joinUrl, element.joinPage]).to.deep.equal(["https://chat.example/d", "https://chat.example/d"]);
+  });
+
   it("registers the element once when the script loads twice, with a warning", async () => {
     const warnings: unknown[][] = [];
     const warn = console.warn;
