@@ -164,8 +164,8 @@ export class MultiuserChat extends LitElement {
       if (check.reason === "too-long") throw new RangeError(check.message);
       return false;
     }
-    const { session, left } = this.#chat;
-    if (session === undefined || left) return false;
+    const { session } = this.#chat;
+    if (session === undefined || session.left) return false;
     session.publish(CHAT_SCOPE, "post", { text: check.text });
     return true;
   }

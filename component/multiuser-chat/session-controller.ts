@@ -44,8 +44,6 @@ export class SessionController implements ReactiveController {
   joinLink = "";
   /** The join link's QR code, drawn once per link. */
   joinQrCode: ReturnType<typeof qrCode> | undefined;
-  /** True once the session left on its own: trying again could not help, and a post would have nowhere to go. */
-  left = false;
   #joined: RoomToJoin | undefined;
   /** The attribute values of the current session, so changing any of them joins anew. */
   #joinedWith: string | undefined;
@@ -93,7 +91,6 @@ export class SessionController implements ReactiveController {
     this.#joinedWith = this.#attributes();
     this.#showJoinLink(joined);
     this.failure = undefined;
-    this.left = false;
     element.requestUpdate();
     const badRoom = checkRoomId(joined.room);
     if (badRoom !== undefined) {
@@ -125,11 +122,9 @@ export class SessionController implements ReactiveController {
     session.addEventListener("reflector-error", (event) => {
       const { code, message } = (event as CustomEvent<{ code: string; message: string }>).detail;
       this.failure = code === "bad-room" ? `The server does not take this room name: ${message}.` : (turnedAway[code] ?? this.failure);
-      if (code === "bad-room" || code === "not-member") this.left = true;
     });
     session.addEventListener("bad-snapshot", () => {
       this.failure = "This chat's saved history does not match what its members agreed on, so it is not shown. Reload the page to try again.";
-      this.left = true;
     });
   }
 

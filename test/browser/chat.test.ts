@@ -1,5 +1,6 @@
 import { expect } from "@esm-bundle/chai";
 import { executeServerCommand, sendKeys } from "@web/test-runner-commands";
+import { sleep } from "../support/wait-for.js";
 import {
   addChat,
   logTexts,
@@ -131,6 +132,7 @@ describe("<multiuser-chat> in Chromium against wrangler dev", () => {
   it("keeps what was typed once the session has left: post() returns false and the field keeps the text", async () => {
     const element = await addChat({ host: reflectorHost(), room: `long-${"n".repeat(50)}` }, { connected: false });
     await waitFor(() => !part(element, '[part="error"]').hidden, "the error");
+    await sleep(300); // the session leaves when the socket closes, just after the refusal
     expect(element.post("nowhere to go")).to.equal(false);
     await sendWithButton(element, "typed after the server turned the room away");
     expect(messageInput(element).value).to.equal("typed after the server turned the room away");
