@@ -153,7 +153,8 @@ export class Admission<Socket extends ClientSocket> {
         this.admit(connection, hello, member);
         for (const data of held) this.host.receive(connection.socket, data);
         this.options.changed?.();
-      });
+      })
+      .catch((error: unknown) => console.error("reflector: admitting a member after its hello failed", error));
   }
 
   private admit(connection: Connection<Socket>, hello: Hello, member: boolean): void {

@@ -314,6 +314,7 @@ export class Reflector<Socket extends ClientSocket> {
     this.store = RoomStore.empty(this.options.storage);
     this.writes.clear();
     this.order.reset();
+    this.rounds.restart();
   }
 
   /** A frame over the rate limit is refused; a connection refused too often within one refill window is closed. */

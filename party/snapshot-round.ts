@@ -91,6 +91,16 @@ export class SnapshotRounds {
     if (stored !== undefined) this.round = { ...stored, hashes: new Map(stored.hashes) };
   }
 
+  /** The room was deleted: the next event is the first of a new room, and no round is owed. */
+  restart(): void {
+    this.round = undefined;
+    this.lastDueSeq = 0;
+    this.lastDueAt = this.host.clock();
+    this.dueLength = 0;
+    this.failures = 0;
+    this.lastRoundAt = -Infinity;
+  }
+
   /** What to write so that a room that slept goes on with its rounds. */
   record(): Pick<RoomRecord, "lastDueSeq" | "lastDueAt" | "dueLength" | "failedRounds" | "round"> {
     const round = this.round;

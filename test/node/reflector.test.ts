@@ -1762,6 +1762,19 @@ describe("reflector: sleeping and waking", () => {
     assert.deepEqual(eventsIn(newcomer.socket.frames), [[1, "user-enter", newcomer.id]], "a later visitor starts a fresh room");
   });
 
+  test("a room deleted and started again counts its snapshot rounds afresh", async () => {
+    const room = await openRoom({ retention: 60_000, snapshotEvents: 5 });
+    const a = room.hello();
+    postMany(room, a, 6); // due at 5
+    room.send(a, { type: "leave" });
+    room.advance(60_000 + 10_000);
+    room.reflector.wake();
+    assert.deepEqual(room.storage.keys(), [], "deleted");
+    const b = room.hello(); // seq 1 of the new room
+    postMany(room, b, 4); // seq 2 to 5
+    assert.deepEqual(b.socket.ofType("snapshot-due").map((due) => due.seq), [5], "due after five events of the new room");
+  });
+
   test("a room with a client is never deleted, however long it is quiet", async () => {
     const room = await openRoom({ retention: 60_000 });
     const a = room.hello();
