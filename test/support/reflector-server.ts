@@ -82,6 +82,8 @@ export async function startReflector(options: ReflectorServerOptions = {}): Prom
   const persistDir = options.persistDir ?? (await mkdtemp(join(tmpdir(), `multiuser-chat-${platform}-`)));
   const port = options.port ?? (await freePort());
   const child = spawn(process.execPath, commandLine(platform, port, persistDir, options), { cwd: root, env: serverEnvironment(), detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  running.add(child.pid!);
+  child.once("exit", () => running.delete(child.pid!));
   let output = "";
   child.stdout!.on("data", (chunk) => (output += chunk));
   child.stderr!.on("data", (chunk) => (output += chunk));
@@ -129,6 +131,29 @@ async function waitUntilServing(server: ReflectorServer, exited: Promise<void>):
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new Error(`${server.platform} dev did not serve on port ${server.port} within 60 s:\n${server.output()}`);
+}
+
+/**
+ * The process groups started here and still running. A server runs in a group of its own, so that stopping it ends
+ * its workerd too; that also means it outlives a test process that is killed before it stops the server (a timeout,
+ * Ctrl-C) and keeps a core busy for good. So the groups end with this process, however it ends.
+ */
+const running = new Set<number>();
+const killRunning = () => {
+  for (const group of running) {
+    try {
+      process.kill(-group, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+};
+process.once("exit", killRunning);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    killRunning();
+    process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1));
+  });
 }
 
 /** Ends the whole process group we started (the CLI's node process and its workerd). */
