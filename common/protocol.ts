@@ -59,6 +59,9 @@ export function parseRoomAddress(address: string, maxLength = MAX_ROOM_ID_LENGTH
   return checkRoomId(match[1]!, maxLength) ?? { room: match[1]!, fingerprint: match[2]! };
 }
 
+/** Longest `hello.profile`, in UTF-16 code units: a sealed name and colour need far less. */
+export const MAX_PROFILE_LENGTH = 1024;
+
 /** What a client signs to prove it holds the room's key: the room's address and the challenge of this connection. */
 export const helloChallenge = (address: string, nonce: string) => `multiuser-chat hello\n${address}\n${nonce}`;
 
@@ -102,7 +105,8 @@ export const CLOSE_STALE_TICKET = 4009;
 /** An event in the room's total order. Stored in the log and reflected to every client. */
 export type ReflectedEvent =
   | { type: "message"; seq: number; time: number; client: string; id: number; payload: string }
-  | { type: "user-enter"; seq: number; time: number; client: string }
+  /** `profile`: what the client's hello carried, sealed for the room's members (see `hello.profile`). */
+  | { type: "user-enter"; seq: number; time: number; client: string; profile?: string }
   | { type: "user-exit"; seq: number; time: number; client: string };
 
 export type EventType = ReflectedEvent["type"];
@@ -183,14 +187,15 @@ export interface SnapshotPart {
  * needs it (it knows who is on each socket) but refuses a frame whose `client` names anyone else (`identity`).
  */
 export type ClientFrame = (
-  | { type: "hello"; version: number; key: string; proof: string; resume?: { client: string; secret: string; seq: number } }
+  | { type: "hello"; version: number; key: string; proof: string; resume?: { client: string; secret: string; seq: number }; profile?: string }
   | { type: "publish"; id: number; payload: string }
   | { type: "hash"; seq: number; hash: string }
   | SnapshotPart
   | { type: "tick-request"; time: number }
   | { type: "ack"; mark: string }
   | { type: "ping" }
-  | { type: "leave" }
+  /** `reload`: the page is being reloaded, and its client should stay away only briefly (`RELOAD_GRACE_MS`). */
+  | { type: "leave"; reload?: true }
 ) & {
   client?: string;
   /** When the client sent the frame: milliseconds since it received its welcome, by its own clock. */
@@ -312,16 +317,19 @@ function parseFields(fields: Record<string, unknown>): ClientFrame {
       if (fields.version !== PROTOCOL_VERSION) {
         throw new ProtocolError("version-mismatch", `this reflector speaks protocol version ${PROTOCOL_VERSION}, not ${JSON.stringify(fields.version)}`);
       }
-      const proof = { key: token(fields.key, "hello.key"), proof: token(fields.proof, "hello.proof") };
-      if (fields.resume === undefined) return { type: "hello", version: PROTOCOL_VERSION, ...proof };
-      const resume = fields.resume as Record<string, unknown> | null;
-      if (typeof resume !== "object" || resume === null) throw new ProtocolError("bad-frame", "hello.resume must be an object");
-      return {
-        type: "hello",
-        version: PROTOCOL_VERSION,
-        ...proof,
-        resume: { client: token(resume.client, "hello.resume.client"), secret: token(resume.secret, "hello.resume.secret"), seq: count(resume.seq, "hello.resume.seq", 0) },
-      };
+      const hello: Extract<ClientFrame, { type: "hello" }> = { type: "hello", version: PROTOCOL_VERSION, key: token(fields.key, "hello.key"), proof: token(fields.proof, "hello.proof") };
+      if (fields.resume !== undefined) {
+        const resume = fields.resume as Record<string, unknown> | null;
+        if (typeof resume !== "object" || resume === null) throw new ProtocolError("bad-frame", "hello.resume must be an object");
+        hello.resume = { client: token(resume.client, "hello.resume.client"), secret: token(resume.secret, "hello.resume.secret"), seq: count(resume.seq, "hello.resume.seq", 0) };
+      }
+      if (fields.profile !== undefined) {
+        if (typeof fields.profile !== "string" || fields.profile.length > MAX_PROFILE_LENGTH) {
+          throw new ProtocolError("bad-frame", `hello.profile must be a string of at most ${MAX_PROFILE_LENGTH} characters`);
+        }
+        hello.profile = fields.profile;
+      }
+      return hello;
     }
     case "publish":
       if (typeof fields.payload !== "string") throw new ProtocolError("bad-frame", "publish.payload must be a string");
@@ -343,7 +351,8 @@ function parseFields(fields: Record<string, unknown>): ClientFrame {
     case "ping":
       return { type: "ping" };
     case "leave":
-      return { type: "leave" };
+      if (fields.reload !== undefined && fields.reload !== true) throw new ProtocolError("bad-frame", "leave.reload must be true when present");
+      return fields.reload === true ? { type: "leave", reload: true } : { type: "leave" };
     default:
       throw new ProtocolError("bad-frame", `unknown frame type ${JSON.stringify(fields.type)}`);
   }

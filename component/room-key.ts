@@ -96,6 +96,15 @@ export class RoomKey {
     return this.open(sealed, postPlace(this.room, client, id), "post");
   }
 
+  /** Seals what a newcomer's hello tells the room's members about it (its `profile`): readable by members only. */
+  sealProfile(text: string): Promise<string> {
+    return this.seal(text, crypto.getRandomValues(new Uint8Array(IV_BYTES)), profilePlace(this.room));
+  }
+
+  openProfile(sealed: string): Promise<string> {
+    return this.open(sealed, profilePlace(this.room), "profile");
+  }
+
   /**
    * Seals the state at snapshot point `seq` deterministically: the IV is an HMAC of the state, so every replica with
    * the same state seals the same text, and the hash of that text is what members vote with.
@@ -133,3 +142,8 @@ export class RoomKey {
 /** The authenticated data that binds a sealed text to its place in the room. */
 const postPlace = (room: string, client: string, id: number) => `multiuser-chat post\n${room}\n${client}\n${id}`;
 const snapshotPlace = (room: string, seq: number) => `multiuser-chat snapshot\n${room}\n${seq}`;
+/**
+ * A profile is bound to its room only: a newcomer has no client id yet when it says hello. A member may copy another's
+ * profile into its own hello; it says only what the newcomer says of itself, which is all a profile is.
+ */
+const profilePlace = (room: string) => `multiuser-chat profile\n${room}`;

@@ -176,7 +176,9 @@ export class Replica {
         const message = decodeModelEvent(event.payload);
         if (message !== undefined && message.scope !== this.sessionId) this.#deliver(message.scope, message.event, message.data, event.client);
       } else {
-        this.#deliver(this.sessionId, event.type, event.client, undefined);
+        // A user-enter's handlers get the client and, when its hello carried one, its profile (opened, as data).
+        const profile = event.type === "user-enter" && event.profile !== undefined ? decodeModelData(event.profile) : undefined;
+        this.#deliver(this.sessionId, event.type, event.client, profile);
       }
       this.#runFuturesUntil(this.time);
     });
@@ -326,11 +328,12 @@ export class Replica {
     }
   }
 
-  #deliver(scope: string, event: string, data: unknown, sender: string | undefined): void {
+  /** Calls each subscriber with `data` and `second`: a message's sender, or a user-enter's profile. */
+  #deliver(scope: string, event: string, data: unknown, second: unknown): void {
     const list = this.#subscriptions.get(topicKey(scope, event));
     if (list === undefined) return;
     // A handler may subscribe or unsubscribe; iterate over the list as it was.
-    for (const { model, method } of [...list]) this.#invoke(model, method, [data, sender]);
+    for (const { model, method } of [...list]) this.#invoke(model, method, [data, second]);
   }
 
   /**
@@ -370,16 +373,25 @@ const RESERVED_KEYS = new Set(["$model", "__proto__"]);
  * their state.
  */
 export function decodeModelEvent(payload: string): ViewEvent | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(payload);
-  } catch {
-    return undefined;
-  }
+  const value = parseJson(payload);
   if (typeof value !== "object" || value === null) return undefined;
   const { scope, event, data } = value as Record<string, unknown>;
   if (typeof scope !== "string" || typeof event !== "string" || (data !== undefined && !isReplicable(data, 0))) return undefined;
   return { scope, event, data: data ?? null };
+}
+
+/** JSON text as data a model may hold; undefined when it is not JSON or not replicable (see `isReplicable`). */
+export function decodeModelData(text: string): unknown {
+  const value = parseJson(text);
+  return value !== undefined && isReplicable(value, 0) ? value : undefined;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 function isReplicable(value: unknown, depth: number): boolean {

@@ -41,7 +41,15 @@ export interface SessionCoreOptions {
   setTimer(ms: number, callback: () => void): void;
   /** Sends a frame's text on the current connection. */
   send(text: string): void;
+  /** What a new client tells the others of itself in its hello, as model data (JSON text); sealed before it goes. */
+  profile?: () => string | undefined;
   notify(notice: CoreNotice): void;
+}
+
+/** A client's id and the secret that proves it, as a welcome gives them. */
+export interface Identity {
+  client: string;
+  secret: string;
 }
 
 /** How long to wait before sending again after the reflector refused a post without saying when. */
@@ -100,6 +108,17 @@ export class SessionCore {
   get left(): boolean {
     return this.#left;
   }
+  /** This client's id and secret, with which a reloaded page comes back as the same client. */
+  get identity(): Identity | undefined {
+    return this.#clientId === undefined || this.#secret === undefined ? undefined : { client: this.#clientId, secret: this.#secret };
+  }
+
+  /** Comes back as `identity` at the next hello, as a reloaded page does; before the first welcome only. */
+  resumeAs(identity: Identity): void {
+    if (this.#replica !== undefined) return;
+    this.#clientId = identity.client;
+    this.#secret = identity.secret;
+  }
 
   /** Frames from the reflector, as one WebSocket message. Resolves once they are handled. */
   receive(data: string): Promise<void> {
@@ -136,11 +155,14 @@ export class SessionCore {
     this.options.notify({ type: "pending" });
   }
 
-  /** Leaves the room for good: tells the reflector when connected, so the others see it leave at once. */
-  leave(): void {
+  /**
+   * Leaves the room: tells the reflector when connected, so the others see it leave at once; or, for a page that may
+   * be reloaded, that it may come back as the same client in a moment (`reload`).
+   */
+  leave({ reload = false } = {}): void {
     if (this.#left) return;
     this.#left = true;
-    if (this.#welcome !== undefined) this.#send({ type: "leave" });
+    if (this.#welcome !== undefined) this.#send(reload ? { type: "leave", reload } : { type: "leave" });
   }
 
   #enqueue(task: () => void | Promise<void>): Promise<void> {
@@ -158,7 +180,7 @@ export class SessionCore {
     // Read this far: the reflector counts what this connection may hold unread from the last mark acknowledged.
     if (received.type === "mark") return this.#send({ type: "ack", mark: received.id });
     if (this.#catchUp !== undefined) return this.#continueCatchUp(this.#catchUp, received);
-    const frame = received.type === "message" ? await this.#open(received) : received;
+    const frame = await this.#opened(received);
     switch (frame.type) {
       case "challenge":
         return this.#hello(frame.nonce);
@@ -200,8 +222,13 @@ export class SessionCore {
   async #hello(nonce: string): Promise<void> {
     const key = await this.options.key;
     const proof = await key.prove(helloChallenge(key.address, nonce));
-    const resume = this.#clientId !== undefined && this.#secret !== undefined ? { client: this.#clientId, secret: this.#secret, seq: this.#replica?.seq ?? 0 } : undefined;
-    this.#send({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof, ...(resume === undefined ? {} : { resume }) });
+    const identity = this.identity;
+    const hello: Extract<ClientFrame, { type: "hello" }> = { type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof };
+    if (identity !== undefined) hello.resume = { ...identity, seq: this.#replica?.seq ?? 0 };
+    const profile = this.options.profile?.();
+    // Only a new client's user-enter carries it; a resumed client is already known to the room.
+    if (profile !== undefined && identity === undefined) hello.profile = await key.sealProfile(profile);
+    this.#send(hello);
   }
 
   async #startCatchUp(welcome: Welcome): Promise<void> {
@@ -224,7 +251,7 @@ export class SessionCore {
     if (frame.type !== "message" && frame.type !== "user-enter" && frame.type !== "user-exit") {
       return console.warn(`multiuser-chat: a ${frame.type} frame arrived before the welcome's events; ignoring it`);
     }
-    const event = frame.type === "message" ? await this.#open(frame) : frame;
+    const event = await this.#opened(frame);
     const state = catchUp.event((replica) => replica.apply(event));
     if (event.type === "message" && event.client === catchUp.welcome.client) this.#acknowledge(event.id);
     return this.#caughtUp(catchUp, state);
@@ -283,16 +310,22 @@ export class SessionCore {
   }
 
   /**
-   * A message's payload, opened where the reflector put it: sent by `client` as its post `id`. One that does not open
-   * there (another key, another sender's or another post's payload replayed, garbage) reaches no model: it becomes
-   * a payload every replica skips alike.
+   * A frame with what it carries sealed opened. A message's payload is opened where the reflector put it: sent by
+   * `client` as its post `id`; one that does not open there (another key, another sender's or another post's payload
+   * replayed, garbage) becomes a payload every replica skips alike. A user-enter's profile that does not open is
+   * left out, alike everywhere.
    */
-  async #open(event: Extract<ServerFrame, { type: "message" }>): Promise<Extract<ServerFrame, { type: "message" }>> {
+  async #opened<F extends ServerFrame>(frame: F): Promise<F> {
+    const key = await this.options.key;
     try {
-      return { ...event, payload: await (await this.options.key).openPost(event.payload, event.client, event.id) };
+      if (frame.type === "message") return { ...frame, payload: await key.openPost(frame.payload, frame.client, frame.id) };
+      if (frame.type === "user-enter" && frame.profile !== undefined) return { ...frame, profile: await key.openProfile(frame.profile) };
+      return frame;
     } catch (error) {
       if (!(error instanceof SealError)) throw error;
-      return { ...event, payload: "" };
+      if (frame.type === "message") return { ...frame, payload: "" };
+      const { profile: _unopened, ...rest } = frame as Extract<ServerFrame, { type: "user-enter" }>;
+      return rest as F;
     }
   }
 

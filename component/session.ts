@@ -13,7 +13,7 @@ import { CLOSE_BAD_ROOM, CLOSE_NOT_MEMBER, PING, ticketText } from "../common/pr
 import type { PendingEvent } from "./outbox.js";
 import { isRoomSecret, RoomKey } from "./room-key.js";
 import { topicKey, type Model, type ModelClass, type Replica, type ViewEvent } from "./runtime.js";
-import { SessionCore, type CoreNotice } from "./session-core.js";
+import { SessionCore, type CoreNotice, type Identity } from "./session-core.js";
 import type { Divergence } from "./snapshot-duty.js";
 
 export type { PendingEvent } from "./outbox.js";
@@ -40,6 +40,11 @@ export interface SessionOptions<M extends Model = Model> {
   protocol?: "ws" | "wss";
   /** A WebSocket implementation for Node, where there is no global one. */
   WebSocket?: unknown;
+  /**
+   * What this client tells the room's members of itself when it joins as a new client, as model data (for instance
+   * a name the user chose); the root model's `user-enter` handler gets it. Called at each such join.
+   */
+  profile?: () => unknown;
 }
 
 /** The events a session fires, by name. */
@@ -94,6 +99,8 @@ export class Session<M extends Model = Model> extends EventTarget {
   /** How far the server's clock is ahead of this device's, as a stale-ticket refusal told: tickets use the server's. */
   #serverClockOffset = 0;
   #removePageListeners = () => {};
+  /** Where this tab keeps the identity for a reload: the reflector's host and the room's address. */
+  #identityPlace: string | undefined;
 
   private constructor(options: SessionOptions<M>) {
     super();
@@ -117,6 +124,10 @@ export class Session<M extends Model = Model> extends EventTarget {
       },
       send: (text) => this.#sendNow(text),
       notify: (notice) => this.#noticed(notice),
+      profile: () => {
+        const profile = options.profile?.();
+        return profile === undefined ? undefined : JSON.stringify(profile);
+      },
     });
     this.#ready = new Promise((resolve, reject) => {
       this.addEventListener("welcome", () => resolve(), { once: true });
@@ -124,8 +135,14 @@ export class Session<M extends Model = Model> extends EventTarget {
     });
     // Only a caller of whenReady needs to hear of the rejection; the session reports it as an event too.
     this.#ready.catch(() => {});
-    // The room's address names its key, so the socket can open only once the key is derived.
-    void this.#key.then((key) => this.#connect(key));
+    // The room's address names its key, so the socket can open only once the key is derived. A page reloaded in
+    // this tab comes back as the client it was.
+    void this.#key.then((key) => {
+      this.#identityPlace = `${options.host}/${key.address}`;
+      const identity = takeIdentity(this.#identityPlace);
+      if (identity !== undefined) this.#core.resumeAs(identity);
+      this.#connect(key);
+    });
     this.#watchPage();
   }
 
@@ -197,7 +214,11 @@ export class Session<M extends Model = Model> extends EventTarget {
 
   /** Leaves the room for good: the others see this client leave at once, without waiting for a grace period. */
   leave(): void {
-    this.#core.leave();
+    this.#close({ reload: false });
+  }
+
+  #close({ reload }: { reload: boolean }): void {
+    this.#core.leave({ reload });
     this.#stopHeartbeat();
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
@@ -326,9 +347,14 @@ export class Session<M extends Model = Model> extends EventTarget {
       this.#setStatus(this.#disconnectedStatus());
       this.#socket?.reconnect();
     };
-    // A closed tab says goodbye at once instead of leaving the others to wait out its grace period.
+    // A page that goes away may be a reload, which must come back as the same client without the others noticing,
+    // or a closed tab, which must leave promptly. So it leaves with a short grace period (RELOAD_GRACE_MS), and keeps
+    // its identity in the tab for the reloaded page, which takes it back at once.
     const pagehide = (event: PageTransitionEvent) => {
-      if (!event.persisted) this.leave();
+      if (event.persisted || this.#core.left) return;
+      const identity = this.#core.identity;
+      if (identity !== undefined && this.#identityPlace !== undefined) keepIdentity(this.#identityPlace, identity);
+      this.#close({ reload: true });
     };
     window.addEventListener("offline", offline);
     window.addEventListener("online", online);
@@ -347,6 +373,33 @@ function defaultProtocol(host: string): "ws" | "wss" {
   const local =
     /^(localhost|127\.0\.0\.1):/.test(host) || host.startsWith("192.168.") || first === "10" || (first === "172" && second >= "16" && second <= "31") || host.startsWith("[::ffff:7f00:1]:");
   return local ? "ws" : "wss";
+}
+
+/** Where a tab keeps its sessions' identities for a reload (`sessionStorage`): per tab, so two windows are two users. */
+const IDENTITIES = "multiuser-chat identities";
+
+function storedIdentities(): Record<string, Identity[]> {
+  try {
+    return JSON.parse(sessionStorage.getItem(IDENTITIES) ?? "{}") as Record<string, Identity[]>;
+  } catch {
+    return {};
+  }
+}
+
+/** Takes one identity kept for `place`: read and deleted, so that a copy of the tab cannot take it too. */
+function takeIdentity(place: string): Identity | undefined {
+  if (typeof sessionStorage === "undefined") return undefined;
+  const identities = storedIdentities();
+  const identity = identities[place]?.shift();
+  if (identities[place]?.length === 0) delete identities[place];
+  sessionStorage.setItem(IDENTITIES, JSON.stringify(identities));
+  return identity;
+}
+
+function keepIdentity(place: string, identity: Identity): void {
+  const identities = storedIdentities();
+  (identities[place] ??= []).push(identity);
+  sessionStorage.setItem(IDENTITIES, JSON.stringify(identities));
 }
 
 function isOffline(): boolean {

@@ -36,8 +36,8 @@ export interface AdmissionHost<Socket> {
   logFull(): boolean;
   /** Handles a frame that waited for its socket's hello to be checked. */
   receive(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void;
-  /** Stamps and stores a newcomer's `user-enter`; returns it encoded, for admission to send. */
-  enter(client: string): string;
+  /** Stamps and stores a newcomer's `user-enter`, with its hello's profile; returns it encoded, for admission to send. */
+  enter(client: string, profile: string | undefined): string;
   /** A newcomer's entry went out: a snapshot round may fall due after it. */
   joined(): void;
 }
@@ -188,7 +188,7 @@ export class Admission<Socket extends ClientSocket> {
     }
     const client = this.roster.join(now);
     // The enter goes in the log before the client's record: a record must never outlive its enter in a crash.
-    const enter = this.host.enter(client.id);
+    const enter = this.host.enter(client.id, hello.profile);
     this.roster.remember(client);
     this.roster.retell();
     this.sendWelcome(connection, client, false, acked, 0);

@@ -11,7 +11,10 @@ import type { WriteSchedule } from "./write-schedule.js";
 export const stampTime = (clock: number, lastTime: number) => Math.max(clock, lastTime);
 
 /** An event as the room hands it to the order, before its stamp. */
-type Unstamped = { type: "message"; client: string; id: number; payload: string } | { type: "user-enter" | "user-exit"; client: string };
+type Unstamped =
+  | { type: "message"; client: string; id: number; payload: string }
+  | { type: "user-enter"; client: string; profile?: string }
+  | { type: "user-exit"; client: string };
 
 /** What the order needs of its room. */
 export interface OrderHost {
@@ -68,10 +71,13 @@ export class EventOrder {
     const store = this.host.store();
     const seq = store.lastSeq + 1;
     // Built field by field so that every event's keys come in the documented order.
+    const time = this.current;
     const stamped: ReflectedEvent =
       event.type === "message"
-        ? { type: "message", seq, time: this.current, client: event.client, id: event.id, payload: event.payload }
-        : { type: event.type, seq, time: this.current, client: event.client };
+        ? { type: "message", seq, time, client: event.client, id: event.id, payload: event.payload }
+        : event.type === "user-enter" && event.profile !== undefined
+          ? { type: "user-enter", seq, time, client: event.client, profile: event.profile }
+          : { type: event.type, seq, time, client: event.client };
     this.writes.willStore();
     const text = store.append(stamped);
     this.host.counted(text.length);

@@ -94,7 +94,7 @@ export class Reflector<Socket extends ClientSocket> {
         time: () => this.order.time,
         logFull: () => this.logFull,
         receive: (socket, data) => this.receive(socket, data),
-        enter: (client) => this.order.record({ type: "user-enter", client }),
+        enter: (client, profile) => this.order.record({ type: "user-enter", client, profile }),
         joined: () => this.startRoundIfSafe(this.logFull),
       },
       options,
@@ -232,8 +232,10 @@ export class Reflector<Socket extends ClientSocket> {
       case "ack":
         return this.delivery.acknowledge(connection, frame.mark);
       case "leave":
-        // A deliberate goodbye needs no grace period.
         this.connections.forget(connection);
+        // A page being reloaded comes back in a moment, as the same client: a short grace period, and no notices.
+        if (frame.reload === true) return this.goAway(client, this.options.clock(), this.settings.reloadGrace);
+        // A deliberate goodbye needs no grace period.
         return this.leaveNow(client, this.options.clock());
     }
   }
@@ -328,9 +330,9 @@ export class Reflector<Socket extends ClientSocket> {
     if (client !== undefined) this.leaveNow(client, this.options.clock());
   }
 
-  /** A client's socket is gone: it stays in the room, away, for the grace period. */
-  private goAway(client: Client<Socket>, now: number): void {
-    this.roster.away(client, now);
+  /** A client's socket is gone: it stays in the room, away, for the grace period (or `grace`). */
+  private goAway(client: Client<Socket>, now: number, grace = this.settings.grace): void {
+    this.roster.away(client, now, grace);
     this.rounds.leave(client.id);
   }
 

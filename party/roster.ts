@@ -143,10 +143,10 @@ export class Roster<Socket> {
     this.host.store().rememberClient(client.id, { secret: client.secret });
   }
 
-  /** A client's socket is gone: it stays in the room, away, for the grace period. */
-  away(client: Client<Socket>, now: number): void {
+  /** A client's socket is gone: it stays in the room, away, for `grace`. */
+  away(client: Client<Socket>, now: number, grace: number): void {
     client.connection = undefined;
-    client.awayUntil = now + this.settings.grace;
+    client.awayUntil = now + grace;
     this.host.store().rememberClient(client.id, { secret: client.secret, awayUntil: client.awayUntil });
   }
 

@@ -8,6 +8,11 @@ import { MAX_FRAME_LENGTH, MAX_ROOM_ID_LENGTH, MAX_SNAPSHOT_PARTS, SNAPSHOT_PART
 export interface ReflectorSettings {
   /** How long a client whose socket dropped stays present, waiting for it to resume. */
   grace: number;
+  /**
+   * How long a client whose page said it is being reloaded (`leave` with `reload`) stays present: long enough for
+   * the page to come back as the same client, short enough that a closed tab leaves promptly.
+   */
+  reloadGrace: number;
   /** How often a client sends a heartbeat; told in the welcome. The platform answers it without waking the room. */
   heartbeat: number;
   /**
@@ -95,6 +100,7 @@ interface Setting {
 
 export const SETTINGS: { readonly [Key in keyof ReflectorSettings]: Setting } = {
   grace: { variable: "GRACE_MS", default: 10_000 },
+  reloadGrace: { variable: "RELOAD_GRACE_MS", default: 4000 },
   heartbeat: { variable: "HEARTBEAT_MS", default: 20_000, positive: true },
   silenceTimeout: { variable: "SILENCE_TIMEOUT_MS", default: 300_000, positive: true },
   snapshotEvents: { variable: "SNAPSHOT_EVENTS", default: 1000 },

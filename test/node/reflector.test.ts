@@ -16,6 +16,7 @@ import {
   CLOSE_SILENT,
   majority,
   MAX_FRAME_LENGTH,
+  MAX_PROFILE_LENGTH,
   MAX_ROOM_ID_LENGTH,
   MAX_SNAPSHOT_PARTS,
   helloChallenge,
@@ -146,6 +147,7 @@ const NO_LIMITS = {
 };
 const TEST_SETTINGS: ReflectorSettings = {
   grace: 10_000,
+  reloadGrace: 2000,
   heartbeat: 20_000,
   silenceTimeout: Infinity,
   snapshotEvents: 1_000_000,
@@ -779,6 +781,43 @@ describe("reflector: heartbeats and silent sockets", () => {
 });
 
 describe("reflector: disconnects, grace and resume", () => {
+  test("a page being reloaded says so: its client is away for reloadGrace only, and comes back as itself without notices", async () => {
+    const room = await openRoom();
+    const stayer = room.hello();
+    const reloaded = room.hello();
+    const heard = stayer.socket.mark();
+    room.send(reloaded, { type: "leave", reload: true });
+    assert.equal(room.reflector.nextWakeAt(), room.clock.now + TEST_SETTINGS.reloadGrace, "a short grace period");
+    room.advance(TEST_SETTINGS.reloadGrace - 1);
+    room.reflector.wake();
+    // The reloaded page resumes with nothing of the room: it gets all of it again, as the same client.
+    const again = room.hello(new FakeSocket(), { client: reloaded.id, secret: reloaded.secret, seq: 0 });
+    assert.deepEqual([again.welcome.resumed, again.welcome.from], [true, 0]);
+    assert.deepEqual(eventsIn(again.socket.frames).map(([seq]) => seq), [1, 2], "the whole log");
+    assert.deepEqual(eventsIn(heard()), [], "the others saw nothing");
+
+    // Not back in time: it leaves when the short grace period ends, not GRACE.
+    room.send(again, { type: "leave", reload: true });
+    room.advance(TEST_SETTINGS.reloadGrace);
+    room.reflector.wake();
+    assert.deepEqual(eventsIn(heard()), [[3, "user-exit", reloaded.id]]);
+  });
+
+  test("a newcomer's hello may carry a profile, opaque to the reflector, which its user-enter carries to everyone", async () => {
+    const room = await openRoom();
+    const a = room.hello();
+    const socket = new FakeSocket();
+    room.reflector.connect(socket);
+    send(room.reflector, socket, { ...helloFrame(socket), profile: "sealed profile" });
+    const enter = a.socket.ofType("user-enter").at(-1)!;
+    assert.deepEqual(enter, { type: "user-enter", seq: 2, time: START, client: (socket.ofType("welcome")[0] as Welcome).client, profile: "sealed profile" });
+    assert.deepEqual(room.storage.events().at(-1), enter, "stored with it");
+    const tooLong = new FakeSocket();
+    room.reflector.connect(tooLong);
+    send(room.reflector, tooLong, { ...helloFrame(tooLong), profile: "x".repeat(MAX_PROFILE_LENGTH + 1) });
+    assert.equal(tooLong.ofType("error")[0]!.code, "bad-frame");
+  });
+
   test("a dropped socket's client stays present for the grace period, then gets exactly one user-exit", async () => {
     const room = await openRoom();
     const stayer = room.hello();
