@@ -6,10 +6,10 @@
 import { sha256Hex } from "../common/crypto.js";
 import type { Welcome } from "../common/protocol.js";
 import type { RoomKey } from "./room-key.js";
-import { Replica, type ModelClass } from "./runtime.js";
+import { Replica, type ModelClass, type ViewEvent } from "./runtime.js";
 
 /** Where a catch-up stands after a frame. */
-export type CatchUpState = { done: false } | { done: true; replica: Replica } | { done: false; badSnapshot: Error };
+export type CatchUpState = { done: false } | { done: true; replica: Replica; notifications: ViewEvent[] } | { done: false; badSnapshot: Error };
 
 export class CatchUp {
   #replica: Replica | undefined;
@@ -30,9 +30,7 @@ export class CatchUp {
     const replica = this.#replica;
     if (replica === undefined || replica.seq < this.welcome.last) return { done: false };
     replica.advanceTo(this.welcome.time);
-    // Notifications from catching up describe the past; the view renders the whole state instead.
-    replica.takeViewEvents();
-    return { done: true, replica };
+    return { done: true, replica, notifications: replica.takeViewEvents() };
   }
 
   /** A part of the welcome's snapshot. */

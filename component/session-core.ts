@@ -260,6 +260,7 @@ export class SessionCore {
   async #caughtUp(catchUp: CatchUp, state: CatchUpState): Promise<void> {
     if ("badSnapshot" in state) return this.#reportBadSnapshot(catchUp.welcome, state.badSnapshot);
     if (!state.done) return;
+    const resumed = state.replica === this.#replica;
     this.#replica = state.replica;
     this.#catchUp = undefined;
     this.#welcome = catchUp.welcome;
@@ -268,6 +269,9 @@ export class SessionCore {
     this.#askForTick();
     this.options.notify({ type: "pending" });
     this.options.notify({ type: "welcome" });
+    // The views of a resumed replica show the state it had: what caught it up is news to them. A new replica's
+    // notifications describe the past, and its views render the whole state at the welcome.
+    if (resumed && state.notifications.length > 0) this.options.notify({ type: "update", events: state.notifications });
   }
 
   /**

@@ -173,6 +173,28 @@ describe("session core", () => {
     assert.deepEqual(postTexts(harness), ["one", "two"]);
   });
 
+  test("the views hear of what a resumed replica missed, after the welcome; what a new replica caught up on is no news", async () => {
+    const harness = await joined();
+    assert.deepEqual(harness.notices.map((notice) => notice.type), ["pending", "welcome"], "the room as it was at join is no news");
+    await harness.core.disconnected();
+    await harness.receive({ type: "challenge", nonce: "n2" });
+    harness.notices.length = 0;
+    await harness.receive(welcome({ resumed: true, from: 1, last: 3 }), enter(2, "a"), await post(3, "a", 1, "said while you were away"));
+    assert.deepEqual(harness.notices.map((notice) => notice.type), ["pending", "welcome", "update"]);
+    // The notifications a replica gives that sees the same events live.
+    const live = Replica.create(ROOM, key.seed, ChatModel);
+    live.apply(enter(1, "me"));
+    live.takeViewEvents();
+    live.apply(enter(2, "a"));
+    live.apply({ type: "message", seq: 3, time: START + 3, client: "a", id: 1, payload: encodeModelEvent(CHAT_SCOPE, "post", { text: "said while you were away" }) });
+    assert.deepEqual((harness.notices.at(-1) as Extract<CoreNotice, { type: "update" }>).events, live.takeViewEvents());
+
+    const fresh = new Harness();
+    await fresh.receive({ type: "challenge", nonce: "n" });
+    await fresh.receive(welcome({ last: 3 }), enter(1, "a"), await post(2, "a", 1, "before you came"), enter(3, "me"));
+    assert.deepEqual(fresh.notices.map((notice) => notice.type), ["pending", "welcome"], "a new replica's past is no news");
+  });
+
   test("posts the room ordered but lost in a crash go out again, ahead of the newer ones", async () => {
     const harness = await joined();
     harness.core.publish(CHAT_SCOPE, "post", { text: "ordered, then lost" });
