@@ -1,5 +1,5 @@
 import { NICKNAMES } from "./nicknames.js";
-import { Model } from "./runtime.js";
+import { Model, type StateValue } from "./runtime.js";
 
 /** Posts longer than this are refused, never truncated. */
 export const MAX_POST_LENGTH = 1000;
@@ -51,10 +51,25 @@ export interface ChatModelOptions {
 }
 
 /**
+ * What the model tells the views in the `chat` scope, by event: each change they show, as it happens. A view reads the
+ * whole state when it starts (and after each welcome), and these after that.
+ */
+export interface ChatNotifications {
+  /** A post or notice was added to the history. */
+  entry: ChatEntry;
+  /** A user came into the room. */
+  joined: ChatUser;
+  /** A user left the room. */
+  left: ChatUser;
+  /** A post broke the rules and was dropped: only its author's view shows the message. */
+  refused: { client: string; message: string };
+}
+
+/**
  * The chat's replicated state: who is here, under which nickname, and the recent history.
  *
- * Views publish `post` in the `chat` scope with `{ text }`; the reflector stamps who sent it. The model publishes
- * `users`, `history` and `refused` (`{ client, message }`, for a post that broke the rules) in the same scope.
+ * Views publish `post` in the `chat` scope with `{ text }`; the reflector stamps who sent it. The model tells the
+ * views what changed in the same scope (`ChatNotifications`).
  */
 export class ChatModel extends Model {
   users: ChatUser[] = [];
@@ -75,18 +90,18 @@ export class ChatModel extends Model {
 
   userEnter(client: string): void {
     if (this.nicknameOf(client) !== undefined) return;
-    const nickname = this.drawNickname();
-    this.users.push({ id: client, nickname });
-    this.addEntry({ kind: "notice", text: `${nickname} joined` });
-    this.publish(CHAT_SCOPE, "users");
+    const user = { id: client, nickname: this.drawNickname() };
+    this.users.push(user);
+    this.notify("joined", user);
+    this.addEntry({ kind: "notice", text: `${user.nickname} joined` });
   }
 
   userExit(client: string): void {
-    const nickname = this.nicknameOf(client);
-    if (nickname === undefined) return;
-    this.users = this.users.filter((user) => user.id !== client);
-    this.addEntry({ kind: "notice", text: `${nickname} left` });
-    this.publish(CHAT_SCOPE, "users");
+    const user = this.users.find((present) => present.id === client);
+    if (user === undefined) return;
+    this.users = this.users.filter((present) => present !== user);
+    this.notify("left", user);
+    this.addEntry({ kind: "notice", text: `${user.nickname} left` });
   }
 
   post(data: { text?: unknown } | null, sender?: string): void {
@@ -95,7 +110,7 @@ export class ChatModel extends Model {
     if (nickname === undefined) return;
     const check = checkPost(data?.text);
     if (!check.ok) {
-      if (check.reason === "too-long") this.publish(CHAT_SCOPE, "refused", { client: sender, message: check.message });
+      if (check.reason === "too-long") this.notify("refused", { client: sender, message: check.message });
       return;
     }
     if (check.text === RESET_COMMAND) {
@@ -117,10 +132,16 @@ export class ChatModel extends Model {
     return `${base} ${number}`;
   }
 
-  private addEntry(entry: Omit<ChatEntry, "n" | "time">): void {
-    this.history.push({ n: this.nextEntry++, time: this.now(), ...entry });
+  private addEntry(fields: Omit<ChatEntry, "n" | "time">): void {
+    const entry = { n: this.nextEntry++, time: this.now(), ...fields };
+    this.history.push(entry);
     if (this.history.length > this.maxHistory) this.history.splice(0, this.history.length - this.maxHistory);
-    this.publish(CHAT_SCOPE, "history");
+    this.notify("entry", entry);
+  }
+
+  /** Tells the views of a change; the data is the model's own (JSON, as state is), for them to read, never change. */
+  private notify<K extends keyof ChatNotifications>(event: K, data: ChatNotifications[K]): void {
+    this.publish(CHAT_SCOPE, event, data as StateValue);
   }
 }
 ChatModel.register("ChatModel");

@@ -1,6 +1,6 @@
 import { html, LitElement, nothing } from "lit";
 import { repeat } from "lit/directives/repeat.js";
-import { CHAT_SCOPE, checkPost, type ChatEntry, type ChatModel, type ChatUser } from "../chat-model.js";
+import { CHAT_SCOPE, checkPost, type ChatEntry, type ChatModel, type ChatNotifications, type ChatUser } from "../chat-model.js";
 import type { Session, SessionStatus } from "../session.js";
 import { styles } from "./multiuser-chat.styles.js";
 import { SessionController } from "./session-controller.js";
@@ -44,8 +44,9 @@ declare global {
  * Colours follow `prefers-color-scheme` (dark defaults for the same custom properties). Nothing moves (no animation,
  * no smooth scrolling), so `prefers-reduced-motion: reduce` needs nothing turned off.
  *
- * Events describe what happens after the element joined: the history and users already there at join are not
- * replayed (read `history` and `users`); after a reconnection, what happened meanwhile fires once, in a batch.
+ * Events describe what happens after the element joined, as the model announces it: the history and users already
+ * there at join are not replayed (read `history` and `users`); after a reconnection, what happened meanwhile fires
+ * once, in the order it happened.
  *
  * @fires multiuser-chat-message - a post arrived, the reader's own included; `detail`: {n, kind: "post", time,
  *   text, author, nickname, own}
@@ -313,32 +314,26 @@ export class MultiuserChat extends LitElement {
     this.refusal = undefined;
   }
 
-  /** Re-renders on every change of the session's model, and tells the page what changed. */
+  /**
+   * Tells the page what the model says changed, as it changes, and re-renders. What the model held when the session
+   * caught up (at join, or back as a new user) is no news: the session passes on no notifications of it, and the
+   * render after its welcome reads the whole state.
+   */
   #listen(session: Session): void {
-    session.addEventListener("status", () => this.#emit("status", { status: session.status }));
-    session.addEventListener("update", () => this.requestUpdate());
-    // The page hears of changes to the model, found by comparing it with what it was: the view never changes it.
-    let seen = 0; // the highest entry number the page has heard of
-    let present: ChatUser[] | undefined; // unset until the first welcome: what was there at join is not news
-    const missing = (users: ChatUser[], from: ChatUser[], type: string) => {
-      for (const user of users) if (!from.some((other) => other.id === user.id)) this.#emit(type, this.#own(user));
-    };
-    const observe = () => {
-      const model = session.model as ChatModel;
-      if (present !== undefined) {
-        missing(model.users, present, "user-enter");
-        for (const entry of model.history) if (entry.n > seen && entry.kind === "post") this.#emit("message", this.#own(entry));
-        missing(present, model.users, "user-exit");
-      }
-      seen = model.history.at(-1)?.n ?? seen;
-      present = [...model.users];
-    };
-    session.addEventListener("welcome", observe);
-    session.addEventListener("update", observe);
-    session.subscribe(CHAT_SCOPE, "refused", (data) => {
-      const { client, message } = data as { client: string; message: string };
+    const on = <K extends keyof ChatNotifications>(event: K, handler: (data: ChatNotifications[K]) => void) =>
+      session.subscribe(CHAT_SCOPE, event, (data) => {
+        handler(data as ChatNotifications[K]);
+        this.requestUpdate();
+      });
+    on("entry", (entry) => {
+      if (entry.kind === "post") this.#emit("message", this.#own(entry));
+    });
+    on("joined", (user) => this.#emit("user-enter", this.#own(user)));
+    on("left", (user) => this.#emit("user-exit", this.#own(user)));
+    on("refused", ({ client, message }) => {
       if (client === session.clientId) this.refusal = message;
     });
+    session.addEventListener("status", () => this.#emit("status", { status: session.status }));
   }
 
   /** A frozen copy of a user or an entry of the model, with `own` set when it is this element's user or post. */

@@ -168,14 +168,26 @@ describe("ChatModel", () => {
     assert.deepEqual(room.model.history.map((entry) => entry.n), [4, 5], "entry numbers keep increasing across a reset");
   });
 
-  test("publishes users and history changes to the view", () => {
-    const room = new Room();
+  test("tells the views of each change, with what changed, in the order it happened", () => {
+    const room = new Room({ maxHistory: 2 });
     room.replica.takeViewEvents();
-    room.enter("a");
+    const alice = room.enter("a");
+    const bob = room.enter("b");
     room.post("a", { text: "hi" });
-    assert.deepEqual(
-      room.replica.takeViewEvents().map((event) => event.event),
-      ["history", "users", "history"],
-    );
+    room.post("b", { text: "/reset" });
+    room.exit("a");
+    const [aliceJoined, bobJoined, hi, reset, aliceLeft] = [1, 2, 3, 4, 5].map((n) => ({ n, time: room.time - (5 - n) * 1000 }));
+    assert.deepEqual(room.replica.takeViewEvents(), [
+      { scope: "chat", event: "joined", data: { id: "a", nickname: alice } },
+      { scope: "chat", event: "entry", data: { ...aliceJoined, kind: "notice", text: `${alice} joined` } },
+      { scope: "chat", event: "joined", data: { id: "b", nickname: bob } },
+      { scope: "chat", event: "entry", data: { ...bobJoined, kind: "notice", text: `${bob} joined` } },
+      { scope: "chat", event: "entry", data: { ...hi, kind: "post", text: "hi", author: "a", nickname: alice } },
+      { scope: "chat", event: "entry", data: { ...reset, kind: "notice", text: `${bob} reset the history` } },
+      { scope: "chat", event: "left", data: { id: "a", nickname: alice } },
+      { scope: "chat", event: "entry", data: { ...aliceLeft, kind: "notice", text: `${alice} left` } },
+    ]);
+    // An entry that drops off the end of the history is no news: the next entry's notification says it all.
+    assert.deepEqual(room.model.history.map((entry) => entry.n), [4, 5]);
   });
 });
