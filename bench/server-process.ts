@@ -1,6 +1,6 @@
 /**
  * The benchmark's view of a `wrangler dev` server's processes: the workerd that runs the rooms, pinning to a core
- * with `taskset`, CPU time from `/proc/<pid>/stat`, and the file watcher.
+ * with `taskset`, CPU time from `/proc/<pid>/stat`, resident memory from `/proc/<pid>/status`, and the file watcher.
  *
  * `wrangler dev`, started in its own process group, runs two node processes (a launcher and the CLI), esbuild
  * (which bundles the Worker and watches its sources) and two workerd: a proxy that listens on the server's port and
@@ -66,8 +66,20 @@ function hasOpenUnder(pid: number, folder: string): boolean {
  * is wrangler's proxy.
  */
 export function findWorkerd(group: number, persistDir: string): number {
-  const workerd = processesInGroup(group).filter((stat) => stat.command === "workerd" && hasOpenUnder(stat.pid, persistDir));
-  if (workerd.length !== 1) throw new Error(`${workerd.length} workerd processes in process group ${group} hold ${persistDir} open, not one`);
+  return onlyWorkerd(group, persistDir, true);
+}
+
+/**
+ * wrangler's proxy: the other workerd of the group, which holds no state folder open. Every socket passes through it,
+ * so what a client does not read may wait in its buffers rather than the rooms'.
+ */
+export function findProxy(group: number, persistDir: string): number {
+  return onlyWorkerd(group, persistDir, false);
+}
+
+function onlyWorkerd(group: number, persistDir: string, holdsState: boolean): number {
+  const workerd = processesInGroup(group).filter((stat) => stat.command === "workerd" && hasOpenUnder(stat.pid, persistDir) === holdsState);
+  if (workerd.length !== 1) throw new Error(`${workerd.length} workerd processes in process group ${group} ${holdsState ? "hold" : "do not hold"} ${persistDir} open, not one`);
   return workerd[0]!.pid;
 }
 
@@ -76,6 +88,19 @@ export function cpuMicros(pid: number): number {
   const stat = readStat(pid);
   if (stat === undefined) throw new Error(`process ${pid} is gone`);
   return stat.cpuMicros;
+}
+
+/** A process's resident memory (VmRSS) in bytes. */
+export function rssBytes(pid: number): number {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    throw new Error(`process ${pid} is gone`);
+  }
+  const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
+  if (kib === undefined) throw new Error(`process ${pid} reports no VmRSS`);
+  return Number(kib) * 1024;
 }
 
 function hasTaskset(): boolean {
