@@ -641,7 +641,7 @@ function worstLoadRows(outcome: WorstLoad, roomRate: number): void {
   textRow("", "honest client: refusals; divergence reports (it votes its real hash, the load clients an agreed one)", `${honestRefusals}; ${honest.divergences}`);
   const percent = (micros: number) => format((100 * micros) / (LOAD_SECONDS * 1e6), 0);
   textRow("", "CPU during the load, % of a core: rooms' workerd / proxy / load generator", `${percent(cpu.workerd)} / ${percent(cpu.proxy)} / ${percent(cpu.generator)}`);
-  const span = (times: number[]) => (times.length === 1 ? format(times[0]!, 1) : `${format(Math.min(...times), 1)}-${format(Math.max(...times), 1)}`);
+  const span = (times: number[]) => [...new Set([Math.min(...times), Math.max(...times)].map((time) => format(time, 1)))].join("-");
   const closes = [...outcome.closes].map(([code, times]) => `${times.length} × ${code} (read at ${span(times)} s)`).join(", ") || "none";
   if (stalled === 0) textRow("", "connections the room closed (close codes)", closes);
   else textRow("", "connections the room closed (close codes); stalled clients it closed", `${closes}; ${outcome.stalledClosed} of ${stalled}`);
