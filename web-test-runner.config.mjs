@@ -27,9 +27,11 @@ const reflectorPlugin = {
 /**
  * `executeServerCommand("demo-page", { action, ... })` drives a second page showing the served demo, in a browser
  * context of its own: offline mode cuts a whole context, and the test page's own channel must stay up.
- * Actions: open (room, or the whole url) → id; offline (id, offline); drop (id): closes every WebSocket the page has
- * open, as a dropped connection would (Chromium's offline mode keeps them open); status (id) → text; log (id) → texts;
- * post (id, text); close (id);
+ * Actions: open (room, or the whole url; `sameBrowserAs` an open page's id for a new tab of that page's browser, which
+ * shares its localStorage, else a browser of its own) → id; offline (id, offline); drop (id): closes every WebSocket
+ * the page has open, as a dropped connection would (Chromium's offline mode keeps them open); status (id) → text;
+ * log (id) → texts; users (id) → texts; post (id, text); rename (id, text): with the "Change nickname" button, the
+ * "Nickname" field and Enter; reload (id); close (id): the tab, and its browser with its last tab;
  * evaluate (id, expression) → the JSON-serializable value of a JavaScript expression evaluated in the demo page.
  * screenshot (id, name, colorScheme, width) → bytes: the page in that colour scheme and width (motion reduced), as
  * test-results/screenshots/<name>.png, which git ignores, for a person to look at.
@@ -40,22 +42,9 @@ const demoPagePlugin = {
   name: "demo-page",
   async executeCommand({ command, payload, session }) {
     if (command !== "demo-page") return undefined;
-    const { action, id, room, url, offline, text, expression } = payload;
+    const { action, id, room, url, offline, text, expression, sameBrowserAs } = payload;
     if (action === "open") {
-      const context = await session.browser.getPage(session.id).context().browser().newContext();
-      // Every WebSocket the page opens is kept in a list the page cannot reach from its own code, for `drop`.
-      await context.addInitScript(() => {
-        const sockets = new Set();
-        const Native = WebSocket;
-        window.WebSocket = class extends Native {
-          constructor(...args) {
-            super(...args);
-            sockets.add(this);
-            this.addEventListener("close", () => sockets.delete(this));
-          }
-        };
-        Object.defineProperty(window, "__dropConnections", { value: () => sockets.forEach((socket) => socket.close()) });
-      });
+      const context = sameBrowserAs !== undefined ? demoPages.get(sameBrowserAs).context() : await newDemoContext(session);
       const page = await context.newPage();
       await page.goto(url ?? `http://${reflector.host}/?room=${encodeURIComponent(room)}`);
       const pageId = String(++demoPagesOpened);
@@ -68,11 +57,19 @@ const demoPagePlugin = {
     if (action === "drop") return (await page.evaluate(() => window.__dropConnections()), true);
     if (action === "status") return (await chat.getByRole("status").textContent()).trim();
     if (action === "log") return (await chat.getByRole("log").getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
+    if (action === "users") return (await chat.getByRole("list", { name: "Users" }).getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
     if (action === "post") {
       await chat.getByRole("textbox", { name: "Message" }).fill(text);
       await chat.getByRole("textbox", { name: "Message" }).press("Enter");
       return true;
     }
+    if (action === "rename") {
+      await chat.getByRole("button", { name: "Change nickname" }).click();
+      await chat.getByRole("textbox", { name: "Nickname" }).fill(text);
+      await chat.getByRole("textbox", { name: "Nickname" }).press("Enter");
+      return true;
+    }
+    if (action === "reload") return (await page.reload(), true);
     if (action === "evaluate") return await page.evaluate(String(expression));
     if (action === "screenshot") {
       const { name, colorScheme, width } = payload;
@@ -80,10 +77,35 @@ const demoPagePlugin = {
       await page.emulateMedia({ colorScheme, reducedMotion: "reduce" });
       return (await page.screenshot({ path: `test-results/screenshots/${name}.png`, fullPage: true })).length;
     }
-    if (action === "close") return (demoPages.delete(id), await page.context().close(), true);
+    if (action === "close") {
+      demoPages.delete(id);
+      const context = page.context();
+      await page.close();
+      if (context.pages().length === 0) await context.close();
+      return true;
+    }
     throw new Error(`demo-page: unknown action ${action}`);
   },
 };
+
+/** A browser context of its own for a demo page: another browser, as far as storage and the network go. */
+async function newDemoContext(session) {
+  const context = await session.browser.getPage(session.id).context().browser().newContext();
+  // Every WebSocket the page opens is kept in a list the page cannot reach from its own code, for `drop`.
+  await context.addInitScript(() => {
+    const sockets = new Set();
+    const Native = WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        sockets.add(this);
+        this.addEventListener("close", () => sockets.delete(this));
+      }
+    };
+    Object.defineProperty(window, "__dropConnections", { value: () => sockets.forEach((socket) => socket.close()) });
+  });
+  return context;
+}
 
 /** `/embed-page?html=…` answers with that page: a page on another origin than the reflector's, as a CodePen is. */
 const embedPagePlugin = {

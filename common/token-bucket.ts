@@ -4,48 +4,52 @@
  * client keeps its own copy of its limits so it never crosses them.
  */
 export class TokenBucket {
-  private tokens: number;
-  private refilledAt: number;
+  #tokens: number;
+  #refilledAt: number;
+  #perSecond: number;
+  #burst: number;
 
   constructor(
-    private perSecond: number,
-    private burst: number,
+    perSecond: number,
+    burst: number,
     now: number,
     /** Tokens it holds at first; full by default. */
     initial = burst,
   ) {
-    this.tokens = Math.min(initial, burst);
-    this.refilledAt = now;
+    this.#perSecond = perSecond;
+    this.#burst = burst;
+    this.#tokens = Math.min(initial, burst);
+    this.#refilledAt = now;
   }
 
   /** Takes a token at `now`; false when the bucket is empty. An infinite limit always has one. */
   take(now: number): boolean {
-    if (this.perSecond === Infinity || this.burst === Infinity) return true;
-    this.refill(now);
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    if (this.#perSecond === Infinity || this.#burst === Infinity) return true;
+    this.#refill(now);
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
     return true;
   }
 
   /** Milliseconds from `now` until a token is there. */
   waitTime(now: number): number {
-    if (this.perSecond === Infinity || this.burst === Infinity) return 0;
-    this.refill(now);
-    return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) * 1000) / this.perSecond);
+    if (this.#perSecond === Infinity || this.#burst === Infinity) return 0;
+    this.#refill(now);
+    return this.#tokens >= 1 ? 0 : Math.ceil(((1 - this.#tokens) * 1000) / this.#perSecond);
   }
 
   /** From `now` on, refills at `perSecond` up to `burst`; what it holds stays, up to the new burst. */
   retune(perSecond: number, burst: number, now: number): void {
-    this.refill(now);
-    this.perSecond = perSecond;
-    this.burst = burst;
-    this.tokens = Math.min(this.tokens, burst);
+    this.#refill(now);
+    this.#perSecond = perSecond;
+    this.#burst = burst;
+    this.#tokens = Math.min(this.#tokens, burst);
   }
 
-  private refill(now: number): void {
-    const elapsed = Math.max(0, now - this.refilledAt);
-    this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.perSecond) / 1000);
-    this.refilledAt = Math.max(this.refilledAt, now);
+  #refill(now: number): void {
+    const elapsed = Math.max(0, now - this.#refilledAt);
+    this.#tokens = Math.min(this.#burst, this.#tokens + (elapsed * this.#perSecond) / 1000);
+    this.#refilledAt = Math.max(this.#refilledAt, now);
   }
 }
 

@@ -16,12 +16,17 @@ export class CatchUp {
   readonly #parts: string[] = [];
 
   /** `replica` is where to start when the welcome sends no snapshot; a snapshot's root must be a `Root`. */
+  readonly #key: RoomKey;
+  readonly #Root: ModelClass;
+
   constructor(
     readonly welcome: Welcome,
-    private readonly key: RoomKey,
-    private readonly Root: ModelClass,
+    key: RoomKey,
+    Root: ModelClass,
     replica: Replica | undefined,
   ) {
+    this.#key = key;
+    this.#Root = Root;
     this.#replica = welcome.snapshot === null ? replica : undefined;
   }
 
@@ -49,10 +54,8 @@ export class CatchUp {
 
   /** An event of the catch-up, its payload opened. */
   event(apply: (replica: Replica) => void): CatchUpState {
-    if (this.#replica === undefined) {
-      console.warn("multiuser-chat: an event arrived before the welcome's snapshot; ignoring it");
-      return { done: false };
-    }
+    // Only a faulty reflector sends an event before the snapshot it announced; it reaches no replica.
+    if (this.#replica === undefined) return { done: false };
     apply(this.#replica);
     return this.state;
   }
@@ -64,8 +67,8 @@ export class CatchUp {
    */
   async #restore(sealed: string, snapshot: { seq: number; hash: string }): Promise<Replica> {
     if ((await sha256Hex(sealed)) !== snapshot.hash) throw new Error("its parts do not hash to the members' vote");
-    const replica = Replica.restore(await this.key.openSnapshot(sealed, snapshot.seq));
-    if (!(replica.root instanceof this.Root)) throw new Error(`its root model is not a ${this.Root.name}`);
+    const replica = Replica.restore(await this.#key.openSnapshot(sealed, snapshot.seq));
+    if (!(replica.root instanceof this.#Root)) throw new Error(`its root model is not a ${this.#Root.name}`);
     return replica;
   }
 }

@@ -8,11 +8,22 @@ export const DEFAULT_MAX_HISTORY = 100;
 export const CHAT_SCOPE = "chat";
 /** Typed as a post, clears the history for everyone. */
 export const RESET_COMMAND = "/reset";
+/** Typed as a post with a name after it (`/nick Ada`), renames its author. */
+export const NICK_COMMAND = "/nick";
+/** Longest nickname, in characters, after trimming. */
+export const MAX_NICKNAME_LENGTH = 32;
+/**
+ * The colours that tell users apart, by name: each user gets one, spread over the palette and drawn by the
+ * replicated generator, so every replica agrees. The element has a shade of each for either colour scheme.
+ */
+export const USER_COLOURS = ["red", "orange", "green", "teal", "blue", "indigo", "purple", "pink"] as const;
+export type UserColour = (typeof USER_COLOURS)[number];
 
 export interface ChatUser {
   /** The client id the reflector gave this window. */
   id: string;
   nickname: string;
+  colour: UserColour;
 }
 
 export interface ChatEntry {
@@ -22,9 +33,10 @@ export interface ChatEntry {
   /** Replicated time of the event, in milliseconds since the epoch. */
   time: number;
   text: string;
-  /** Client id and nickname of a post's author. */
+  /** Client id, nickname and colour of a post's author, as they were when it was sent. */
   author?: string;
   nickname?: string;
+  colour?: UserColour;
 }
 
 /** Why a post was not accepted. An empty post is simply dropped; a long one is reported to its author. */
@@ -46,6 +58,40 @@ export function checkPost(raw: unknown): PostCheck {
   return { ok: true, text };
 }
 
+/** Whether a nickname may be taken, and the name as it is kept (trimmed), or why not. */
+export type NicknameCheck = { ok: true; name: string } | { ok: false; message: string };
+
+/** Control characters, line breaks and the characters that reorder text: none of them belongs in a name. */
+const NOT_IN_NAMES = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
+
+/** A name's characters as a reader counts them: code points, not UTF-16 units. */
+const lengthOf = (text: string) => Array.from(text).length;
+
+/** A name as a user's own, apart from who else is here: 1 to 32 characters after trimming, no control characters. */
+function checkNicknameShape(raw: unknown): NicknameCheck {
+  const name = typeof raw === "string" ? raw.trim() : "";
+  if (name.length === 0) return { ok: false, message: "A nickname needs at least one character." };
+  if (lengthOf(name) > MAX_NICKNAME_LENGTH) return { ok: false, message: `This nickname has ${lengthOf(name)} characters; the limit is ${MAX_NICKNAME_LENGTH}.` };
+  if (NOT_IN_NAMES.test(name)) return { ok: false, message: "A nickname cannot hold control characters or line breaks." };
+  return { ok: true, name };
+}
+
+/**
+ * The one rule for nicknames, used by the view before publishing and by the model on arrival: the shape above, and
+ * no other present user's name, ignoring case. `self` is the user renaming, whose own name is no obstacle.
+ */
+export function checkNickname(raw: unknown, users: readonly ChatUser[], self?: string): NicknameCheck {
+  const check = checkNicknameShape(raw);
+  if (!check.ok) return check;
+  const holder = users.find((user) => user.id !== self && user.nickname.toLowerCase() === check.name.toLowerCase());
+  return holder === undefined ? check : { ok: false, message: `${holder.nickname} is already here: choose another nickname.` };
+}
+
+/** What a newcomer's hello tells the others of it: the name it chose before, if any. */
+export interface ChatProfile {
+  name?: string;
+}
+
 export interface ChatModelOptions {
   maxHistory?: number;
 }
@@ -61,15 +107,18 @@ export interface ChatNotifications {
   joined: ChatUser;
   /** A user left the room. */
   left: ChatUser;
-  /** A post broke the rules and was dropped: only its author's view shows the message. */
+  /** A user took another nickname. */
+  renamed: { id: string; from: string; to: string };
+  /** A post or a new name broke the rules and was dropped: only its author's view shows the message. */
   refused: { client: string; message: string };
 }
 
 /**
  * The chat's replicated state: who is here, under which nickname, and the recent history.
  *
- * Views publish `post` in the `chat` scope with `{ text }`; the reflector stamps who sent it. The model tells the
- * views what changed in the same scope (`ChatNotifications`).
+ * Views publish `post` (`{ text }`) and `rename` (`{ name }`) in the `chat` scope; the reflector stamps who sent
+ * them. A newcomer's profile (`ChatProfile`) may name it. The model tells the views what changed in the same scope
+ * (`ChatNotifications`).
  */
 export class ChatModel extends Model {
   users: ChatUser[] = [];
@@ -82,15 +131,18 @@ export class ChatModel extends Model {
     this.subscribe(this.sessionId, "user-enter", "userEnter");
     this.subscribe(this.sessionId, "user-exit", "userExit");
     this.subscribe(CHAT_SCOPE, "post", "post");
+    this.subscribe(CHAT_SCOPE, "rename", "rename");
   }
 
   nicknameOf(client: string): string | undefined {
     return this.users.find((user) => user.id === client)?.nickname;
   }
 
-  userEnter(client: string): void {
+  /** A newcomer gets the name its profile asks for (numbered when someone here has it), or a random one. */
+  userEnter(client: string, profile?: ChatProfile | null): void {
     if (this.nicknameOf(client) !== undefined) return;
-    const user = { id: client, nickname: this.drawNickname() };
+    const asked = checkNicknameShape(profile?.name);
+    const user: ChatUser = { id: client, nickname: asked.ok ? this.freeName(asked.name) : this.drawNickname(), colour: this.drawColour() };
     this.users.push(user);
     this.notify("joined", user);
     this.addEntry({ kind: "notice", text: `${user.nickname} joined` });
@@ -105,12 +157,12 @@ export class ChatModel extends Model {
   }
 
   post(data: { text?: unknown } | null, sender?: string): void {
-    if (sender === undefined) return;
-    const nickname = this.nicknameOf(sender);
-    if (nickname === undefined) return;
+    const author = this.users.find((user) => user.id === sender);
+    if (author === undefined) return;
+    const { nickname, colour } = author;
     const check = checkPost(data?.text);
     if (!check.ok) {
-      if (check.reason === "too-long") this.notify("refused", { client: sender, message: check.message });
+      if (check.reason === "too-long") this.notify("refused", { client: author.id, message: check.message });
       return;
     }
     if (check.text === RESET_COMMAND) {
@@ -118,18 +170,52 @@ export class ChatModel extends Model {
       this.addEntry({ kind: "notice", text: `${nickname} reset the history` });
       return;
     }
-    this.addEntry({ kind: "post", text: check.text, author: sender, nickname });
+    if (check.text === NICK_COMMAND || check.text.startsWith(`${NICK_COMMAND} `)) return this.rename({ name: check.text.slice(NICK_COMMAND.length) }, author.id);
+    this.addEntry({ kind: "post", text: check.text, author: author.id, nickname, colour });
+  }
+
+  /** A user asks for another nickname: taken if the rule allows it, else refused, and only the user is told why. */
+  rename(data: { name?: unknown } | null, sender?: string): void {
+    const user = this.users.find((present) => present.id === sender);
+    if (user === undefined) return;
+    const check = checkNickname(data?.name, this.users, user.id);
+    if (!check.ok) return this.notify("refused", { client: user.id, message: check.message });
+    if (check.name === user.nickname) return;
+    const from = user.nickname;
+    user.nickname = check.name;
+    this.notify("renamed", { id: user.id, from, to: check.name });
+    this.addEntry({ kind: "notice", text: `${from} is now ${check.name}` });
   }
 
   /** A random nickname no present user has; once every name is taken, a name with the lowest free number. */
   private drawNickname(): string {
-    const taken = new Set(this.users.map((user) => user.nickname));
-    const free = NICKNAMES.filter((name) => !taken.has(name));
+    const taken = this.takenNames();
+    const free = NICKNAMES.filter((name) => !taken.has(name.toLowerCase()));
     if (free.length > 0) return free[Math.floor(this.random() * free.length)]!;
-    const base = NICKNAMES[Math.floor(this.random() * NICKNAMES.length)]!;
-    let number = 2;
-    while (taken.has(`${base} ${number}`)) number++;
-    return `${base} ${number}`;
+    return this.freeName(NICKNAMES[Math.floor(this.random() * NICKNAMES.length)]!);
+  }
+
+  /** `name` if nobody here has it (ignoring case), else `name 2`, `name 3`…: the lowest free number, within the length. */
+  private freeName(name: string): string {
+    const taken = this.takenNames();
+    if (!taken.has(name.toLowerCase())) return name;
+    for (let number = 2; ; number++) {
+      const suffix = ` ${number}`;
+      const base = Array.from(name).slice(0, MAX_NICKNAME_LENGTH - suffix.length).join("").trimEnd();
+      if (!taken.has(`${base}${suffix}`.toLowerCase())) return `${base}${suffix}`;
+    }
+  }
+
+  private takenNames(): Set<string> {
+    return new Set(this.users.map((user) => user.nickname.toLowerCase()));
+  }
+
+  /** One of the colours fewest present users have, drawn among them: neighbours in the list rarely share one. */
+  private drawColour(): UserColour {
+    const counts = USER_COLOURS.map((colour) => this.users.filter((user) => user.colour === colour).length);
+    const fewest = Math.min(...counts);
+    const candidates = USER_COLOURS.filter((_, index) => counts[index] === fewest);
+    return candidates[Math.floor(this.random() * candidates.length)]!;
   }
 
   private addEntry(fields: Omit<ChatEntry, "n" | "time">): void {

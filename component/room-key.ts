@@ -58,10 +58,18 @@ export class RoomKey {
     readonly publicKey: string,
     /** The replicated random generator's first state: four 32-bit words, not all zero. */
     readonly seed: readonly number[],
-    private readonly encryptionKey: CryptoKey,
-    private readonly ivKey: CryptoKey,
-    private readonly memberKey: CryptoKey,
-  ) {}
+    encryptionKey: CryptoKey,
+    ivKey: CryptoKey,
+    memberKey: CryptoKey,
+  ) {
+    this.#encryptionKey = encryptionKey;
+    this.#ivKey = ivKey;
+    this.#memberKey = memberKey;
+  }
+
+  readonly #encryptionKey: CryptoKey;
+  readonly #ivKey: CryptoKey;
+  readonly #memberKey: CryptoKey;
 
   /** Derives the keys of `room` from `secret` (base64url, at least 128 bits), or from the room name when there is none. */
   static async derive(room: string, secret: string | undefined): Promise<RoomKey> {
@@ -83,26 +91,26 @@ export class RoomKey {
 
   /** Proves to the reflector that this client holds the room's key: the member key's signature of its challenge. */
   async prove(challenge: string): Promise<string> {
-    return toBase64Url(new Uint8Array(await crypto.subtle.sign("Ed25519", this.memberKey, utf8(challenge))));
+    return toBase64Url(new Uint8Array(await crypto.subtle.sign("Ed25519", this.#memberKey, utf8(challenge))));
   }
 
   /** Seals a post's payload for its place: the room, the client that sends it and its post id. */
   sealPost(text: string, client: string, id: number): Promise<string> {
-    return this.seal(text, crypto.getRandomValues(new Uint8Array(IV_BYTES)), postPlace(this.room, client, id));
+    return this.#seal(text, crypto.getRandomValues(new Uint8Array(IV_BYTES)), postPlace(this.room, client, id));
   }
 
   /** Opens a post's payload where the reflector put it; a payload sealed for another sender or post id does not open. */
   openPost(sealed: string, client: string, id: number): Promise<string> {
-    return this.open(sealed, postPlace(this.room, client, id), "post");
+    return this.#open(sealed, postPlace(this.room, client, id), "post");
   }
 
   /** Seals what a newcomer's hello tells the room's members about it (its `profile`): readable by members only. */
   sealProfile(text: string): Promise<string> {
-    return this.seal(text, crypto.getRandomValues(new Uint8Array(IV_BYTES)), profilePlace(this.room));
+    return this.#seal(text, crypto.getRandomValues(new Uint8Array(IV_BYTES)), profilePlace(this.room));
   }
 
   openProfile(sealed: string): Promise<string> {
-    return this.open(sealed, profilePlace(this.room), "profile");
+    return this.#open(sealed, profilePlace(this.room), "profile");
   }
 
   /**
@@ -111,27 +119,27 @@ export class RoomKey {
    */
   async sealSnapshot(text: string, seq: number): Promise<string> {
     const place = snapshotPlace(this.room, seq);
-    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", this.ivKey, utf8(`${place}\n${text}`)));
-    return this.seal(text, mac.slice(0, IV_BYTES), place);
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", this.#ivKey, utf8(`${place}\n${text}`)));
+    return this.#seal(text, mac.slice(0, IV_BYTES), place);
   }
 
   /** Opens a snapshot sealed at `seq`, and checks that it was sealed as every honest replica seals that state. */
   async openSnapshot(sealed: string, seq: number): Promise<string> {
-    const text = await this.open(sealed, snapshotPlace(this.room, seq), "snapshot");
+    const text = await this.#open(sealed, snapshotPlace(this.room, seq), "snapshot");
     if ((await this.sealSnapshot(text, seq)) !== sealed) throw new SealError("snapshot");
     return text;
   }
 
-  private async seal(text: string, iv: Uint8Array<ArrayBuffer>, place: string): Promise<string> {
-    const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: utf8(place) }, this.encryptionKey, utf8(text)));
+  async #seal(text: string, iv: Uint8Array<ArrayBuffer>, place: string): Promise<string> {
+    const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: utf8(place) }, this.#encryptionKey, utf8(text)));
     return `${FORMAT}${toBase64Url(iv)}.${toBase64Url(sealed)}`;
   }
 
-  private async open(text: string, place: string, what: string): Promise<string> {
+  async #open(text: string, place: string, what: string): Promise<string> {
     const [iv, sealed, rest] = text.startsWith(FORMAT) ? text.slice(FORMAT.length).split(".") : [];
     if (iv === undefined || sealed === undefined || rest !== undefined) throw new SealError(what);
     try {
-      const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64Url(iv), additionalData: utf8(place) }, this.encryptionKey, fromBase64Url(sealed));
+      const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64Url(iv), additionalData: utf8(place) }, this.#encryptionKey, fromBase64Url(sealed));
       return new TextDecoder().decode(plain);
     } catch {
       throw new SealError(what);

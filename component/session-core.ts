@@ -81,7 +81,11 @@ export class SessionCore {
    */
   #queue: Promise<void> = Promise.resolve();
 
-  constructor(private readonly options: SessionCoreOptions) {}
+  readonly #options: SessionCoreOptions;
+
+  constructor(options: SessionCoreOptions) {
+    this.#options = options;
+  }
 
   get clientId(): string | undefined {
     return this.#clientId;
@@ -134,7 +138,7 @@ export class SessionCore {
       for (const frame of frames) await this.#handle(frame);
       if (this.#catchUp !== undefined || this.#left || this.#replica === undefined) return;
       const events = this.#replica.takeViewEvents();
-      if (events.length > 0) this.options.notify({ type: "update", events });
+      if (events.length > 0) this.#options.notify({ type: "update", events });
       this.#askForTick();
     });
   }
@@ -152,7 +156,7 @@ export class SessionCore {
     if (this.#left) return;
     this.#outbox.add(scope, event, data);
     if (this.#welcome !== undefined) void this.#enqueue(() => this.#flush());
-    this.options.notify({ type: "pending" });
+    this.#options.notify({ type: "pending" });
   }
 
   /**
@@ -172,8 +176,8 @@ export class SessionCore {
 
   /** Sends a frame stamped with when it was sent since the welcome (`t`): the reflector counts its limits from that. */
   #send(frame: ClientFrame): void {
-    const t = this.#welcome === undefined && this.#catchUp === undefined ? undefined : Math.max(0, Math.round(this.options.clock() - this.#welcomedAt));
-    this.options.send(encodeClientFrame(t === undefined ? frame : { ...frame, t }));
+    const t = this.#welcome === undefined && this.#catchUp === undefined ? undefined : Math.max(0, Math.round(this.#options.clock() - this.#welcomedAt));
+    this.#options.send(encodeClientFrame(t === undefined ? frame : { ...frame, t }));
   }
 
   async #handle(received: ServerFrame): Promise<void> {
@@ -194,7 +198,7 @@ export class SessionCore {
       case "pong":
         return;
       case "budget":
-        return this.#outbox.budgetChanged({ perSecond: frame.perSecond, burst: frame.burst }, this.options.clock());
+        return this.#outbox.budgetChanged({ perSecond: frame.perSecond, burst: frame.burst }, this.#options.clock());
       case "message":
       case "user-enter":
       case "user-exit":
@@ -214,32 +218,32 @@ export class SessionCore {
       case "error":
         return this.#refused(frame);
       default:
-        console.warn("multiuser-chat: ignoring a frame of unknown type from the reflector", frame);
+        console.warn("multiuser-chat: unknown frame", frame);
     }
   }
 
   /** Answers the connection's challenge: a hello that proves this client holds the room's key. */
   async #hello(nonce: string): Promise<void> {
-    const key = await this.options.key;
+    const key = await this.#options.key;
     const proof = await key.prove(helloChallenge(key.address, nonce));
     const identity = this.identity;
     const hello: Extract<ClientFrame, { type: "hello" }> = { type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof };
     if (identity !== undefined) hello.resume = { ...identity, seq: this.#replica?.seq ?? 0 };
-    const profile = this.options.profile?.();
+    const profile = this.#options.profile?.();
     // Only a new client's user-enter carries it; a resumed client is already known to the room.
     if (profile !== undefined && identity === undefined) hello.profile = await key.sealProfile(profile);
     this.#send(hello);
   }
 
   async #startCatchUp(welcome: Welcome): Promise<void> {
-    const key = await this.options.key;
-    this.#welcomedAt = this.options.clock();
+    const key = await this.#options.key;
+    this.#welcomedAt = this.#options.clock();
     this.#outbox.welcomed(welcome, this.#welcomedAt);
     if (this.#snapshots === undefined || !welcome.resumed) this.#snapshots = new SnapshotDuty(key);
     if (!welcome.resumed) this.#newRoom = welcome.from === 0 && welcome.last === 1;
     this.#clientId = welcome.client;
     this.#secret = welcome.secret;
-    const { room, model, modelOptions } = this.options;
+    const { room, model, modelOptions } = this.#options;
     const start = welcome.snapshot !== null ? undefined : welcome.resumed && welcome.from > 0 ? this.#replica : Replica.create(room, key.seed, model, modelOptions);
     const catchUp = new CatchUp(welcome, key, model, start);
     this.#catchUp = catchUp;
@@ -248,9 +252,8 @@ export class SessionCore {
 
   async #continueCatchUp(catchUp: CatchUp, frame: ServerFrame): Promise<void> {
     if (frame.type === "snapshot") return this.#caughtUp(catchUp, await catchUp.part(frame.data));
-    if (frame.type !== "message" && frame.type !== "user-enter" && frame.type !== "user-exit") {
-      return console.warn(`multiuser-chat: a ${frame.type} frame arrived before the welcome's events; ignoring it`);
-    }
+    // The reflector sends a welcome's catch-up at once, so nothing else comes between; anything that does is ignored.
+    if (frame.type !== "message" && frame.type !== "user-enter" && frame.type !== "user-exit") return;
     const event = await this.#opened(frame);
     const state = catchUp.event((replica) => replica.apply(event));
     if (event.type === "message" && event.client === catchUp.welcome.client) this.#acknowledge(event.id);
@@ -267,11 +270,11 @@ export class SessionCore {
     await this.#flush();
     this.#tickAsked = undefined;
     this.#askForTick();
-    this.options.notify({ type: "pending" });
-    this.options.notify({ type: "welcome" });
+    this.#options.notify({ type: "pending" });
+    this.#options.notify({ type: "welcome" });
     // The views of a resumed replica show the state it had: what caught it up is news to them. A new replica's
     // notifications describe the past, and its views render the whole state at the welcome.
-    if (resumed && state.notifications.length > 0) this.options.notify({ type: "update", events: state.notifications });
+    if (resumed && state.notifications.length > 0) this.#options.notify({ type: "update", events: state.notifications });
   }
 
   /**
@@ -281,7 +284,7 @@ export class SessionCore {
   async #flush(): Promise<void> {
     for (;;) {
       if (this.#welcome === undefined || this.#left) return;
-      const next = this.#outbox.next(this.options.clock());
+      const next = this.#outbox.next(this.#options.clock());
       if (next === undefined) return;
       if ("wait" in next) return this.#flushLater(next.wait);
       const payload = await this.#sealed(next.post);
@@ -294,7 +297,7 @@ export class SessionCore {
   #flushLater(delay: number): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    this.options.setTimer(delay, () => {
+    this.#options.setTimer(delay, () => {
       this.#flushScheduled = false;
       void this.#enqueue(() => this.#flush());
     });
@@ -304,13 +307,13 @@ export class SessionCore {
   async #sealed(post: Outgoing): Promise<string> {
     const client = this.#clientId!;
     if (post.sealed?.client !== client || post.sealed.id !== post.id) {
-      post.sealed = { client, id: post.id, text: await (await this.options.key).sealPost(post.plain, client, post.id) };
+      post.sealed = { client, id: post.id, text: await (await this.#options.key).sealPost(post.plain, client, post.id) };
     }
     return post.sealed.text;
   }
 
   #acknowledge(id: number): void {
-    if (this.#outbox.acknowledge(id, this.options.clock())) this.options.notify({ type: "pending" });
+    if (this.#outbox.acknowledge(id, this.#options.clock())) this.#options.notify({ type: "pending" });
   }
 
   /**
@@ -320,7 +323,7 @@ export class SessionCore {
    * left out, alike everywhere.
    */
   async #opened<F extends ServerFrame>(frame: F): Promise<F> {
-    const key = await this.options.key;
+    const key = await this.#options.key;
     try {
       if (frame.type === "message") return { ...frame, payload: await key.openPost(frame.payload, frame.client, frame.id) };
       if (frame.type === "user-enter" && frame.profile !== undefined) return { ...frame, profile: await key.openProfile(frame.profile) };
@@ -354,7 +357,7 @@ export class SessionCore {
   }
 
   #refused(frame: Extract<ServerFrame, { type: "error" }>): void {
-    console.warn(`multiuser-chat: the reflector refused a frame (${frame.code}): ${frame.message}`);
+    console.warn(`multiuser-chat: refused (${frame.code}): ${frame.message}`);
     if (RESEND_CODES.has(frame.code)) {
       // A post was not taken: when the reflector says it would be (or after a pause), send every pending post
       // again, in order; the ones it already has are dropped as duplicates.
@@ -365,18 +368,15 @@ export class SessionCore {
       this.#clientId = undefined;
       this.#secret = undefined;
     }
-    this.options.notify({ type: "reflector-error", code: frame.code, message: frame.message, time: frame.time });
+    this.#options.notify({ type: "reflector-error", code: frame.code, message: frame.message, time: frame.time });
   }
 
   #reportDivergence(divergence: Divergence): void {
     this.#divergence = divergence;
-    console.error(
-      `multiuser-chat: replicas of room ${this.options.room} hold different states after event ${divergence.seq}. ` +
-        `This replica's hash is ${divergence.ownHash ?? "unknown"}; ${divergence.outvoted ? "it is not the majority's" : "it is the majority's"}. ` +
-        "A model is not deterministic: look for Math.random, Date.now, timers or unordered iteration in model code.",
-      divergence.votes,
-    );
-    this.options.notify({ type: "divergence" });
+    // For the developer: a replica that differs runs a model that is not deterministic (Math.random, Date.now,
+    // timers or unordered iteration in model code), or another model.
+    console.error(`multiuser-chat: replicas hold different states after event ${divergence.seq}; this one is ${divergence.outvoted ? "not " : ""}in the majority`, divergence.votes);
+    this.#options.notify({ type: "divergence" });
   }
 
   /** A snapshot that does not check out: reported, and the session leaves, showing nothing of it. */
@@ -384,7 +384,7 @@ export class SessionCore {
     this.#badSnapshot = true;
     this.#catchUp = undefined;
     this.leave();
-    console.error(`multiuser-chat: the snapshot of room ${this.options.room} at ${welcome.snapshot?.seq} does not check out (${String(error)}); leaving the room`);
-    this.options.notify({ type: "bad-snapshot" });
+    console.error(`multiuser-chat: the snapshot at ${welcome.snapshot?.seq} does not check out (${String(error)}); leaving`);
+    this.#options.notify({ type: "bad-snapshot" });
   }
 }

@@ -356,50 +356,43 @@ export class Session<M extends Model = Model> extends EventTarget {
       if (identity !== undefined && this.#identityPlace !== undefined) keepIdentity(this.#identityPlace, identity);
       this.#close({ reload: true });
     };
-    window.addEventListener("offline", offline);
-    window.addEventListener("online", online);
-    window.addEventListener("pagehide", pagehide);
-    this.#removePageListeners = () => {
-      window.removeEventListener("offline", offline);
-      window.removeEventListener("online", online);
-      window.removeEventListener("pagehide", pagehide);
-    };
+    const listening = new AbortController();
+    const options = { signal: listening.signal };
+    window.addEventListener("offline", offline, options);
+    window.addEventListener("online", online, options);
+    window.addEventListener("pagehide", pagehide, options);
+    this.#removePageListeners = () => listening.abort();
   }
 }
 
 /** `ws` for loopback and private addresses, `wss` elsewhere: what partysocket picks. */
 function defaultProtocol(host: string): "ws" | "wss" {
-  const [first, second = ""] = host.split(".");
-  const local =
-    /^(localhost|127\.0\.0\.1):/.test(host) || host.startsWith("192.168.") || first === "10" || (first === "172" && second >= "16" && second <= "31") || host.startsWith("[::ffff:7f00:1]:");
-  return local ? "ws" : "wss";
+  return /^(localhost:|127\.0\.0\.1:|\[::ffff:7f00:1\]:|192\.168\.|10\.|172\.(1[6-9]|2\d|3[01])\.)/.test(host) ? "ws" : "wss";
 }
 
-/** Where a tab keeps its sessions' identities for a reload (`sessionStorage`): per tab, so two windows are two users. */
-const IDENTITIES = "multiuser-chat identities";
+/**
+ * The identities a tab keeps for a reload, per reflector host and room address (`sessionStorage`: per tab, so two
+ * windows are two users). Taking one deletes it, so that a copy of the tab cannot take it too.
+ */
+const identitiesKey = (place: string) => `multiuser-chat identities ${place}`;
 
-function storedIdentities(): Record<string, Identity[]> {
+function keptIdentities(place: string): Identity[] {
   try {
-    return JSON.parse(sessionStorage.getItem(IDENTITIES) ?? "{}") as Record<string, Identity[]>;
+    return JSON.parse(sessionStorage.getItem(identitiesKey(place)) ?? "[]") as Identity[];
   } catch {
-    return {};
+    return [];
   }
 }
 
-/** Takes one identity kept for `place`: read and deleted, so that a copy of the tab cannot take it too. */
 function takeIdentity(place: string): Identity | undefined {
-  if (typeof sessionStorage === "undefined") return undefined;
-  const identities = storedIdentities();
-  const identity = identities[place]?.shift();
-  if (identities[place]?.length === 0) delete identities[place];
-  sessionStorage.setItem(IDENTITIES, JSON.stringify(identities));
+  const identities = keptIdentities(place);
+  const identity = identities.shift();
+  if (identity !== undefined) sessionStorage.setItem(identitiesKey(place), JSON.stringify(identities));
   return identity;
 }
 
 function keepIdentity(place: string, identity: Identity): void {
-  const identities = storedIdentities();
-  (identities[place] ??= []).push(identity);
-  sessionStorage.setItem(IDENTITIES, JSON.stringify(identities));
+  sessionStorage.setItem(identitiesKey(place), JSON.stringify([...keptIdentities(place), identity]));
 }
 
 function isOffline(): boolean {

@@ -21,7 +21,11 @@ export class SnapshotDuty {
   /** The state at the last snapshot point, sealed, kept until the reflector stores a snapshot or asks for this one. */
   #kept: { seq: number; sealed?: string; hash?: string } | undefined;
 
-  constructor(private readonly key: RoomKey) {}
+  readonly #key: RoomKey;
+
+  constructor(key: RoomKey) {
+    this.#key = key;
+  }
 
   /**
    * A snapshot point: seals the state exactly as it is after event `seq` and resolves to the vote, or to undefined
@@ -30,12 +34,12 @@ export class SnapshotDuty {
    */
   async vote(seq: number, replica: Replica): Promise<Extract<ClientFrame, { type: "hash" }> | undefined> {
     if (replica.seq !== seq) {
-      console.warn(`multiuser-chat: a snapshot is due at ${seq} but this replica is at ${replica.seq}`);
+      console.warn(`multiuser-chat: snapshot due at ${seq}, replica at ${replica.seq}`);
       return undefined;
     }
     const kept: { seq: number; sealed?: string; hash?: string } = { seq };
     this.#kept = kept;
-    kept.sealed = await this.key.sealSnapshot(replica.serialize(), seq);
+    kept.sealed = await this.#key.sealSnapshot(replica.serialize(), seq);
     kept.hash = await sha256Hex(kept.sealed);
     return this.#kept === kept ? { type: "hash", seq, hash: kept.hash } : undefined;
   }

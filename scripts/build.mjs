@@ -9,7 +9,7 @@ import { litPlugin } from "@custom-elements-manifest/analyzer/src/features/frame
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** The module that registers the element: the entry of the bundles and of the package. */
 const DEFINE = "component/multiuser-chat/define.ts";
@@ -90,30 +90,19 @@ const minifyLiterals = {
 };
 
 /**
- * The element asks qrcode for one segment in byte mode (a URL needs no other), so qrcode's segmentation (its
- * optimal split of a string with dijkstrajs, and its numeric, alphanumeric and kanji encoders) is never reached: the
- * bundles get a segments.js that builds byte segments only, and says so for anything else. Its mode detection
- * (regex.js, which mode.js loads) is never asked either: a stub answers "not that mode". About 2 kB gzipped in all;
+ * Three of qrcode's modules are replaced in the bundles by smaller ones in scripts/qrcode-parts/. The element gives
+ * qrcode one segment in byte mode (a URL needs no other), so its segmentation (an optimal split of a string, with
+ * dijkstrajs and the numeric, alphanumeric and kanji encoders) and its mode detection are never reached: segments.cjs
+ * builds byte segments only and mode.cjs holds the modes' numbers alone. mask-pattern.cjs chooses the mask as qrcode
+ * does, in less code. About 3 kB gzipped in all; test/node/qrcode-parts.test.ts holds the parts to qrcode's own, and
  * test/browser/join-url.test.ts decodes the codes the element draws.
  */
-const qrcodeByteModeOnly = {
-  name: "qrcode-byte-mode-only",
+const qrcodeParts = {
+  name: "qrcode-parts",
   setup(build) {
-    const fromQrcode = (importer) => /[\\/]qrcode[\\/]/.test(importer);
-    build.onResolve({ filter: /^\.\/segments(\.js)?$/ }, ({ path, importer }) => (fromQrcode(importer) ? { path: join(dirname(importer), path), namespace: "byte-segments" } : undefined));
-    build.onLoad({ filter: /.*/, namespace: "byte-segments" }, ({ path }) => ({
-      resolveDir: dirname(path),
-      contents: `const ByteData = require("./byte-data");
-const unused = () => { throw new Error("qrcode's segmentation is not bundled: give it segments in byte mode"); };
-exports.fromArray = (segments) => segments.map(({ data, mode }) => (mode === "byte" ? new ByteData(data) : unused()));
-exports.fromString = exports.rawSplit = unused;`,
-      loader: "js",
-    }));
-    build.onResolve({ filter: /^\.\/regex(\.js)?$/ }, ({ path, importer }) => (fromQrcode(importer) ? { path, namespace: "byte-mode-detection" } : undefined));
-    build.onLoad({ filter: /.*/, namespace: "byte-mode-detection" }, () => ({
-      contents: "const no = () => false; module.exports = { testNumeric: no, testAlphanumeric: no, testKanji: no };",
-      loader: "js",
-    }));
+    build.onResolve({ filter: /^\.\/(segments|mode|mask-pattern)(\.js)?$/ }, ({ path, importer }) =>
+      /[\\/]qrcode[\\/]/.test(importer) ? { path: fileURLToPath(new URL(`qrcode-parts/${path.replace(/^\.\/|\.js$/g, "")}.cjs`, import.meta.url)) } : undefined,
+    );
   },
 };
 
@@ -127,7 +116,7 @@ const classImportedFromPackage = {
 /** The package's modules are not minified: the consumer's bundler minifies, and shares lit with the rest of their app. */
 const npm = { bundle: true, packages: "external", format: "esm", target: "es2022", logLevel: "warning" };
 
-const bundle = { bundle: true, outdir: "dist", target: "es2022", minify: true, sourcemap: "linked", legalComments: "linked", charset: "utf8", logLevel: "warning", plugins: [minifyLiterals, qrcodeByteModeOnly] };
+const bundle = { bundle: true, outdir: "dist", target: "es2022", minify: true, sourcemap: "linked", legalComments: "linked", charset: "utf8", logLevel: "warning", plugins: [minifyLiterals, qrcodeParts] };
 await Promise.all([
   build({ ...bundle, entryPoints: { "multiuser-chat": DEFINE }, format: "esm" }),
   // A classic script has no import.meta. While it first runs, document.currentScript is its <script>, whose URL

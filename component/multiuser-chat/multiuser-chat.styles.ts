@@ -18,6 +18,11 @@ export const styles = css`
     --_border-color: var(--multiuser-chat-border-color, #c8ccd4);
     --_error-color: var(--multiuser-chat-error-color, #b3261e);
     --_border: 1px solid var(--_border-color);
+    /*
+     * The lightness of the users' colours: one lightness and chroma in OKLCH for all of them, each user's hue apart, so
+     * every colour is at least 5.5:1 against the default light background (and 8:1 against the dark one at 80%).
+     */
+    --_user-lightness: 48%;
     color-scheme: light dark;
     display: flex;
     flex-direction: column;
@@ -40,6 +45,7 @@ export const styles = css`
       --_accent-contrast: var(--multiuser-chat-accent-contrast, #0d1526);
       --_border-color: var(--multiuser-chat-border-color, #3b414b);
       --_error-color: var(--multiuser-chat-error-color, #ff8a80);
+      --_user-lightness: 80%;
     }
   }
   :host([hidden]),
@@ -98,12 +104,40 @@ export const styles = css`
   [part="notice"] {
     font-style: italic;
   }
-  .nickname,
   a {
     color: var(--_accent);
   }
+  /*
+   * The colour tells users apart at a glance (USER_COLOURS in chat-model.ts); the name, in bold, always says who. Each
+   * default is one lightness and chroma in OKLCH with the colour's hue.
+   */
   .nickname {
     font-weight: 600;
+    color: var(--_user-color, var(--_color));
+  }
+  .red {
+    --_user-color: var(--multiuser-chat-user-red, oklch(var(--_user-lightness) 0.14 25));
+  }
+  .orange {
+    --_user-color: var(--multiuser-chat-user-orange, oklch(var(--_user-lightness) 0.14 55));
+  }
+  .green {
+    --_user-color: var(--multiuser-chat-user-green, oklch(var(--_user-lightness) 0.14 145));
+  }
+  .teal {
+    --_user-color: var(--multiuser-chat-user-teal, oklch(var(--_user-lightness) 0.14 190));
+  }
+  .blue {
+    --_user-color: var(--multiuser-chat-user-blue, oklch(var(--_user-lightness) 0.14 255));
+  }
+  .indigo {
+    --_user-color: var(--multiuser-chat-user-indigo, oklch(var(--_user-lightness) 0.14 280));
+  }
+  .purple {
+    --_user-color: var(--multiuser-chat-user-purple, oklch(var(--_user-lightness) 0.14 315));
+  }
+  .pink {
+    --_user-color: var(--multiuser-chat-user-pink, oklch(var(--_user-lightness) 0.14 355));
   }
   .side {
     width: 12rem;
@@ -138,7 +172,7 @@ export const styles = css`
     text-align: center;
     font-size: 0.75em;
   }
-  svg {
+  [part="qr"] svg {
     width: 100%;
     max-width: 10rem;
     background: var(--multiuser-chat-qr-background, #fff);
@@ -169,9 +203,24 @@ export const styles = css`
     background: var(--_accent);
     color: var(--_accent-contrast);
   }
-  [part="qr-button"] {
+  [part="qr-button"],
+  [part="rename-button"] {
     background: none;
     color: var(--_accent);
+  }
+  [part="rename-button"] {
+    padding: 0 calc(var(--_spacing) / 2);
+    border: 0;
+    vertical-align: middle;
+  }
+  [part="rename-button"] svg {
+    width: 1em;
+    height: 1em;
+    fill: currentColor;
+  }
+  [part="nickname-input"] {
+    width: 100%;
+    box-sizing: border-box;
   }
   [role="alert"] {
     margin: 0;

@@ -1,6 +1,6 @@
 import { html, LitElement, nothing } from "lit";
 import { repeat } from "lit/directives/repeat.js";
-import { CHAT_SCOPE, checkPost, type ChatEntry, type ChatModel, type ChatNotifications, type ChatUser } from "../chat-model.js";
+import { CHAT_SCOPE, checkNickname, checkPost, type ChatEntry, type ChatModel, type ChatNotifications, type ChatUser } from "../chat-model.js";
 import type { Session, SessionStatus } from "../session.js";
 import { styles } from "./multiuser-chat.styles.js";
 import { SessionController } from "./session-controller.js";
@@ -17,6 +17,7 @@ export interface MultiuserChatEventMap {
   "multiuser-chat-user-enter": CustomEvent<Own<ChatUser>>;
   "multiuser-chat-user-exit": CustomEvent<Own<ChatUser>>;
   "multiuser-chat-status": CustomEvent<{ status: SessionStatus }>;
+  "multiuser-chat-rename": CustomEvent<Readonly<{ id: string; from: string; to: string; own: boolean }>>;
 }
 
 declare global {
@@ -54,6 +55,7 @@ declare global {
  * @fires multiuser-chat-user-exit - a user left the room; `detail`: {id, nickname, own}
  * @fires multiuser-chat-status - the connection status changed; `detail`: {status}: `connecting`, `connected`,
  *   `reconnecting` or `offline`
+ * @fires multiuser-chat-rename - a user took another nickname; `detail`: {id, from, to, own}
  *
  * @csspart header - the bar with the title and the status
  * @csspart status - the connection status text
@@ -64,6 +66,8 @@ declare global {
  * @csspart warning - the warning shown when this copy of the chat disagrees with the others
  * @csspart users - the list of connected users
  * @csspart user - one user
+ * @csspart rename-button - the "Change nickname" button on the reader's own entry in the list of users
+ * @csspart nickname-input - the field that opens in its place, with the accessible name "Nickname"
  * @csspart qr - the QR code and the join link
  * @csspart qr-button - the button that shows and hides the QR code in the narrow layout
  * @csspart form - the message field and the Send button
@@ -74,10 +78,20 @@ declare global {
  * @cssprop --multiuser-chat-background - background of the element
  * @cssprop --multiuser-chat-color - text colour
  * @cssprop --multiuser-chat-muted-color - colour of notices, times, posts not sent yet and the status
- * @cssprop --multiuser-chat-accent - colour of nicknames, links, the buttons and focus rings
+ * @cssprop --multiuser-chat-accent - colour of links, the buttons and focus rings
  * @cssprop --multiuser-chat-accent-contrast - text colour on the accent colour
  * @cssprop --multiuser-chat-border-color - colour of borders
  * @cssprop --multiuser-chat-error-color - colour of the refusal message and the warning
+ * @cssprop --multiuser-chat-user-red - the colour of users whose `colour` is `red`; so for `orange`, `green`, `teal`,
+ *   `blue`, `indigo`, `purple` and `pink`: `--multiuser-chat-user-orange` and so on. By default each is the hue at
+ *   one lightness in OKLCH, at least 4.5:1 against the default background in either colour scheme
+ * @cssprop --multiuser-chat-user-orange - see `--multiuser-chat-user-red`
+ * @cssprop --multiuser-chat-user-green - see `--multiuser-chat-user-red`
+ * @cssprop --multiuser-chat-user-teal - see `--multiuser-chat-user-red`
+ * @cssprop --multiuser-chat-user-blue - see `--multiuser-chat-user-red`
+ * @cssprop --multiuser-chat-user-indigo - see `--multiuser-chat-user-red`
+ * @cssprop --multiuser-chat-user-purple - see `--multiuser-chat-user-red`
+ * @cssprop --multiuser-chat-user-pink - see `--multiuser-chat-user-red`
  * @cssprop --multiuser-chat-qr-color - colour of the QR code's modules (keep it dark on a light background: not
  *   every phone reads an inverted code); black by default, in both schemes
  * @cssprop --multiuser-chat-qr-background - background of the QR code; white by default, in both schemes
@@ -99,6 +113,7 @@ export class MultiuserChat extends LitElement {
     refusal: { state: true },
     narrow: { state: true },
     qrOpen: { state: true },
+    renaming: { state: true },
   };
 
   static override styles = styles;
@@ -119,6 +134,8 @@ export class MultiuserChat extends LitElement {
   declare protected narrow: boolean;
   /** True while the folded QR code is shown. */
   declare protected qrOpen: boolean;
+  /** True while the field for the reader's new nickname is open. */
+  declare protected renaming: boolean;
 
   readonly #chat = new SessionController(this, (session) => this.#listen(session));
   #stickToBottom = true;
@@ -148,6 +165,12 @@ export class MultiuserChat extends LitElement {
     return Object.freeze((this.model?.history ?? []).map((entry) => this.#own(entry)));
   }
 
+  /** The reader's nickname in this room; undefined until the element has joined. */
+  get nickname(): string | undefined {
+    const self = this.#chat.session?.clientId;
+    return self === undefined ? undefined : this.model?.nicknameOf(self);
+  }
+
   /** Read-only view of the replicated model, once the first welcome has arrived. */
   get model(): ChatModel | undefined {
     return this.#chat.session?.model as ChatModel | undefined;
@@ -169,6 +192,30 @@ export class MultiuserChat extends LitElement {
     if (session === undefined || session.left) return false;
     session.publish(CHAT_SCOPE, "post", { text: check.text });
     return true;
+  }
+
+  /**
+   * Asks for another nickname for the reader, as `/nick` and the "Change nickname" field do; everyone sees it, with a
+   * notice naming both names. Returns false when there is nowhere to send it (see `post`). Throws a `RangeError` with
+   * the element's message for a name that is empty, over 32 characters, holds control characters or is the name of
+   * someone present (ignoring case). The name is remembered for this reflector host (see `forgetNickname`).
+   */
+  rename(name: string): boolean {
+    const { session } = this.#chat;
+    const check = checkNickname(name, this.model?.users ?? [], session?.clientId);
+    if (!check.ok) throw new RangeError(check.message);
+    if (session === undefined || session.left) return false;
+    session.publish(CHAT_SCOPE, "rename", { name: check.name });
+    return true;
+  }
+
+  /**
+   * Forgets the nickname this browser remembers for the reflector host (in `localStorage`, under
+   * `multiuser-chat nickname HOST`, the one thing the element stores there): the next room opened there draws a
+   * random name. The reader's name in rooms already open stays.
+   */
+  forgetNickname(): void {
+    this.#chat.forgetNickname();
   }
 
   override connectedCallback(): void {
@@ -229,16 +276,19 @@ export class MultiuserChat extends LitElement {
   #entryTemplate(entry: ChatEntry) {
     const time = html`<time datetime=${new Date(entry.time).toISOString()}>${timeFormat.format(entry.time)}</time>`;
     if (entry.kind === "notice") return html`<li part="notice">${time} ${entry.text}</li>`;
-    return html`<li part="message">${time} <span class="nickname">${entry.nickname}</span>: ${entry.text}</li>`;
+    return html`<li part="message">${time} <span class="nickname ${entry.colour ?? ""}">${entry.nickname}</span>: ${entry.text}</li>`;
   }
 
   /** The reader's own posts that wait for the connection, shown where they will appear. */
   #pendingTemplates() {
     const session = this.#chat.session;
-    const nickname = this.model?.nicknameOf(session?.clientId ?? "") ?? "You";
+    const self = this.model?.users.find((user) => user.id === session?.clientId);
     return (session?.pending ?? [])
       .filter((pending) => pending.scope === CHAT_SCOPE && pending.event === "post")
-      .map((pending) => html`<li part="pending"><span class="nickname">${nickname}</span>: ${(pending.data as { text?: string } | null)?.text ?? ""} <em>(sending…)</em></li>`);
+      .map(
+        (pending) =>
+          html`<li part="pending"><span class="nickname ${self?.colour ?? ""}">${self?.nickname ?? "You"}</span>: ${(pending.data as { text?: string } | null)?.text ?? ""} <em>(sending…)</em></li>`,
+      );
   }
 
   /**
@@ -260,8 +310,30 @@ export class MultiuserChat extends LitElement {
     return html`
       <h2>Users (${users.length})</h2>
       <ul part="users" role="list" aria-label="Users">
-        ${users.map((user) => html`<li part="user">${user.nickname}${user.id === self ? " (you)" : ""}</li>`)}
+        ${users.map((user) =>
+          user.id === self
+            ? this.#ownUserTemplate(user)
+            : html`<li part="user"><span class="nickname ${user.colour}">${user.nickname}</span></li>`,
+        )}
       </ul>
+    `;
+  }
+
+  /**
+   * The reader's own entry: their name, "(you)" and a pencil button named "Change nickname" (no text of its own, so
+   * the entry still reads as the others do), or the field that replaces them while the reader types a new name.
+   */
+  #ownUserTemplate(user: ChatUser) {
+    if (this.renaming) {
+      return html`<li part="user"><input part="nickname-input" aria-label="Nickname" .value=${user.nickname} @keydown=${this.#renameKey} /></li>`;
+    }
+    return html`
+      <li part="user">
+        <span class="nickname ${user.colour}">${user.nickname}</span> (you)
+        <button part="rename-button" aria-label="Change nickname" @click=${this.#openRename}>
+          <svg viewBox="0 0 16 16" aria-hidden="true"><path d="M11.5 1.5l3 3-9 9H2.5v-3z"></path></svg>
+        </button>
+      </li>
     `;
   }
 
@@ -290,7 +362,7 @@ export class MultiuserChat extends LitElement {
   #closeQr(event: KeyboardEvent): void {
     if (event.key === "Escape" && this.qrOpen) {
       this.qrOpen = false;
-      (event.currentTarget as HTMLElement).querySelector("button")?.focus();
+      (event.currentTarget as HTMLElement).querySelector<HTMLElement>('[part="qr-button"]')?.focus();
     }
   }
 
@@ -314,6 +386,32 @@ export class MultiuserChat extends LitElement {
     this.refusal = undefined;
   }
 
+  async #openRename(): Promise<void> {
+    this.renaming = true;
+    await this.updateComplete;
+    const field = this.renderRoot.querySelector<HTMLInputElement>('[part="nickname-input"]');
+    field?.focus();
+    field?.select();
+  }
+
+  /** Enter saves the name (or says why not, keeping the field open); Escape closes the field; either returns focus. */
+  async #renameKey(event: KeyboardEvent): Promise<void> {
+    if (event.key !== "Enter" && event.key !== "Escape") return;
+    event.preventDefault();
+    if (event.key === "Enter") {
+      this.refusal = undefined;
+      try {
+        this.rename((event.currentTarget as HTMLInputElement).value);
+      } catch (error) {
+        this.refusal = (error as Error).message;
+        return;
+      }
+    }
+    this.renaming = false;
+    await this.updateComplete;
+    this.renderRoot.querySelector<HTMLElement>('[part="rename-button"]')?.focus();
+  }
+
   /**
    * Tells the page what the model says changed, as it changes, and re-renders. What the model held when the session
    * caught up (at join, or back as a new user) is no news: the session passes on no notifications of it, and the
@@ -330,6 +428,12 @@ export class MultiuserChat extends LitElement {
     });
     on("joined", (user) => this.#emit("user-enter", this.#own(user)));
     on("left", (user) => this.#emit("user-exit", this.#own(user)));
+    on("renamed", ({ id, from, to }) => {
+      const own = id === session.clientId;
+      // The name the reader chose, by the field, `rename()` or `/nick`, is the one their next visit asks for.
+      if (own) this.#chat.rememberNickname(to);
+      this.#emit("rename", Object.freeze({ id, from, to, own }));
+    });
     on("refused", ({ client, message }) => {
       if (client === session.clientId) this.refusal = message;
     });

@@ -5,6 +5,7 @@ import { newRoomSecret } from "../room-key.js";
 import { Session } from "../session.js";
 import { joinPage, joinUrlFor, newRoomName, roomToJoin, type RoomToJoin } from "./join-link.js";
 import { qrCode } from "./qr-code.js";
+import { forgetName, rememberedName, rememberName } from "./remembered-name.js";
 
 /**
  * Where this script was served from: by default the reflector is the same host. The classic-script build reads it
@@ -50,11 +51,13 @@ export class SessionController implements ReactiveController {
   /** The `join-url` of the link shown, so that one that is ignored is warned of once. */
   #joinUrl: string | undefined;
 
-  constructor(
-    private readonly element: SessionControllerHost,
-    /** Called with each new session, to listen to it. */
-    private readonly onSession: (session: Session) => void,
-  ) {
+  readonly #element: SessionControllerHost;
+  /** Called with each new session, to listen to it. */
+  readonly #onSession: (session: Session) => void;
+
+  constructor(element: SessionControllerHost, onSession: (session: Session) => void) {
+    this.#element = element;
+    this.#onSession = onSession;
     element.addController(this);
   }
 
@@ -69,7 +72,7 @@ export class SessionController implements ReactiveController {
   hostUpdate(): void {
     if (this.#joinedWith !== undefined && this.#joinedWith !== this.#attributes()) this.#join();
     // Where the link points is no reason to join anew: the others would see this user leave and come back.
-    else if (this.#joined !== undefined && this.element.joinUrl !== this.#joinUrl) this.#showJoinLink(this.#joined);
+    else if (this.#joined !== undefined && this.#element.joinUrl !== this.#joinUrl) this.#showJoinLink(this.#joined);
   }
 
   /**
@@ -84,7 +87,7 @@ export class SessionController implements ReactiveController {
 
   #join(): void {
     this.#leave();
-    const { element } = this;
+    const element = this.#element;
     const joined = roomToJoin(element, location.href, () => ({ room: newRoomName(crypto.getRandomValues(new Uint8Array(8))), key: newRoomSecret() }));
     if (joined.page !== undefined) history.replaceState(history.state, "", joined.page);
     this.#joined = joined;
@@ -97,26 +100,32 @@ export class SessionController implements ReactiveController {
       this.failure = `This room name cannot be used: ${badRoom}.`;
       return;
     }
+    const host = this.#reflectorHost;
     try {
       this.session = Session.join({
-        host: element.host ?? scriptUrl.host,
+        host,
         protocol: element.host === undefined ? (scriptUrl.protocol === "https:" ? "wss" : "ws") : undefined,
         room: joined.room,
         key: joined.key,
         party: element.party,
         model: ChatModel,
+        // A name the reader chose in an earlier visit to this reflector, which a new client of theirs asks for.
+        profile: () => {
+          const name = rememberedName(host);
+          return name === undefined ? undefined : { name };
+        },
       });
     } catch (error) {
       this.failure = `This link's key is not valid: ${(error as Error).message.replace(/^multiuser-chat: /, "")}.`;
       return;
     }
     this.#watch(this.session);
-    this.onSession(this.session);
+    this.#onSession(this.session);
   }
 
   /** Re-renders on every change of the session, and shows what keeps it from working. */
   #watch(session: Session): void {
-    const update = () => this.element.requestUpdate();
+    const update = () => this.#element.requestUpdate();
     for (const type of ["welcome", "status", "pending", "divergence", "reflector-error", "bad-snapshot"]) session.addEventListener(type, update);
     session.addEventListener("welcome", () => (this.failure = undefined));
     session.addEventListener("reflector-error", (event) => {
@@ -128,14 +137,28 @@ export class SessionController implements ReactiveController {
     });
   }
 
+  /** Remembers the name the reader chose, for the next room they open on this reflector. */
+  rememberNickname(name: string): void {
+    rememberName(this.#reflectorHost, name);
+  }
+
+  /** Forgets the remembered name: the next new room greets the reader with a random one. */
+  forgetNickname(): void {
+    forgetName(this.#reflectorHost);
+  }
+
+  get #reflectorHost(): string {
+    return this.#element.host ?? scriptUrl.host;
+  }
+
   /** The attributes that decide what to join, as one string to compare. */
   #attributes(): string {
-    const { host, room, key, party } = this.element;
+    const { host, room, key, party } = this.#element;
     return JSON.stringify([host, room, key, party]);
   }
 
   #showJoinLink({ room, key }: RoomToJoin): void {
-    const joinUrl = this.element.joinUrl;
+    const joinUrl = this.#element.joinUrl;
     const { page, warning } = joinPage(joinUrl, location.href);
     if (warning !== undefined && joinUrl !== this.#joinUrl) console.warn(warning);
     this.#joinUrl = joinUrl;

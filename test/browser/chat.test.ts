@@ -63,7 +63,8 @@ describe("<multiuser-chat> in Chromium against wrangler dev", () => {
     expect(log.tabIndex).to.equal(0);
     expect(part(element, "ul").getAttribute("aria-label")).to.equal("Users");
     expect(messageInput(element).getAttribute("aria-label")).to.equal("Message");
-    expect(part(element, "button").textContent!.trim()).to.equal("Send");
+    expect(part(element, '[part="button"]').textContent!.trim()).to.equal("Send");
+    expect(part(element, '[part="rename-button"]').getAttribute("aria-label")).to.equal("Change nickname");
     expect(statusOf(element)).to.equal("Connected");
     expect(part(element, '[role="img"]').getAttribute("aria-label")).to.equal("QR code to join this chat");
     expect(part(element, '[role="img"] svg path').getAttribute("d")).to.match(/^M/);

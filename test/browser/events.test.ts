@@ -87,8 +87,9 @@ describe("<multiuser-chat> events and API", () => {
 
     const late = await joinSession(room);
     await waitFor(() => events.of("user-enter").length === 1, "the user-enter event");
-    const lateName = (late.model as ChatModel).nicknameOf(late.clientId!);
-    expect(events.of("user-enter")[0]).to.deep.equal({ id: late.clientId, nickname: lateName, own: false });
+    const lateUser = (late.model as ChatModel).users.find((user) => user.id === late.clientId)!;
+    const lateName = lateUser.nickname;
+    expect(events.of("user-enter")[0]).to.deep.equal({ id: late.clientId, nickname: lateName, colour: lateUser.colour, own: false });
     expect(element.users.map((user) => user.nickname)).to.include(lateName);
 
     const earlyName = (early.model as ChatModel).nicknameOf(early.clientId!);
@@ -165,6 +166,7 @@ describe("<multiuser-chat> events and API", () => {
     expect(element.model!.users[0]!.nickname).not.to.equal("Mallory");
     expect(element.model!.history.at(-1)!.text).to.equal("first");
     expect(element.history).not.to.equal(history);
-    expect(users).to.deep.equal([{ id: element.model!.users[0]!.id, nickname: element.model!.users[0]!.nickname, own: true }]);
+    const { id, nickname, colour } = element.model!.users[0]!;
+    expect(users).to.deep.equal([{ id, nickname, colour, own: true }]);
   });
 });

@@ -1,6 +1,7 @@
 import { expect } from "@esm-bundle/chai";
 import { emulateMedia, setViewport } from "@web/test-runner-commands";
 import type { MultiuserChat } from "../../component/multiuser-chat/multiuser-chat.js";
+import { USER_COLOURS } from "../../component/chat-model.js";
 import { addChat, logTexts, part, reflectorHost, removeAll, sendWithButton, uniqueRoom, waitFor } from "./helpers.js";
 
 // Tests compare booleans, not elements: the runner cannot report a failed assertion about a DOM node.
@@ -108,6 +109,7 @@ describe("<multiuser-chat> theming and layout", () => {
       "error-color": "rgb(7, 7, 7)",
       "qr-color": "rgb(8, 8, 8)",
       "qr-background": "rgb(9, 9, 9)",
+      ...Object.fromEntries(USER_COLOURS.map((colour, index) => [`user-${colour}`, `rgb(10, 10, ${index})`])),
     };
     for (const [name, value] of Object.entries(colours)) element.style.setProperty(`--multiuser-chat-${name}`, value);
     await sendWithButton(element, "a post");
@@ -127,7 +129,7 @@ describe("<multiuser-chat> theming and layout", () => {
     }
     expect(getComputedStyle(part(element, '[part="button"]')).backgroundColor).to.equal(colours.accent);
     expect(getComputedStyle(part(element, '[part="error"]')).color).to.equal(colours["error-color"]);
-    expect(getComputedStyle(part(element, "svg")).fill).to.equal(colours["qr-color"]);
+    expect(getComputedStyle(part(element, '[part="qr"] svg')).fill).to.equal(colours["qr-color"]);
   });
 
   it("has dark defaults under prefers-color-scheme: dark, and fonts, radius and spacing from custom properties", async () => {

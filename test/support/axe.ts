@@ -23,3 +23,12 @@ export const axeViolations = (contexts: string) => `${loadAxe}.then(async () => 
   }
   return found;
 })`;
+
+/** Every axe violation in a page's `<multiuser-chat>` elements: an expression, for the test page or a demo page. */
+export const elementViolations = axeViolations(`document.querySelectorAll("multiuser-chat")`);
+
+/** Every axe violation in the test page's `<multiuser-chat>` elements, once `element` has rendered. */
+export async function chatViolations(element: { updateComplete: Promise<unknown> }): Promise<string[]> {
+  await element.updateComplete;
+  return (await (0, eval)(elementViolations)) as string[];
+}

@@ -151,9 +151,9 @@ export const INJECTION_CORPUS: readonly string[] = [
   `\r\n<img\nsrc=x\r\nonerror=${S}>\r\n`,
   `<a\nhref="javascript:${S}"\n>multi\nline</a>`,
 
-  // Commands and look-alikes: /reset with markup is just text; there is no /nick in this product.
+  // Commands and look-alikes: /reset with markup is just text, and so is anything that only starts like /nick.
   `/reset <img src=x onerror=${S}>`,
-  `/nick <img src=x onerror=${S}>`,
+  `/nickname <img src=x onerror=${S}>`,
 
   // The longest accepted post, 1,000 characters of payloads.
   longPayload,
