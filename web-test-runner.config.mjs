@@ -17,7 +17,9 @@ const reflectorPlugin = {
     // through snapshot rounds too. The rate limit is raised so that a burst of posts arrives at once;
     // test/node/limits.test.ts covers the limit itself. Room names shorter than the element's 64 characters, so
     // that a name only the server refuses can be tried.
-    reflector = await startReflector({ vars: { SNAPSHOT_EVENTS: "20", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000", ROOM_RATE: "100000", MAX_ROOM_ID_LENGTH: "48" } });
+    reflector = await startReflector({
+      vars: { SNAPSHOT_EVENTS: "20", SNAPSHOT_GAP_MS: "0", RATE_LIMIT: "100000", RATE_BURST: "100000", ROOM_RATE: "100000", MAX_ROOM_ID_LENGTH: "48" },
+    });
   },
   async serverStop() {
     await reflector?.stop();
@@ -53,11 +55,18 @@ const demoPagePlugin = {
     }
     const page = demoPages.get(id);
     const chat = page.locator("multiuser-chat");
-    if (action === "offline") return (await page.context().setOffline(Boolean(offline)), true);
-    if (action === "drop") return (await page.evaluate(() => window.__dropConnections()), true);
+    if (action === "offline") {
+      await page.context().setOffline(Boolean(offline));
+      return true;
+    }
+    if (action === "drop") {
+      await page.evaluate(() => window.__dropConnections());
+      return true;
+    }
     if (action === "status") return (await chat.getByRole("status").textContent()).trim();
     if (action === "log") return (await chat.getByRole("log").getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
-    if (action === "users") return (await chat.getByRole("list", { name: "Users" }).getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
+    if (action === "users")
+      return (await chat.getByRole("list", { name: "Users" }).getByRole("listitem").allTextContents()).map((line) => line.replace(/\s+/g, " ").trim());
     if (action === "post") {
       await chat.getByRole("textbox", { name: "Message" }).fill(text);
       await chat.getByRole("textbox", { name: "Message" }).press("Enter");
@@ -69,7 +78,10 @@ const demoPagePlugin = {
       await chat.getByRole("textbox", { name: "Nickname" }).press("Enter");
       return true;
     }
-    if (action === "reload") return (await page.reload(), true);
+    if (action === "reload") {
+      await page.reload();
+      return true;
+    }
     if (action === "evaluate") return await page.evaluate(String(expression));
     if (action === "screenshot") {
       const { name, colorScheme, width } = payload;
@@ -102,7 +114,11 @@ async function newDemoContext(session) {
         this.addEventListener("close", () => sockets.delete(this));
       }
     };
-    Object.defineProperty(window, "__dropConnections", { value: () => sockets.forEach((socket) => socket.close()) });
+    Object.defineProperty(window, "__dropConnections", {
+      value: () => {
+        for (const socket of sockets) socket.close();
+      },
+    });
   });
   return context;
 }

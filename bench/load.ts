@@ -14,7 +14,15 @@ import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import { RoomKey } from "../component/room-key.js";
 import { sha256Hex } from "../common/crypto.js";
-import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ClientFrame, type ServerFrame, type Welcome } from "../common/protocol.js";
+import {
+  encodeClientFrame,
+  helloChallenge,
+  parseServerFrames,
+  PROTOCOL_VERSION,
+  type ClientFrame,
+  type ServerFrame,
+  type Welcome,
+} from "../common/protocol.js";
 import { TokenBucket } from "../common/token-bucket.js";
 import { memberUrl } from "../test/support/ticket.js";
 
@@ -66,7 +74,10 @@ function openSocket(url: string, options?: WebSocket.ClientOptions): OpenSocket 
     socket.once("error", reject);
   });
   // A socket that fails later shows up as deliveries missing from the checks, not as a crash of the bench.
-  void opened.then(() => socket.on("error", () => {}), () => {});
+  void opened.then(
+    () => socket.on("error", () => {}),
+    () => {},
+  );
   // wrangler dev answers a close frame only 10-20 s later, and ws would wait 30 s for it: cut the connection after 1 s.
   const close = async () => {
     socket.close();
@@ -82,10 +93,17 @@ function openSocket(url: string, options?: WebSocket.ClientOptions): OpenSocket 
  * room's key (resuming `resume`, if given), marks with acks, and snapshot rounds with the one hash and text all the
  * load clients agree on. Returns false for any other frame.
  */
-function answerRoutine(frame: ServerFrame, key: RoomKey, send: (frame: ClientFrame) => void, resume?: Extract<ClientFrame, { type: "hello" }>["resume"]): boolean {
+function answerRoutine(
+  frame: ServerFrame,
+  key: RoomKey,
+  send: (frame: ClientFrame) => void,
+  resume?: Extract<ClientFrame, { type: "hello" }>["resume"],
+): boolean {
   switch (frame.type) {
     case "challenge":
-      void key.prove(helloChallenge(key.address, frame.nonce)).then((proof) => send({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof, ...(resume === undefined ? {} : { resume }) }));
+      void key
+        .prove(helloChallenge(key.address, frame.nonce))
+        .then((proof) => send({ type: "hello", version: PROTOCOL_VERSION, key: key.publicKey, proof, ...(resume === undefined ? {} : { resume }) }));
       return true;
     case "mark":
       send({ type: "ack", mark: frame.id });
@@ -105,7 +123,9 @@ export async function connectClient(kind: ServerKind, host: string, room: string
   const key = await roomKey(room);
   const query = { _pk: randomUUID() };
   // The reflector's door wants a ticket; the baseline room takes any socket.
-  const { socket, opened, close } = openSocket(kind === "reflector" ? await memberUrl(host, key, { query }) : `ws://${host}/parties/main/${room}?${new URLSearchParams(query)}`);
+  const { socket, opened, close } = openSocket(
+    kind === "reflector" ? await memberUrl(host, key, { query }) : `ws://${host}/parties/main/${room}?${new URLSearchParams(query)}`,
+  );
   if (kind === "baseline") {
     socket.on("message", (data) => {
       const { seq, payload } = JSON.parse(String(data)) as { seq: number; payload: string };
@@ -323,7 +343,7 @@ export class Member {
   private welcome(welcome: Welcome): void {
     this.confirm(welcome.acked);
     if (!welcome.resumed) {
-      this.outbox.forEach((post, index) => (post.id = index + 1));
+      for (const [index, post] of this.outbox.entries()) post.id = index + 1;
       this.nextId = this.outbox.length + 1;
     }
     this.identity = { client: welcome.client, secret: welcome.secret };
@@ -427,7 +447,7 @@ export class DeliveryCheck {
   get missing(): number {
     let missing = 0;
     for (let receiver = 0; receiver < this.receivers; receiver++) {
-      this.sentAt.forEach((sent, sender) => (missing += sent.length - this.next[receiver]![sender]!));
+      for (const [sender, sent] of this.sentAt.entries()) missing += sent.length - this.next[receiver]![sender]!;
     }
     return missing;
   }

@@ -22,7 +22,10 @@ import { END_SECONDS, HONEST_RATE, LOAD_SECONDS, WINDOW_SECONDS, worstLoad, type
 
 const QUICK = process.argv.includes("--quick");
 /** `--only=round-trip,late-join` runs some scenarios (names as in the table's first column, lower case). */
-const ONLY = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",");
+const ONLY = process.argv
+  .find((arg) => arg.startsWith("--only="))
+  ?.slice("--only=".length)
+  .split(",");
 const selected = (name: string) => ONLY === undefined || ONLY.includes(name);
 /** The scenarios that load both servers, after a common warm-up; `idle` needs neither. */
 const LOAD_SCENARIOS = ["round-trip", "fan-out", "saturation", "late-join"];
@@ -63,7 +66,14 @@ const JOIN_SETTINGS = { JOIN_RATE: "1000", JOIN_BURST: "1000" };
  * between two snapshot rounds; fan-out puts 200 clients in a room that holds 100 by default. Everything else is
  * default.
  */
-const LOAD_SETTINGS = { RATE_LIMIT: "1000000", RATE_BURST: "1000000", ROOM_RATE: "1000000", MAX_LOG: String(64 * 2 ** 20), MAX_CLIENTS: "1000", ...JOIN_SETTINGS };
+const LOAD_SETTINGS = {
+  RATE_LIMIT: "1000000",
+  RATE_BURST: "1000000",
+  ROOM_RATE: "1000000",
+  MAX_LOG: String(64 * 2 ** 20),
+  MAX_CLIENTS: "1000",
+  ...JOIN_SETTINGS,
+};
 /**
  * The idle scenario's reflector settings: the defaults but for joining, and a log line for every entry into a room's
  * code, which is what it counts. Only that server logs them: a line per frame would cost the load scenarios CPU.
@@ -117,7 +127,9 @@ async function connectAll(server: Server, room: string, count: number, check: De
   const clients: LoadClient[] = [];
   // In small batches: a burst of hundreds of handshakes at once is not what is measured here.
   for (let start = 0; start < count; start += 20) {
-    const batch = Array.from({ length: Math.min(20, count - start) }, (_, offset) => connectClient(server.kind, server.dev.host, room, check.receiver(start + offset)));
+    const batch = Array.from({ length: Math.min(20, count - start) }, (_, offset) =>
+      connectClient(server.kind, server.dev.host, room, check.receiver(start + offset)),
+    );
     clients.push(...(await Promise.all(batch)));
   }
   return clients;
@@ -199,7 +211,13 @@ async function roundTrip(servers: Record<ServerKind, Server>, count: number): Pr
  * have all arrived. Taking turns exposes both to the same moments of a shared, noisy machine: in separate runs of
  * 10 s, the same server's p99 moved by 2 to 4 times from one run to the next.
  */
-async function fanOut(servers: Record<ServerKind, Server>, clients: number, rate: number, seconds: number, passes: number): Promise<Record<ServerKind, Outcome>> {
+async function fanOut(
+  servers: Record<ServerKind, Server>,
+  clients: number,
+  rate: number,
+  seconds: number,
+  passes: number,
+): Promise<Record<ServerKind, Outcome>> {
   const rooms = await openRooms(servers, `fan-out-${clients}`, clients, clients);
   const interval = 1000 / rate;
   const turn = TURN_SECONDS * 1000;
@@ -310,10 +328,16 @@ async function lateJoin(server: Server, events: number, joins: number): Promise<
   const keeper = join(watch.WebSocket);
   await keeper.whenReady();
   const fillStarted = performance.now();
-  const drained = () => new Promise<void>((resolve) => {
-    const done = () => keeper.pending.length === 0 && (keeper.removeEventListener("pending", done), resolve(), true);
-    if (!done()) keeper.addEventListener("pending", done);
-  });
+  const drained = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        if (keeper.pending.length > 0) return false;
+        keeper.removeEventListener("pending", done);
+        resolve();
+        return true;
+      };
+      if (!done()) keeper.addEventListener("pending", done);
+    });
   // In batches, so the keeper's outbox stays small.
   for (let posted = 0; posted < events; ) {
     const batch = Math.min(500, events - posted);
@@ -405,7 +429,9 @@ async function idle(reflector: Server, baseline: Server, sizes: number[], second
     const sessions: Session[] = [];
     // In batches, as connectAll does.
     for (let start = 0; start < clients; start += 20) {
-      const batch = Array.from({ length: Math.min(20, clients - start) }, () => Session.join({ host: reflector.dev.host, room, key, model: ChatModel, WebSocket: counter.WebSocket }));
+      const batch = Array.from({ length: Math.min(20, clients - start) }, () =>
+        Session.join({ host: reflector.dev.host, room, key, model: ChatModel, WebSocket: counter.WebSocket }),
+      );
       await Promise.all(batch.map((session) => session.whenReady()));
       sessions.push(...batch);
     }
@@ -421,7 +447,8 @@ async function idle(reflector: Server, baseline: Server, sizes: number[], second
   const entries = (address: string) => reflector.dev.output().split(`room ${address}: `).length - 1;
   // The counts must have seen the joins: counts that see nothing would pass any room as quiet.
   for (const { address, counter } of open) {
-    if (entries(address) === 0 || counter.frames.others === 0) throw new Error(`the joins into ${address} showed ${entries(address)} logged entries and ${counter.frames.others} frames`);
+    if (entries(address) === 0 || counter.frames.others === 0)
+      throw new Error(`the joins into ${address} showed ${entries(address)} logged entries and ${counter.frames.others} frames`);
   }
   const before = open.map(({ address, counter }) => ({ ...counter.frames, entries: entries(address) }));
   const cpuBefore = { reflector: cpuMicros(reflector.workerd), baseline: cpuMicros(baseline.workerd) };
@@ -447,7 +474,8 @@ async function idle(reflector: Server, baseline: Server, sizes: number[], second
 function revision(): string {
   try {
     const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-    const changed = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim() !== "";
+    const changed =
+      execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim() !== "";
     return `commit ${commit}${changed ? " with uncommitted changes" : ""}`;
   } catch {
     return "no git commit";
@@ -457,7 +485,8 @@ function revision(): string {
 /** The version of `wrangler dev` that ran the servers. */
 const WRANGLER_VERSION = (JSON.parse(await readFile("node_modules/wrangler/package.json", "utf8")) as { version: string }).version;
 
-const format = (value: number, digits = 1) => (Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–");
+const format = (value: number, digits = 1) =>
+  Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–";
 const integer = (value: number) => Math.round(value).toLocaleString("en-US");
 const ratio = (ours: number, base: number) => (base > 0 ? `${format(ours / base, 2)}×` : "–");
 
@@ -474,19 +503,41 @@ const rows: Row[] = [];
 const verdict = (ok: boolean | undefined) => (ok === undefined ? "" : ok ? " ✅" : " ❌");
 
 function row(scenario: string, metric: string, ours: number, base: number | undefined, show: (value: number) => string, budget = "", ok?: boolean): void {
-  rows.push({ scenario, metric, reflector: show(ours), baseline: base === undefined ? "–" : show(base), ratio: base === undefined ? "–" : ratio(ours, base), budget: budget + verdict(ok), ok });
+  rows.push({
+    scenario,
+    metric,
+    reflector: show(ours),
+    baseline: base === undefined ? "–" : show(base),
+    ratio: base === undefined ? "–" : ratio(ours, base),
+    budget: budget + verdict(ok),
+    ok,
+  });
 }
 
 /** Loss, reordering, duplicates and refusals must all be zero, summed over every run of a scenario. */
 function integrity(scenario: string, ours: Outcome[], base: Outcome[]): void {
   const sum = (outcomes: Outcome[], count: (outcome: Outcome) => number) => outcomes.reduce((total, outcome) => total + count(outcome), 0);
-  const counts = (outcomes: Outcome[]) => [sum(outcomes, (o) => o.missing), sum(outcomes, (o) => o.check.reordered), sum(outcomes, (o) => o.check.duplicates), sum(outcomes, (o) => o.refusals.length)] as const;
+  const counts = (outcomes: Outcome[]) =>
+    [
+      sum(outcomes, (o) => o.missing),
+      sum(outcomes, (o) => o.check.reordered),
+      sum(outcomes, (o) => o.check.duplicates),
+      sum(outcomes, (o) => o.refusals.length),
+    ] as const;
   const describe = (outcomes: Outcome[]) => {
     const [missing, reordered, duplicates, refused] = counts(outcomes);
-    return `${missing} / ${reordered} / ${duplicates}` + (refused > 0 ? ` (${refused} refused)` : "");
+    return `${missing} / ${reordered} / ${duplicates}${refused > 0 ? ` (${refused} refused)` : ""}`;
   };
   const ok = counts(ours).every((count) => count === 0);
-  rows.push({ scenario, metric: "lost / reordered / duplicated", reflector: describe(ours), baseline: describe(base), ratio: "", budget: "all 0" + verdict(ok), ok });
+  rows.push({
+    scenario,
+    metric: "lost / reordered / duplicated",
+    reflector: describe(ours),
+    baseline: describe(base),
+    ratio: "",
+    budget: `all 0${verdict(ok)}`,
+    ok,
+  });
 }
 
 const perDelivery = (outcome: Outcome) => outcome.cpuMicros / outcome.check.deliveries;
@@ -517,17 +568,35 @@ async function loadScenarios(servers: Record<ServerKind, Server>): Promise<void>
     const posts = QUICK ? 300 : 2000;
     progress(`round trip, ${posts} posts`);
     const rt = await roundTrip(servers, posts);
-    row(`Round trip, 1 client, ${posts} sequential posts`, "p50 ms", percentile(rt.reflector.check.latencies, 50), percentile(rt.baseline.check.latencies, 50), (v) => format(v, 2));
+    row(
+      `Round trip, 1 client, ${posts} sequential posts`,
+      "p50 ms",
+      percentile(rt.reflector.check.latencies, 50),
+      percentile(rt.baseline.check.latencies, 50),
+      (v) => format(v, 2),
+    );
     row("", "p99 ms", percentile(rt.reflector.check.latencies, 99), percentile(rt.baseline.check.latencies, 99), (v) => format(v, 2));
     integrity("", [rt.reflector], [rt.baseline]);
   }
 
   const fanSeconds = QUICK ? 2 : 10;
-  for (const [clients, rate] of selected("fan-out") ? ([[10, 20], [50, 5], [200, 1]] as const) : []) {
+  for (const [clients, rate] of selected("fan-out")
+    ? ([
+        [10, 20],
+        [50, 5],
+        [200, 1],
+      ] as const)
+    : []) {
     progress(`fan-out, ${clients} clients × ${rate}/s`);
     const outcomes = await fanOut(servers, clients, rate, fanSeconds, FAN_OUT_PASSES);
     const latency = (kind: ServerKind, p: number) => percentile(outcomes[kind].check.latencies, p);
-    row(`Fan-out, ${clients} clients × ${rate} posts/s, ${FAN_OUT_PASSES} × ${fanSeconds} s in turns of ${TURN_SECONDS} s`, "delivery p50 ms", latency("reflector", 50), latency("baseline", 50), (v) => format(v, 2));
+    row(
+      `Fan-out, ${clients} clients × ${rate} posts/s, ${FAN_OUT_PASSES} × ${fanSeconds} s in turns of ${TURN_SECONDS} s`,
+      "delivery p50 ms",
+      latency("reflector", 50),
+      latency("baseline", 50),
+      (v) => format(v, 2),
+    );
     row("", "delivery p90 ms", latency("reflector", 90), latency("baseline", 90), (v) => format(v, 2));
     const [p99, baseP99] = [latency("reflector", 99), latency("baseline", 99)];
     row("", "delivery p99 ms", p99, baseP99, (v) => format(v, 2), "≤ 1.3× baseline", p99 <= 1.3 * baseP99);
@@ -540,13 +609,25 @@ async function loadScenarios(servers: Record<ServerKind, Server>): Promise<void>
     progress(`saturation, ${receivers} receivers`);
     // Throughput and CPU are the budgets here, so each server runs three times, alternating, and the median counts.
     const { outcomes, samples } = await saturation(servers, receivers, 100, saturationSeconds, SATURATION_RUNS);
-    const median = (kind: ServerKind, of: "rate" | "cpuPerDelivery") => percentile(samples[kind].map((sample) => sample[of]), 50);
+    const median = (kind: ServerKind, of: "rate" | "cpuPerDelivery") =>
+      percentile(
+        samples[kind].map((sample) => sample[of]),
+        50,
+      );
     const [ours, base] = [median("reflector", "rate"), median("baseline", "rate")];
     const [cpu, baseCpu] = [median("reflector", "cpuPerDelivery"), median("baseline", "cpuPerDelivery")];
     // With 50 receivers the reflector's batching (a frame per 5 ms window, against the baseline's frame per post) must
     // pay: twice the deliveries for half the CPU each. With 10 it need only keep up.
     const [throughput, cost] = receivers === 50 ? [2, 0.5] : [0.85, 1.15];
-    row(`Saturation, 1 sender (100 in flight), ${receivers} receivers, ${SATURATION_RUNS} runs of ${saturationSeconds} s, median`, "deliveries / s", ours, base, integer, `≥ ${throughput}× baseline`, ours >= throughput * base);
+    row(
+      `Saturation, 1 sender (100 in flight), ${receivers} receivers, ${SATURATION_RUNS} runs of ${saturationSeconds} s, median`,
+      "deliveries / s",
+      ours,
+      base,
+      integer,
+      `≥ ${throughput}× baseline`,
+      ours >= throughput * base,
+    );
     row("", "server CPU µs / delivery", cpu, baseCpu, (v) => format(v, 2), `≤ ${cost}× baseline`, cpu <= cost * baseCpu);
     integrity("", [outcomes.reflector], [outcomes.baseline]);
   }
@@ -561,7 +642,15 @@ async function loadScenarios(servers: Record<ServerKind, Server>): Promise<void>
     const first = joins[0]!;
     const last = join === joins.at(-1) && join !== first;
     const scenario = `Late join, ${integer(join.events)} events (filled in ${format(join.fillSeconds)} s; snapshot at ${integer(join.snapshotSeq)}, then ${join.replayed} events)`;
-    row(scenario, "open → model ready, ms (median of 5)", join.milliseconds, undefined, (v) => format(v, 1), last ? `≤ 1.5× the ${integer(first.events)}-event room` : "", last ? join.milliseconds <= 1.5 * first.milliseconds : undefined);
+    row(
+      scenario,
+      "open → model ready, ms (median of 5)",
+      join.milliseconds,
+      undefined,
+      (v) => format(v, 1),
+      last ? `≤ 1.5× the ${integer(first.events)}-event room` : "",
+      last ? join.milliseconds <= 1.5 * first.milliseconds : undefined,
+    );
     row("", "bytes received", join.bytes, undefined, integer, last ? "not growing with history" : "", last ? join.bytes <= 1.1 * first.bytes : undefined);
   }
 }
@@ -573,13 +662,28 @@ async function idleScenario(baseline: Server): Promise<void> {
   const reflector = await startServer("reflector", IDLE_SETTINGS);
   const { rooms, cpuMicros: cpu } = await idle(reflector, baseline, sizes, seconds);
   for (const room of rooms) {
-    row(`Idle, ${room.clients} clients (sessions with heartbeats), ${seconds} s without posts`, "frames received other than heartbeat answers", room.frames, undefined, integer, "0: no frames but heartbeat answers", room.frames === 0);
+    row(
+      `Idle, ${room.clients} clients (sessions with heartbeats), ${seconds} s without posts`,
+      "frames received other than heartbeat answers",
+      room.frames,
+      undefined,
+      integer,
+      "0: no frames but heartbeat answers",
+      room.frames === 0,
+    );
     row("", "heartbeat answers received", room.heartbeatAnswers, undefined, integer);
     row("", "entries into the room's code", room.entries, undefined, integer, "0: zero wake-ups", room.entries === 0);
   }
   // No ratio: the baseline's clients send no heartbeats, and a minute idle is a few of the kernel's 10 ms ticks.
   const perMinute = (micros: number) => format(micros / 1000 / (seconds / 60), 0);
-  rows.push({ scenario: `Idle, both rooms at once (${sizes.join(" + ")} clients; the baseline's send nothing)`, metric: "server CPU ms per idle minute", reflector: perMinute(cpu.reflector), baseline: perMinute(cpu.baseline), ratio: "", budget: "" });
+  rows.push({
+    scenario: `Idle, both rooms at once (${sizes.join(" + ")} clients; the baseline's send nothing)`,
+    metric: "server CPU ms per idle minute",
+    reflector: perMinute(cpu.reflector),
+    baseline: perMinute(cpu.baseline),
+    ratio: "",
+    budget: "",
+  });
 }
 
 /**
@@ -628,19 +732,45 @@ function worstLoadRows(outcome: WorstLoad, roomRate: number): void {
   // Posts still waiting at the end count as lasting until then: their round trip is at least that.
   const atLeast = (value: number) => (honest.censored > 0 && value >= honest.shortestCensored ? "≥ " : "") + format(value, 0);
   textRow("", `honest round trip p50 ms (${honest.published} posts)`, atLeast(honest.p50));
-  textRow("", `honest round trip p99 ms${honest.censored > 0 ? ` (${honest.censored} not back by the end)` : ""}`, atLeast(honest.p99), "≤ 250", honest.p99 <= 250);
+  textRow(
+    "",
+    `honest round trip p99 ms${honest.censored > 0 ? ` (${honest.censored} not back by the end)` : ""}`,
+    atLeast(honest.p99),
+    "≤ 250",
+    honest.p99 <= 250,
+  );
   const notOrdered = posts.lost + posts.queued + posts.duplicated;
-  textRow("", `posts not in the order exactly once by the end: lost / still queued / duplicated (of ${integer(posts.total)})`, `${posts.lost} / ${posts.queued} / ${posts.duplicated}`, "all 0", notOrdered === 0);
+  textRow(
+    "",
+    `posts not in the order exactly once by the end: lost / still queued / duplicated (of ${integer(posts.total)})`,
+    `${posts.lost} / ${posts.queued} / ${posts.duplicated}`,
+    "all 0",
+    notOrdered === 0,
+  );
   const seconds = (value: number | undefined) => (value === undefined ? `> ${END_SECONDS}` : format(value, 2));
-  textRow("", "drain s: load end → honest client has every event ordered by then", seconds(drainSeconds), "≤ 2", drainSeconds !== undefined && drainSeconds <= 2);
+  textRow(
+    "",
+    "drain s: load end → honest client has every event ordered by then",
+    seconds(drainSeconds),
+    "≤ 2",
+    drainSeconds !== undefined && drainSeconds <= 2,
+  );
   textRow("", "s from load end until every post is in the order and at the honest client", seconds(endSeconds));
   row("", "events ordered / s during the load", outcome.eventsPerSecond, undefined, integer);
   const refusals = [...outcome.refusalsPerSecond].filter(([, perSecond]) => perSecond > 0);
   textRow("", "refusals / s read by the reading load clients", refusals.map(([code, perSecond]) => `${format(perSecond, 0)} ${code}`).join(", ") || "0");
   const honestRefusals = [...honest.refusals].map(([code, count]) => `${count} ${code}`).join(", ") || "0";
-  textRow("", "honest client: refusals; divergence reports (it votes its real hash, the load clients an agreed one)", `${honestRefusals}; ${honest.divergences}`);
+  textRow(
+    "",
+    "honest client: refusals; divergence reports (it votes its real hash, the load clients an agreed one)",
+    `${honestRefusals}; ${honest.divergences}`,
+  );
   const percent = (micros: number) => format((100 * micros) / (LOAD_SECONDS * 1e6), 0);
-  textRow("", "CPU during the load, % of a core: rooms' workerd / proxy / load generator", `${percent(cpu.workerd)} / ${percent(cpu.proxy)} / ${percent(cpu.generator)}`);
+  textRow(
+    "",
+    "CPU during the load, % of a core: rooms' workerd / proxy / load generator",
+    `${percent(cpu.workerd)} / ${percent(cpu.proxy)} / ${percent(cpu.generator)}`,
+  );
   const span = (times: number[]) => [...new Set([Math.min(...times), Math.max(...times)].map((time) => format(time, 1)))].join("-");
   const closes = [...outcome.closes].map(([code, times]) => `${times.length} × ${code} (read at ${span(times)} s)`).join(", ") || "none";
   if (stalled === 0) textRow("", "connections the room closed (close codes)", closes);
@@ -666,7 +796,9 @@ async function main(): Promise<void> {
   row("", "bytes gzipped", gzipped, undefined, integer, "≤ 30,000", gzipped <= 30_000);
 
   const cpu = cpus()[0]?.model ?? "unknown CPU";
-  console.log(`### ${new Date().toISOString().slice(0, 10)}, ${revision()}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; wrangler ${WRANGLER_VERSION} dev; ${pinning}; file watchers paused${QUICK ? "; --quick" : ""}\n`);
+  console.log(
+    `### ${new Date().toISOString().slice(0, 10)}, ${revision()}: ${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; wrangler ${WRANGLER_VERSION} dev; ${pinning}; file watchers paused${QUICK ? "; --quick" : ""}\n`,
+  );
   console.log("| Scenario | Metric | Reflector | Baseline | Ratio | Budget |");
   console.log("| --- | --- | ---: | ---: | ---: | --- |");
   for (const r of rows) console.log(`| ${r.scenario} | ${r.metric} | ${r.reflector} | ${r.baseline} | ${r.ratio} | ${r.budget} |`);

@@ -79,7 +79,8 @@ export function findProxy(group: number, persistDir: string): number {
 
 function onlyWorkerd(group: number, persistDir: string, holdsState: boolean): number {
   const workerd = processesInGroup(group).filter((stat) => stat.command === "workerd" && hasOpenUnder(stat.pid, persistDir) === holdsState);
-  if (workerd.length !== 1) throw new Error(`${workerd.length} workerd processes in process group ${group} ${holdsState ? "hold" : "do not hold"} ${persistDir} open, not one`);
+  if (workerd.length !== 1)
+    throw new Error(`${workerd.length} workerd processes in process group ${group} ${holdsState ? "hold" : "do not hold"} ${persistDir} open, not one`);
   return workerd[0]!.pid;
 }
 

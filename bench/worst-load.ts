@@ -236,10 +236,16 @@ async function joinMembers(host: string, room: string, count: number, check: Del
 async function measure(options: WorstLoadOptions, honest: HonestClient, members: Member[], stalled: Member[], check: DeliveryCheck): Promise<WorstLoad> {
   const { workerd, proxy, progress } = options;
   const windows = LOAD_SECONDS / WINDOW_SECONDS + 1;
-  const memory = { workerd: { before: rssBytes(workerd), windows: new Array<number>(windows).fill(0), after: 0 }, proxy: { before: rssBytes(proxy), windows: new Array<number>(windows).fill(0), after: 0 } };
+  const memory = {
+    workerd: { before: rssBytes(workerd), windows: new Array<number>(windows).fill(0), after: 0 },
+    proxy: { before: rssBytes(proxy), windows: new Array<number>(windows).fill(0), after: 0 },
+  };
   const sample = () => {
     const window = Math.min(windows - 1, Math.floor((performance.now() - started) / 1000 / WINDOW_SECONDS));
-    for (const [process, pid] of [[memory.workerd, workerd], [memory.proxy, proxy]] as const) {
+    for (const [process, pid] of [
+      [memory.workerd, workerd],
+      [memory.proxy, proxy],
+    ] as const) {
       process.after = rssBytes(pid);
       process.windows[window] = Math.max(process.windows[window]!, process.after);
     }
@@ -297,7 +303,15 @@ async function measure(options: WorstLoadOptions, honest: HonestClient, members:
       stalled: stalled.length,
       memory,
       cpuMicros: cpu,
-      honest: { p50: percentile(values, 50), p99: percentile(values, 99), published: honest.published, censored, shortestCensored, refusals: honest.refusals, divergences: honest.divergences },
+      honest: {
+        p50: percentile(values, 50),
+        p99: percentile(values, 99),
+        published: honest.published,
+        censored,
+        shortestCensored,
+        refusals: honest.refusals,
+        divergences: honest.divergences,
+      },
       eventsPerSecond,
       refusalsPerSecond: new Map([...refusals].map(([code, count]) => [code, count / LOAD_SECONDS])),
       posts: postsNotOrdered(members, honest, check),

@@ -317,11 +317,20 @@ function parseFields(fields: Record<string, unknown>): ClientFrame {
       if (fields.version !== PROTOCOL_VERSION) {
         throw new ProtocolError("version-mismatch", `this reflector speaks protocol version ${PROTOCOL_VERSION}, not ${JSON.stringify(fields.version)}`);
       }
-      const hello: Extract<ClientFrame, { type: "hello" }> = { type: "hello", version: PROTOCOL_VERSION, key: token(fields.key, "hello.key"), proof: token(fields.proof, "hello.proof") };
+      const hello: Extract<ClientFrame, { type: "hello" }> = {
+        type: "hello",
+        version: PROTOCOL_VERSION,
+        key: token(fields.key, "hello.key"),
+        proof: token(fields.proof, "hello.proof"),
+      };
       if (fields.resume !== undefined) {
         const resume = fields.resume as Record<string, unknown> | null;
         if (typeof resume !== "object" || resume === null) throw new ProtocolError("bad-frame", "hello.resume must be an object");
-        hello.resume = { client: token(resume.client, "hello.resume.client"), secret: token(resume.secret, "hello.resume.secret"), seq: count(resume.seq, "hello.resume.seq", 0) };
+        hello.resume = {
+          client: token(resume.client, "hello.resume.client"),
+          secret: token(resume.secret, "hello.resume.secret"),
+          seq: count(resume.seq, "hello.resume.seq", 0),
+        };
       }
       if (fields.profile !== undefined) {
         if (typeof fields.profile !== "string" || fields.profile.length > MAX_PROFILE_LENGTH) {
@@ -381,7 +390,8 @@ function token(value: unknown, name: string): string {
 }
 
 function count(value: unknown, name: string, min: number): number {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) throw new ProtocolError("bad-frame", `${name} must be an integer of at least ${min}`);
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min)
+    throw new ProtocolError("bad-frame", `${name} must be an integer of at least ${min}`);
   return value;
 }
 

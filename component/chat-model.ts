@@ -53,7 +53,11 @@ export function checkPost(raw: unknown): PostCheck {
   const text = typeof raw === "string" ? raw.replace(LINE_BREAKS, " ").trim() : "";
   if (text.length === 0) return { ok: false, reason: "empty" };
   if (text.length > MAX_POST_LENGTH) {
-    return { ok: false, reason: "too-long", message: `This message has ${text.length} characters; the limit is ${MAX_POST_LENGTH}. Shorten it and send again.` };
+    return {
+      ok: false,
+      reason: "too-long",
+      message: `This message has ${text.length} characters; the limit is ${MAX_POST_LENGTH}. Shorten it and send again.`,
+    };
   }
   return { ok: true, text };
 }
@@ -71,7 +75,8 @@ const lengthOf = (text: string) => Array.from(text).length;
 function checkNicknameShape(raw: unknown): NicknameCheck {
   const name = typeof raw === "string" ? raw.trim() : "";
   if (name.length === 0) return { ok: false, message: "A nickname needs at least one character." };
-  if (lengthOf(name) > MAX_NICKNAME_LENGTH) return { ok: false, message: `This nickname has ${lengthOf(name)} characters; the limit is ${MAX_NICKNAME_LENGTH}.` };
+  if (lengthOf(name) > MAX_NICKNAME_LENGTH)
+    return { ok: false, message: `This nickname has ${lengthOf(name)} characters; the limit is ${MAX_NICKNAME_LENGTH}.` };
   if (NOT_IN_NAMES.test(name)) return { ok: false, message: "A nickname cannot hold control characters or line breaks." };
   return { ok: true, name };
 }
@@ -170,7 +175,8 @@ export class ChatModel extends Model {
       this.addEntry({ kind: "notice", text: `${nickname} reset the history` });
       return;
     }
-    if (check.text === NICK_COMMAND || check.text.startsWith(`${NICK_COMMAND} `)) return this.rename({ name: check.text.slice(NICK_COMMAND.length) }, author.id);
+    if (check.text === NICK_COMMAND || check.text.startsWith(`${NICK_COMMAND} `))
+      return this.rename({ name: check.text.slice(NICK_COMMAND.length) }, author.id);
     this.addEntry({ kind: "post", text: check.text, author: author.id, nickname, colour });
   }
 
@@ -201,7 +207,10 @@ export class ChatModel extends Model {
     if (!taken.has(name.toLowerCase())) return name;
     for (let number = 2; ; number++) {
       const suffix = ` ${number}`;
-      const base = Array.from(name).slice(0, MAX_NICKNAME_LENGTH - suffix.length).join("").trimEnd();
+      const base = Array.from(name)
+        .slice(0, MAX_NICKNAME_LENGTH - suffix.length)
+        .join("")
+        .trimEnd();
       if (!taken.has(`${base}${suffix}`.toLowerCase())) return `${base}${suffix}`;
     }
   }

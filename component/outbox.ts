@@ -126,7 +126,10 @@ export class Outbox {
    */
   #pace(now: number): void {
     const limits = [this.#rate, this.#budget].filter((limit) => limit !== null);
-    if (limits.length === 0) return void (this.#bucket = undefined);
+    if (limits.length === 0) {
+      this.#bucket = undefined;
+      return;
+    }
     const perSecond = Math.min(...limits.map((limit) => limit.perSecond)) * 0.9;
     const burst = Math.max(1, Math.min(this.#rate === null ? Infinity : this.#rate.burst - RATE_RESERVE, this.#budget?.burst ?? Infinity));
     if (this.#bucket === undefined) this.#bucket = new TokenBucket(perSecond, burst, now, firstAllowance({ perSecond, burst }));

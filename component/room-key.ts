@@ -139,7 +139,11 @@ export class RoomKey {
     const [iv, sealed, rest] = text.startsWith(FORMAT) ? text.slice(FORMAT.length).split(".") : [];
     if (iv === undefined || sealed === undefined || rest !== undefined) throw new SealError(what);
     try {
-      const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromBase64Url(iv), additionalData: utf8(place) }, this.#encryptionKey, fromBase64Url(sealed));
+      const plain = await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: fromBase64Url(iv), additionalData: utf8(place) },
+        this.#encryptionKey,
+        fromBase64Url(sealed),
+      );
       return new TextDecoder().decode(plain);
     } catch {
       throw new SealError(what);

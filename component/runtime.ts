@@ -111,7 +111,10 @@ export class Model {
   future(ms = 0): FutureCalls {
     const replica = currentReplica("future");
     return new Proxy({} as FutureCalls, {
-      get: (_target, method) => (...args: StateValue[]) => replica.schedule(this.id, ms, String(method), args),
+      get:
+        (_target, method) =>
+        (...args: StateValue[]) =>
+          replica.schedule(this.id, ms, String(method), args),
     });
   }
 
@@ -425,7 +428,7 @@ function toCanonical(value: StateValue | undefined, path: string): unknown {
     }
     return result;
   }
-  const kind = typeof value === "object" ? (value as object).constructor?.name ?? "object" : typeof value;
+  const kind = typeof value === "object" ? ((value as object).constructor?.name ?? "object") : typeof value;
   throw new TypeError(`${path} holds a ${kind}; model state may hold only JSON values and models`);
 }
 

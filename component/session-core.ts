@@ -244,7 +244,8 @@ export class SessionCore {
     this.#clientId = welcome.client;
     this.#secret = welcome.secret;
     const { room, model, modelOptions } = this.#options;
-    const start = welcome.snapshot !== null ? undefined : welcome.resumed && welcome.from > 0 ? this.#replica : Replica.create(room, key.seed, model, modelOptions);
+    const start =
+      welcome.snapshot !== null ? undefined : welcome.resumed && welcome.from > 0 ? this.#replica : Replica.create(room, key.seed, model, modelOptions);
     const catchUp = new CatchUp(welcome, key, model, start);
     this.#catchUp = catchUp;
     return this.#caughtUp(catchUp, catchUp.state);
@@ -375,7 +376,10 @@ export class SessionCore {
     this.#divergence = divergence;
     // For the developer: a replica that differs runs a model that is not deterministic (Math.random, Date.now,
     // timers or unordered iteration in model code), or another model.
-    console.error(`multiuser-chat: replicas hold different states after event ${divergence.seq}; this one is ${divergence.outvoted ? "not " : ""}in the majority`, divergence.votes);
+    console.error(
+      `multiuser-chat: replicas hold different states after event ${divergence.seq}; this one is ${divergence.outvoted ? "not " : ""}in the majority`,
+      divergence.votes,
+    );
     this.#options.notify({ type: "divergence" });
   }
 

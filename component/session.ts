@@ -72,6 +72,7 @@ type Listener<K extends keyof SessionEventMap> = (event: SessionEventMap[K]) => 
 const PONG_TIMEOUT = 10_000;
 
 /** The listeners of a session's events are typed by `SessionEventMap`. Types only: no code. */
+// biome-ignore lint/correctness/noUnusedVariables: merged with the class of the same name below.
 export interface Session<M extends Model = Model> {
   addEventListener<K extends keyof SessionEventMap>(type: K, listener: Listener<K> | null, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
@@ -255,14 +256,16 @@ export class Session<M extends Model = Model> extends EventTarget {
       void this.#core.receive(String((event as MessageEvent).data));
     });
     // After the frames that came before it: a welcome still being handled must not say "connected" after this.
-    socket.addEventListener("close", (event) =>
-      void this.#core.disconnected().then(() => {
-        this.#stopHeartbeat();
-        // Trying again cannot help: the room's name is not one, or this client cannot prove it holds the key.
-        const code = (event as CloseEvent).code;
-        if (code === CLOSE_BAD_ROOM || code === CLOSE_NOT_MEMBER) this.leave();
-        if (!this.#core.left) this.#setStatus(this.#disconnectedStatus());
-      }),
+    socket.addEventListener(
+      "close",
+      (event) =>
+        void this.#core.disconnected().then(() => {
+          this.#stopHeartbeat();
+          // Trying again cannot help: the room's name is not one, or this client cannot prove it holds the key.
+          const code = (event as CloseEvent).code;
+          if (code === CLOSE_BAD_ROOM || code === CLOSE_NOT_MEMBER) this.leave();
+          if (!this.#core.left) this.#setStatus(this.#disconnectedStatus());
+        }),
     );
   }
 

@@ -176,11 +176,26 @@ export class Admission<Socket extends ClientSocket> {
     const now = this.options.clock();
     const full =
       this.roster.size >= this.settings.maxClients
-        ? { code: "room-full" as const, message: `this room holds ${this.settings.maxClients} clients, present or away; try again later`, close: CLOSE_ROOM_FULL, reason: "room full" }
+        ? {
+            code: "room-full" as const,
+            message: `this room holds ${this.settings.maxClients} clients, present or away; try again later`,
+            close: CLOSE_ROOM_FULL,
+            reason: "room full",
+          }
         : this.host.logFull()
-          ? { code: "log-full" as const, message: "this room's history is full until its members store a snapshot; try again later", close: CLOSE_BUSY, reason: "log full" }
+          ? {
+              code: "log-full" as const,
+              message: "this room's history is full until its members store a snapshot; try again later",
+              close: CLOSE_BUSY,
+              reason: "log full",
+            }
           : !this.joins.take(now)
-            ? { code: "busy" as const, message: "many newcomers joined this room just now; try again in a moment", close: CLOSE_BUSY, reason: "too many newcomers" }
+            ? {
+                code: "busy" as const,
+                message: "many newcomers joined this room just now; try again in a moment",
+                close: CLOSE_BUSY,
+                reason: "too many newcomers",
+              }
             : undefined;
     if (full !== undefined) {
       this.connections.refuse(connection, full.code, full.message);

@@ -27,7 +27,16 @@ export class Connections<Socket extends ClientSocket> {
 
   /** The room hears `socket` from now on, as a connection that has not said hello. */
   add(socket: Socket, opened: number, nonce: string, now: number): Connection<Socket> {
-    const connection: Connection<Socket> = { socket, client: undefined, nonce, limiter: new RateLimiter(this.settings, now), clock: new SendClock(), opened, lastHeard: now, ...newAccount() };
+    const connection: Connection<Socket> = {
+      socket,
+      client: undefined,
+      nonce,
+      limiter: new RateLimiter(this.settings, now),
+      clock: new SendClock(),
+      opened,
+      lastHeard: now,
+      ...newAccount(),
+    };
     this.open.set(socket, connection);
     return connection;
   }

@@ -129,7 +129,10 @@ export class Delivery<Socket extends { send(text: string): void }> {
     let behind: Receiver<Socket>[] | undefined;
     for (let index = 0; index < receivers.length; index++) {
       const receiver = receivers[index]!;
-      if (!this.counted(receiver, text)) (behind ??= []).push(receiver);
+      if (!this.counted(receiver, text)) {
+        behind ??= [];
+        behind.push(receiver);
+      }
     }
     // Closed after the loop: closing one changes the list.
     if (behind !== undefined) for (const receiver of behind) this.options.behind(receiver);

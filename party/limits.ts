@@ -37,7 +37,6 @@ export class RateLimiter {
   }
 }
 
-
 /** Seconds of a client's share it may post at once. */
 const BUDGET_SECONDS = 3;
 

@@ -196,7 +196,13 @@ export class Reflector<Socket extends ClientSocket> {
       problem = error;
     }
     const limit = this.settings.maxFrameLength;
-    if (uploading && frame !== undefined && !(frame.type === "snapshot" && this.rounds.isUploader(client.id, frame.seq)) && typeof data === "string" && data.length > limit) {
+    if (
+      uploading &&
+      frame !== undefined &&
+      !(frame.type === "snapshot" && this.rounds.isUploader(client.id, frame.seq)) &&
+      typeof data === "string" &&
+      data.length > limit
+    ) {
       problem = new ProtocolError("frame-too-large", `frame is ${data.length} characters; the limit is ${limit}`);
     }
     const sentAt = connection.clock.at(now, frame?.t);
@@ -350,16 +356,30 @@ export class Reflector<Socket extends ClientSocket> {
     // Posts go in the order they were numbered: one refused (say, over budget) must not be overtaken by the next,
     // or its resend would look like a duplicate and be lost.
     if (id > client.lastPost + 1) {
-      return this.connections.refuse(connection, "out-of-order", `post ${id} comes before post ${client.lastPost + 1}; send posts in order from ${client.lastPost + 1}`);
+      return this.connections.refuse(
+        connection,
+        "out-of-order",
+        `post ${id} comes before post ${client.lastPost + 1}; send posts in order from ${client.lastPost + 1}`,
+      );
     }
     if (this.logFull) {
-      return this.connections.refuse(connection, "log-full", "this room's history is full until its members store a snapshot; this post was not taken", LOG_FULL_RETRY);
+      return this.connections.refuse(
+        connection,
+        "log-full",
+        "this room's history is full until its members store a snapshot; this post was not taken",
+        LOG_FULL_RETRY,
+      );
     }
     const { perSecond, burst } = this.roster.budget;
     client.budget.retune(perSecond, burst, sentAt);
     if (!client.budget.take(sentAt)) {
       const rate = `${Math.round(perSecond * 100) / 100} posts a second, ${burst} at once`;
-      return this.connections.refuse(connection, "over-budget", `this room takes ${rate} from each of its ${this.roster.size} clients now; this post was not taken`, client.budget.waitTime(sentAt));
+      return this.connections.refuse(
+        connection,
+        "over-budget",
+        `this room takes ${rate} from each of its ${this.roster.size} clients now; this post was not taken`,
+        client.budget.waitTime(sentAt),
+      );
     }
     client.lastPost = id;
     this.delivery.broadcast(this.order.record({ type: "message", client: client.id, id, payload }));

@@ -144,7 +144,7 @@ export class RoomStore {
   }
 
   static async load(storage: RoomStorage): Promise<RoomStore> {
-    const record = (await storage.get(SNAPSHOT_KEY)) as Omit<StoredSnapshot, "parts"> & { parts: number } | undefined;
+    const record = (await storage.get(SNAPSHOT_KEY)) as (Omit<StoredSnapshot, "parts"> & { parts: number }) | undefined;
     let snapshot: StoredSnapshot | undefined;
     if (record !== undefined) {
       const parts = [...(await storage.list({ prefix: snapshotPartPrefix(record.seq) })).values()].map(String);
@@ -166,8 +166,12 @@ export class RoomStore {
       encoded.push(...texts.slice(Math.max(0, base + 1 - first)));
       chunks.push({ first, last: first + texts.length - 1 });
     }
-    const clients = new Map([...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, record]) => [key.slice(CLIENT_PREFIX.length), record as ClientRecord]));
-    const retired = new Map([...(await storage.list({ prefix: RETIRED_PREFIX }))].map(([key, record]) => [key.slice(RETIRED_PREFIX.length), record as RetiredClient]));
+    const clients = new Map(
+      [...(await storage.list({ prefix: CLIENT_PREFIX }))].map(([key, record]) => [key.slice(CLIENT_PREFIX.length), record as ClientRecord]),
+    );
+    const retired = new Map(
+      [...(await storage.list({ prefix: RETIRED_PREFIX }))].map(([key, record]) => [key.slice(RETIRED_PREFIX.length), record as RetiredClient]),
+    );
     const store = new RoomStore(storage, snapshot, encoded, chunks, base, snapshot?.time ?? 0, clients, retired);
     store.length = encoded.reduce((sum, text) => sum + text.length, 0);
     store.roomRecord = (await storage.get(ROOM_KEY)) as RoomRecord | undefined;

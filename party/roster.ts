@@ -185,7 +185,14 @@ export class Roster<Socket> {
 
   private add(id: string, secret: string, now: number): Client<Socket> {
     const budget = budgetFor(this.settings, this.clients.size + 1);
-    const client: Client<Socket> = { id, secret, lastPost: 0, budget: new TokenBucket(budget.perSecond, budget.burst, now, firstAllowance(budget)), connection: undefined, awayUntil: undefined };
+    const client: Client<Socket> = {
+      id,
+      secret,
+      lastPost: 0,
+      budget: new TokenBucket(budget.perSecond, budget.burst, now, firstAllowance(budget)),
+      connection: undefined,
+      awayUntil: undefined,
+    };
     this.clients.set(id, client);
     return client;
   }

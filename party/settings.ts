@@ -129,7 +129,9 @@ export const SETTINGS: { readonly [Key in keyof ReflectorSettings]: Setting } = 
 
 const keys = Object.keys(SETTINGS) as (keyof ReflectorSettings)[];
 
-export const DEFAULT_SETTINGS: Readonly<ReflectorSettings> = Object.freeze(Object.fromEntries(keys.map((key) => [key, SETTINGS[key].default])) as unknown as ReflectorSettings);
+export const DEFAULT_SETTINGS: Readonly<ReflectorSettings> = Object.freeze(
+  Object.fromEntries(keys.map((key) => [key, SETTINGS[key].default])) as unknown as ReflectorSettings,
+);
 
 /**
  * The settings a deployment's variables give, the defaults for the rest. A variable that is not a number in its

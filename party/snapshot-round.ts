@@ -107,7 +107,15 @@ export class SnapshotRounds {
     const stored: StoredRound | undefined =
       round === undefined
         ? undefined
-        : { seq: round.seq, voters: round.voters, hashes: [...round.hashes], deadline: round.deadline, candidates: round.candidates, hash: round.hash, uploader: round.uploader };
+        : {
+            seq: round.seq,
+            voters: round.voters,
+            hashes: [...round.hashes],
+            deadline: round.deadline,
+            candidates: round.candidates,
+            hash: round.hash,
+            uploader: round.uploader,
+          };
     return { lastDueSeq: this.lastDueSeq, lastDueAt: this.lastDueAt, dueLength: this.dueLength, failedRounds: this.failures, round: stored };
   }
 
@@ -225,7 +233,8 @@ export class SnapshotRounds {
     }
     if (round.checking) return;
     round.parts ??= new Array<string | undefined>(frame.parts).fill(undefined);
-    if (round.parts.length !== frame.parts) return this.host.refuse(client, "bad-frame", `snapshot ${frame.seq} has ${round.parts.length} parts, not ${frame.parts}`);
+    if (round.parts.length !== frame.parts)
+      return this.host.refuse(client, "bad-frame", `snapshot ${frame.seq} has ${round.parts.length} parts, not ${frame.parts}`);
     if (round.parts[frame.part] !== undefined) return this.host.refuse(client, "bad-frame", `part ${frame.part} of snapshot ${frame.seq} came already`);
     round.uploaded = (round.uploaded ?? 0) + frame.data.length;
     if (round.uploaded > this.settings.maxSnapshot) {

@@ -114,7 +114,9 @@ async function refuseAtTheDoor(request: Request, env: Env): Promise<Response | u
   }
   const problem = parseRoomAddress(address, settingsFromEnv(env).maxRoomIdLength);
   const refusal =
-    typeof problem === "string" ? { frame: encodeError("bad-room", problem), code: CLOSE_BAD_ROOM, reason: "bad room id" } : await checkTicket(address, url.searchParams, Date.now());
+    typeof problem === "string"
+      ? { frame: encodeError("bad-room", problem), code: CLOSE_BAD_ROOM, reason: "bad room id" }
+      : await checkTicket(address, url.searchParams, Date.now());
   if (refusal === undefined) return undefined;
   const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   server.accept();

@@ -116,7 +116,17 @@ const classImportedFromPackage = {
 /** The package's modules are not minified: the consumer's bundler minifies, and shares lit with the rest of their app. */
 const npm = { bundle: true, packages: "external", format: "esm", target: "es2022", logLevel: "warning" };
 
-const bundle = { bundle: true, outdir: "dist", target: "es2022", minify: true, sourcemap: "linked", legalComments: "linked", charset: "utf8", logLevel: "warning", plugins: [minifyLiterals, qrcodeParts] };
+const bundle = {
+  bundle: true,
+  outdir: "dist",
+  target: "es2022",
+  minify: true,
+  sourcemap: "linked",
+  legalComments: "linked",
+  charset: "utf8",
+  logLevel: "warning",
+  plugins: [minifyLiterals, qrcodeParts],
+};
 await Promise.all([
   build({ ...bundle, entryPoints: { "multiuser-chat": DEFINE }, format: "esm" }),
   // A classic script has no import.meta. While it first runs, document.currentScript is its <script>, whose URL
@@ -153,7 +163,8 @@ const manifestFixes = {
     const strings = new Map(declarations.filter((d) => d.kind === "variable" && d.default?.startsWith('"')).map((d) => [d.name, JSON.parse(d.default)]));
     for (const declaration of declarations) {
       if (declaration.tagName !== undefined) declaration.tagName = strings.get(declaration.tagName) ?? declaration.tagName;
-      const isPublic = (attribute) => attribute.fieldName === undefined || declaration.members.find((member) => member.name === attribute.fieldName)?.privacy === "public";
+      const isPublic = (attribute) =>
+        attribute.fieldName === undefined || declaration.members.find((member) => member.name === attribute.fieldName)?.privacy === "public";
       declaration.attributes = declaration.attributes?.filter(isPublic);
       declaration.events = declaration.events?.filter((event) => event.name !== undefined);
     }

@@ -7,7 +7,17 @@ const port = Number(process.env.PORT ?? 1999);
 const child = spawn(
   process.execPath,
   // All interfaces, so that a phone on the same network can open the demo and its rooms.
-  ["node_modules/wrangler/bin/wrangler.js", "dev", "--ip", "0.0.0.0", "--port", String(port), "--persist-to", ".wrangler/state", "--show-interactive-dev-session=false"],
+  [
+    "node_modules/wrangler/bin/wrangler.js",
+    "dev",
+    "--ip",
+    "0.0.0.0",
+    "--port",
+    String(port),
+    "--persist-to",
+    ".wrangler/state",
+    "--show-interactive-dev-session=false",
+  ],
   {
     stdio: ["ignore", "pipe", "inherit"],
     // NODE_ENV=test keeps miniflare from fetching the `Request.cf` object, which fails without internet and which

@@ -56,7 +56,9 @@ export function joinUrlFor(page: string, room: string, key: string | undefined):
 export function joinPage(joinUrl: string | undefined, page: string): { page: string; warning?: string } {
   const url = joinUrl !== undefined && URL.canParse(joinUrl, page) ? new URL(joinUrl, page) : undefined;
   if (url?.protocol === "http:" || url?.protocol === "https:") return { page: url.href };
-  return joinUrl === undefined ? { page } : { page, warning: `<multiuser-chat>: join-url must be an http or https address; ignoring ${JSON.stringify(joinUrl)}` };
+  return joinUrl === undefined
+    ? { page }
+    : { page, warning: `<multiuser-chat>: join-url must be an http or https address; ignoring ${JSON.stringify(joinUrl)}` };
 }
 
 /** A new room's name: 16 characters of `0-9a-z`, two for each of 8 random bytes. */

@@ -258,7 +258,11 @@ export class MultiuserChat extends LitElement {
       <div class=${this.narrow ? "body narrow" : "body"}>
         <div part="log" role="log" aria-label="Chat messages" tabindex="0">
           <ol>
-            ${repeat(this.model?.history ?? [], (entry) => entry.n, (entry) => this.#entryTemplate(entry))}
+            ${repeat(
+              this.model?.history ?? [],
+              (entry) => entry.n,
+              (entry) => this.#entryTemplate(entry),
+            )}
             ${this.#pendingTemplates()}
           </ol>
         </div>
@@ -311,9 +315,7 @@ export class MultiuserChat extends LitElement {
       <h2>Users (${users.length})</h2>
       <ul part="users" role="list" aria-label="Users">
         ${users.map((user) =>
-          user.id === self
-            ? this.#ownUserTemplate(user)
-            : html`<li part="user"><span class="nickname ${user.colour}">${user.nickname}</span></li>`,
+          user.id === self ? this.#ownUserTemplate(user) : html`<li part="user"><span class="nickname ${user.colour}">${user.nickname}</span></li>`,
         )}
       </ul>
     `;

@@ -8,7 +8,9 @@ import { addChat, demo, logTexts, messageInput, part, reflectorHost, removeAll, 
 const focused = (element: MultiuserChat) => element.shadowRoot!.activeElement as HTMLElement | null;
 const describeFocus = (element: MultiuserChat) => {
   const active = focused(element);
-  return active === null ? `outside (${document.activeElement?.id || document.activeElement?.localName})` : `${active.localName}[part=${active.getAttribute("part")}]`;
+  return active === null
+    ? `outside (${document.activeElement?.id || document.activeElement?.localName})`
+    : `${active.localName}[part=${active.getAttribute("part")}]`;
 };
 const settled = async (element: MultiuserChat) => {
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
@@ -27,7 +29,7 @@ function surround(element: MultiuserChat) {
 describe("<multiuser-chat> accessibility", () => {
   afterEach(async () => {
     removeAll();
-    document.querySelectorAll("#before, #after").forEach((button) => button.remove());
+    for (const button of document.querySelectorAll("#before, #after")) button.remove();
     await emulateMedia({ colorScheme: "light" });
   });
 
@@ -41,7 +43,10 @@ describe("<multiuser-chat> accessibility", () => {
     const other = await addChat({ host: reflectorHost(), room });
     await sendWithButton(other, "hello from the other window");
     for (let i = 0; i < 20; i++) await sendWithButton(element, `history line ${i} with a link-like text https://example.com/${i}`);
-    await waitFor(() => logTexts(element).some((line) => line.endsWith("/19")) && logTexts(element).every((line) => !line.endsWith("(sending…)")), "the history");
+    await waitFor(
+      () => logTexts(element).some((line) => line.endsWith("/19")) && logTexts(element).every((line) => !line.endsWith("(sending…)")),
+      "the history",
+    );
     await sendWithButton(element, "z".repeat(1001)); // the refusal alert shows too
     expect(part(element, '[part="error"]').hidden).to.equal(false);
     expect(await chatViolations(element), "with history, light").to.deep.equal([]);

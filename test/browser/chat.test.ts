@@ -1,19 +1,7 @@
 import { expect } from "@esm-bundle/chai";
 import { executeServerCommand, sendKeys } from "@web/test-runner-commands";
 import { sleep } from "../support/wait-for.js";
-import {
-  addChat,
-  logTexts,
-  messageInput,
-  part,
-  reflectorHost,
-  removeAll,
-  sendWithButton,
-  statusOf,
-  uniqueRoom,
-  userTexts,
-  waitFor,
-} from "./helpers.js";
+import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, sendWithButton, statusOf, uniqueRoom, userTexts, waitFor } from "./helpers.js";
 
 describe("<multiuser-chat> in Chromium against wrangler dev", () => {
   afterEach(removeAll);
@@ -48,7 +36,9 @@ describe("<multiuser-chat> in Chromium against wrangler dev", () => {
     const stayer = await addChat({ host: reflectorHost(), room });
     const leaver = await addChat({ host: reflectorHost(), room });
     await waitFor(() => userTexts(stayer).length === 2, "the second user");
-    const leaverName = userTexts(leaver).find((text) => text.endsWith(" (you)"))!.replace(" (you)", "");
+    const leaverName = userTexts(leaver)
+      .find((text) => text.endsWith(" (you)"))!
+      .replace(" (you)", "");
     expect(logTexts(stayer).some((text) => text.endsWith(`${leaverName} joined`))).to.equal(true);
 
     leaver.remove();
@@ -127,7 +117,9 @@ describe("<multiuser-chat> in Chromium against wrangler dev", () => {
     // The test server takes names up to 48 characters (MAX_ROOM_ID_LENGTH); the element, up to 64.
     const element = await addChat({ host: reflectorHost(), room: `long-${"n".repeat(50)}` }, { connected: false });
     await waitFor(() => !part(element, '[part="error"]').hidden, "the error");
-    expect(part(element, '[part="error"]').textContent).to.equal("The server does not take this room name: the room id is 55 characters long; the limit is 48.");
+    expect(part(element, '[part="error"]').textContent).to.equal(
+      "The server does not take this room name: the room id is 55 characters long; the limit is 48.",
+    );
   });
 
   it("keeps what was typed once the session has left: post() returns false and the field keeps the text", async () => {

@@ -31,7 +31,10 @@ describe("session continuity in Chromium", () => {
       await waitFor(async () => (await demo({ action: "status", id })) === "Connected", "the connected status");
       const delivered = (lines: string[]) => lines.filter((line) => line.endsWith("typed in the tunnel"));
       await waitFor(() => delivered(logTexts(watcher)).length === 1, "the post at the watcher");
-      await waitFor(async () => delivered(await demoLog(id)).length === 1 && !(await demoLog(id)).some((line) => line.endsWith("(sending…)")), "the post sent at the page");
+      await waitFor(
+        async () => delivered(await demoLog(id)).length === 1 && !(await demoLog(id)).some((line) => line.endsWith("(sending…)")),
+        "the post sent at the page",
+      );
       // Give a late duplicate or a late leave notice the time to show up, then check there is none.
       await new Promise((resolve) => setTimeout(resolve, 500));
       expect(delivered(logTexts(watcher))).to.have.length(1);

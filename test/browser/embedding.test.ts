@@ -88,7 +88,9 @@ describe("the builds embedded in pages on another origin", () => {
     const body = file.body.innerHTML;
     expect(body).to.include(`${deployment}/multiuser-chat.js`);
     // CodePen puts the body in a document of its own, with a language and a title: the file's.
-    const pen = await openPage(`<html lang="${file.documentElement.lang}"><title>${file.title}</title>${body.replaceAll(deployment, `http://${reflectorHost()}`)}`);
+    const pen = await openPage(
+      `<html lang="${file.documentElement.lang}"><title>${file.title}</title>${body.replaceAll(deployment, `http://${reflectorHost()}`)}`,
+    );
     expect(pen.window.warnings).to.deep.equal([]);
     // The pen's page as a visitor gets it, page-level rules included.
     expect(await pen.window.eval(axeViolations("[document]")), "axe on the pen").to.deep.equal([]);
@@ -105,7 +107,10 @@ describe("the builds embedded in pages on another origin", () => {
       await demo({ action: "post", id: phone, text: "hello from the phone" });
       await waitFor(() => logTexts(pen.chat).some((line) => line.endsWith(": hello from the phone")), "the phone's post in the pen");
       await sendWithButton(pen.chat, "hello from the pen");
-      await waitFor(async () => ((await demo({ action: "log", id: phone })) as string[]).some((line) => line.endsWith(": hello from the pen")), "the pen's post on the phone");
+      await waitFor(
+        async () => ((await demo({ action: "log", id: phone })) as string[]).some((line) => line.endsWith(": hello from the pen")),
+        "the pen's post on the phone",
+      );
     } finally {
       await demo({ action: "close", id: phone });
     }

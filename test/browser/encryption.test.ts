@@ -3,7 +3,12 @@ import { newRoomSecret } from "../../component/room-key.js";
 import { addChat, alertTexts, demo, logTexts, part, reflectorHost, removeAll, sendWithButton, uniqueRoom, waitFor } from "./helpers.js";
 
 /** What the demo page's element shows in its alerts, and its users. */
-const demoAlerts = (id: string) => demo({ action: "evaluate", id, expression: `[...document.querySelector("multiuser-chat").shadowRoot.querySelectorAll('[role="alert"]:not([hidden])')].map((alert) => alert.textContent.trim())` }) as Promise<string[]>;
+const demoAlerts = (id: string) =>
+  demo({
+    action: "evaluate",
+    id,
+    expression: `[...document.querySelector("multiuser-chat").shadowRoot.querySelectorAll('[role="alert"]:not([hidden])')].map((alert) => alert.textContent.trim())`,
+  }) as Promise<string[]>;
 
 describe("encryption in Chromium", () => {
   const errors: unknown[] = [];
@@ -36,7 +41,10 @@ describe("encryption in Chromium", () => {
       expect(((await demo({ action: "log", id: page })) as string[]).some((line) => line.includes("for holders of the link"))).to.equal(false);
       // The same link with the right key says nothing of the kind.
       const right = (await demo({ action: "open", url: `http://${reflectorHost()}/?room=${room}#key=${key}` })) as string;
-      await waitFor(async () => ((await demo({ action: "log", id: right })) as string[]).some((line) => line.endsWith("for holders of the link")), "the history at the right link");
+      await waitFor(
+        async () => ((await demo({ action: "log", id: right })) as string[]).some((line) => line.endsWith("for holders of the link")),
+        "the history at the right link",
+      );
       expect(await demoAlerts(right)).to.deep.equal([]);
       await demo({ action: "close", id: right });
     } finally {

@@ -12,12 +12,15 @@ const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Every element event that reaches the document, in order: they bubble out of wherever the element is. */
 function recordEvents() {
   const seen: { type: string; detail: Record<string, unknown>; event: CustomEvent }[] = [];
-  const record = (event: Event) => seen.push({ type: event.type.replace("multiuser-chat-", ""), detail: (event as CustomEvent).detail, event: event as CustomEvent });
+  const record = (event: Event) =>
+    seen.push({ type: event.type.replace("multiuser-chat-", ""), detail: (event as CustomEvent).detail, event: event as CustomEvent });
   for (const type of EVENTS) document.addEventListener(type, record);
   return {
     seen,
     of: (type: string) => seen.filter((entry) => entry.type === type).map((entry) => entry.detail),
-    stop: () => EVENTS.forEach((type) => document.removeEventListener(type, record)),
+    stop: () => {
+      for (const type of EVENTS) document.removeEventListener(type, record);
+    },
   };
 }
 
@@ -34,7 +37,7 @@ describe("<multiuser-chat> events and API", () => {
   afterEach(() => {
     events.stop();
     removeAll();
-    sessions.splice(0).forEach((session) => session.leave());
+    for (const session of sessions.splice(0)) session.leave();
   });
 
   it("fires a bubbling, composed message event for each live post, not for the history there at join", async () => {
@@ -71,7 +74,11 @@ describe("<multiuser-chat> events and API", () => {
     for (let i = 0; i < 5; i++) sender.publish(CHAT_SCOPE, "post", { text: `burst ${i}` });
     await waitFor(() => events.of("message").length >= 7, "the burst's events");
     await pause(500);
-    expect(events.of("message").map((detail) => detail.text)).to.deep.equal(["live from the sender", "and from the element", ...[0, 1, 2, 3, 4].map((i) => `burst ${i}`)]);
+    expect(events.of("message").map((detail) => detail.text)).to.deep.equal([
+      "live from the sender",
+      "and from the element",
+      ...[0, 1, 2, 3, 4].map((i) => `burst ${i}`),
+    ]);
     const numbers = events.of("message").map((detail) => detail.n as number);
     expect([...numbers].sort((a, b) => a - b)).to.deep.equal(numbers);
   });
@@ -131,14 +138,20 @@ describe("<multiuser-chat> events and API", () => {
       await pause(500);
       expect((await heard()).filter(([type]) => type === "message")).to.deep.equal([]);
       await demo({ action: "offline", id, offline: false });
-      await waitFor(async () => (await heard()).some(([type, value]) => type === "message" && value === "said while the other page was offline"), "the missed post's event");
+      await waitFor(
+        async () => (await heard()).some(([type, value]) => type === "message" && value === "said while the other page was offline"),
+        "the missed post's event",
+      );
       await pause(500);
       const after = await heard();
       expect(after.filter(([type]) => type === "message")).to.deep.equal([["message", "said while the other page was offline"]]);
       const statuses = after.filter(([type]) => type === "status").map(([, status]) => status);
       expect(statuses[0]).to.equal("offline");
       expect(statuses.at(-1)).to.equal("connected");
-      expect(after.filter(([type]) => type.startsWith("user")), "a short disconnection is no leave and join").to.deep.equal([]);
+      expect(
+        after.filter(([type]) => type.startsWith("user")),
+        "a short disconnection is no leave and join",
+      ).to.deep.equal([]);
     } finally {
       await demo({ action: "close", id });
     }

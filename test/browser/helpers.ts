@@ -18,7 +18,8 @@ export const reflectorHost = () => window.REFLECTOR_HOST;
 export const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
 
 /** The texts of the element's alerts that show. */
-export const alertTexts = (element: HTMLElement) => [...element.shadowRoot!.querySelectorAll('[role="alert"]:not([hidden])')].map((alert) => alert.textContent!.trim());
+export const alertTexts = (element: HTMLElement) =>
+  [...element.shadowRoot!.querySelectorAll('[role="alert"]:not([hidden])')].map((alert) => alert.textContent!.trim());
 
 export const uniqueRoom = (label: string) => `${label}-${crypto.randomUUID().slice(0, 8)}`;
 

@@ -19,7 +19,8 @@ import { addChat, logTexts, messageInput, part, reflectorHost, removeAll, unique
 
 /** A room keeps the last 100 entries; two join notices and a batch of this size stay well within that. */
 const BATCH = 50;
-const batches = (items: readonly string[]) => Array.from({ length: Math.ceil(items.length / BATCH) }, (_, index) => items.slice(index * BATCH, (index + 1) * BATCH));
+const batches = (items: readonly string[]) =>
+  Array.from({ length: Math.ceil(items.length / BATCH) }, (_, index) => items.slice(index * BATCH, (index + 1) * BATCH));
 
 /** What an `<input>` keeps of a value: it strips CR and LF (HTML's value sanitization for text fields). */
 const fieldValue = (raw: string) => raw.replace(/[\r\n]/g, "");
@@ -85,7 +86,10 @@ async function waitForPosts(elements: MultiuserChat[], count: number, what: stri
     await element.updateComplete;
   }
 }
-const ownNickname = (element: MultiuserChat) => userTexts(element).find((text) => text.endsWith(" (you)"))!.replace(/ \(you\)$/, "");
+const ownNickname = (element: MultiuserChat) =>
+  userTexts(element)
+    .find((text) => text.endsWith(" (you)"))!
+    .replace(/ \(you\)$/, "");
 
 /** Every post entry is exactly `<time>`, a space, the nickname span, ": " and the text, with nothing else. */
 function expectLiteralPosts(element: MultiuserChat, nickname: string, expected: readonly string[]): void {
@@ -115,16 +119,21 @@ function expectNoInjectedMarkup(element: MultiuserChat, outsideLogBefore: string
   expect(log.querySelectorAll("ol").length).to.equal(1);
   expect(outsideLog(element), "the rest of the shadow root").to.deep.equal(outsideLogBefore);
   const handlers = [...root.querySelectorAll("*")].flatMap((found) =>
-    [...found.attributes].filter((attribute) => /^on/i.test(attribute.name) || attribute.name === "srcdoc" || /^\s*(javascript|data):/i.test(attribute.value)).map((attribute) => `${tagLabel(found)}[${attribute.name}]`),
+    [...found.attributes]
+      .filter((attribute) => /^on/i.test(attribute.name) || attribute.name === "srcdoc" || /^\s*(javascript|data):/i.test(attribute.value))
+      .map((attribute) => `${tagLabel(found)}[${attribute.name}]`),
   );
   expect(handlers, "event handlers or script URLs in the shadow root").to.deep.equal([]);
-  const dangerous = "script, img, iframe, svg svg, object, embed, link, style, meta, base, form:not([part=form]), math, template, noscript, video, audio, source, details, input:not([part=input]), a:not([part=qr] a), multiuser-chat";
+  const dangerous =
+    "script, img, iframe, svg svg, object, embed, link, style, meta, base, form:not([part=form]), math, template, noscript, video, audio, source, details, input:not([part=input]), a:not([part=qr] a), multiuser-chat";
   expect([...root.querySelectorAll(dangerous)].map(tagLabel), "dangerous elements in the shadow root").to.deep.equal([]);
 }
 
 /** The elements of the shadow root outside the log: they must not change when posts arrive. */
 const outsideLog = (element: MultiuserChat) =>
-  [...element.shadowRoot!.querySelectorAll("*")].filter((found) => found.closest('[role="log"]') === null).map((found) => `${tagLabel(found)}${found.getAttribute("href") ?? ""}`);
+  [...element.shadowRoot!.querySelectorAll("*")]
+    .filter((found) => found.closest('[role="log"]') === null)
+    .map((found) => `${tagLabel(found)}${found.getAttribute("href") ?? ""}`);
 
 /** What the host page holds: its elements, frames, address, base URL and the element's computed look. */
 function pageState(elements: MultiuserChat[]) {
@@ -140,7 +149,16 @@ function pageState(elements: MultiuserChat[]) {
     looks: elements.map((element) => {
       const log = getComputedStyle(logOf(element));
       const host = getComputedStyle(element);
-      return [host.display, host.backgroundColor, host.color, log.display, log.visibility, log.color, log.backgroundColor, element.shadowRoot!.adoptedStyleSheets.length];
+      return [
+        host.display,
+        host.backgroundColor,
+        host.color,
+        log.display,
+        log.visibility,
+        log.color,
+        log.backgroundColor,
+        element.shadowRoot!.adoptedStyleSheets.length,
+      ];
     }),
   };
 }
@@ -180,7 +198,10 @@ async function postThroughField(element: MultiuserChat, raw: string): Promise<vo
 
 /** Two distinct users in each list, each marking only itself, with the same plain nicknames everywhere. */
 function expectUsersIntact(elements: MultiuserChat[], count: number): void {
-  const plain = (element: MultiuserChat) => userTexts(element).map((text) => text.replace(/ \(you\)$/, "")).sort();
+  const plain = (element: MultiuserChat) =>
+    userTexts(element)
+      .map((text) => text.replace(/ \(you\)$/, ""))
+      .sort();
   for (const element of elements) {
     expect(userTexts(element)).to.have.length(count);
     expect(userTexts(element).filter((text) => text.endsWith(" (you)"))).to.have.length(1);
@@ -265,7 +286,9 @@ describe("markup and script injection in Chromium", () => {
       const before = pageState([reader]);
       const nickname = (client.model as ChatModel).nicknameOf(client.clientId!)!;
       // One batch is enough: it holds every newline and whitespace payload, which the field cannot send as they are.
-      const batch = INJECTION_CORPUS.filter((raw) => /[\r\n]/.test(raw) || raw !== raw.trim()).concat(INJECTION_CORPUS.filter((raw) => raw.includes("<script")).slice(0, 10));
+      const batch = INJECTION_CORPUS.filter((raw) => /[\r\n]/.test(raw) || raw !== raw.trim()).concat(
+        INJECTION_CORPUS.filter((raw) => raw.includes("<script")).slice(0, 10),
+      );
       expect(batch.length).to.be.within(5, BATCH);
       for (const raw of batch) client.publish(CHAT_SCOPE, "post", { text: raw });
       await waitForPosts([reader], batch.length, "every headless post in the model");
@@ -289,7 +312,8 @@ describe("markup and script injection in Chromium", () => {
     this.timeout(60_000);
     const demo = (payload: Record<string, unknown>) => executeServerCommand<unknown, Record<string, unknown>>("demo-page", payload);
     /** Evaluates in the demo page; wrapped in JSON so that `undefined` survives the trip. */
-    const inDemo = async <T>(id: string, body: string): Promise<T> => JSON.parse((await demo({ action: "evaluate", id, expression: `JSON.stringify((() => { ${body} })() ?? null)` })) as string) as T;
+    const inDemo = async <T>(id: string, body: string): Promise<T> =>
+      JSON.parse((await demo({ action: "evaluate", id, expression: `JSON.stringify((() => { ${body} })() ?? null)` })) as string) as T;
     const demoEntries = (id: string, kind: "pending" | "message") =>
       inDemo<RenderedEntry[]>(
         id,
@@ -356,7 +380,10 @@ describe("markup and script injection in Chromium", () => {
 
       await demo({ action: "offline", id, offline: false });
       await waitForPosts([watcher], batch.length, "the posts at the watcher");
-      await waitFor(async () => (await demoEntries(id, "pending")).length === 0 && (await demoEntries(id, "message")).length === batch.length, "the posts sent at the demo page");
+      await waitFor(
+        async () => (await demoEntries(id, "pending")).length === 0 && (await demoEntries(id, "message")).length === batch.length,
+        "the posts sent at the demo page",
+      );
       await provoke(watcher);
       await provokeDemo(id);
       await pause(500);

@@ -55,7 +55,12 @@ describe("the room and the join URL", () => {
     console.warn = (...args: unknown[]) => warnings.push(args);
     try {
       const room = uniqueRoom("join-url-js");
-      for (const hostile of ["javascript:alert(document.cookie)", "JavaScript:alert(1)//", "data:text/html,<script>alert(1)</script>", " javascript:alert(1)"]) {
+      for (const hostile of [
+        "javascript:alert(document.cookie)",
+        "JavaScript:alert(1)//",
+        "data:text/html,<script>alert(1)</script>",
+        " javascript:alert(1)",
+      ]) {
         const element = await addChat({ host: reflectorHost(), room, "join-url": hostile });
         const link = part<HTMLAnchorElement>(element, '[part="qr"] a');
         expect(new URL(link.href).protocol, hostile).to.equal(location.protocol);

@@ -15,7 +15,8 @@ const own = (texts: string[]) => texts.find((text) => text.endsWith(" (you)"))?.
 const demoUsers = async (id: string) => (await demo({ action: "users", id })) as string[];
 const demoLog = async (id: string) => (await demo({ action: "log", id })) as string[];
 /** A log's notices (joins, leaves, renames), without their times. */
-const notices = (texts: string[]) => texts.map((text) => text.replace(/^\d\d:\d\d\s*(AM|PM)?\s*/i, "")).filter((text) => / (joined|left|is now .*)$/.test(text));
+const notices = (texts: string[]) =>
+  texts.map((text) => text.replace(/^\d\d:\d\d\s*(AM|PM)?\s*/i, "")).filter((text) => / (joined|left|is now .*)$/.test(text));
 
 async function openDemo(room: string, sameBrowserAs?: string): Promise<string> {
   const id = (await demo({ action: "open", room, sameBrowserAs })) as string;
@@ -25,7 +26,10 @@ async function openDemo(room: string, sameBrowserAs?: string): Promise<string> {
 
 describe("people in Chromium", () => {
   const pages: string[] = [];
-  const track = (id: string) => (pages.push(id), id);
+  const track = (id: string) => {
+    pages.push(id);
+    return id;
+  };
   afterEach(async () => {
     removeAll();
     for (const id of pages.splice(0)) await demo({ action: "close", id }).catch(() => {});
@@ -43,7 +47,10 @@ describe("people in Chromium", () => {
     await waitFor(async () => (await demo({ action: "status", id: page })) === "Connected", "the reloaded page to connect");
     expect(own(await demoUsers(page)), "the same nickname after the reload").to.equal(name);
     await pause(5000); // past RELOAD_GRACE_MS: a departure would show by now
-    expect(userTexts(watcher).filter((text) => text === name), "one entry").to.have.length(1);
+    expect(
+      userTexts(watcher).filter((text) => text === name),
+      "one entry",
+    ).to.have.length(1);
     expect(userTexts(watcher)).to.have.length(2);
     expect(notices(logTexts(watcher)), "no leave or join").to.deep.equal(noticesBefore);
 
@@ -83,7 +90,11 @@ describe("people in Chromium", () => {
     for (const element of [first, second, late]) {
       await waitFor(() => logTexts(element).some((text) => text.endsWith(`${secondName} is now Grace`)), "the notices");
       expect(notices(logTexts(element)).filter((text) => text.includes(" is now "))).to.deep.equal([`${firstName} is now Ada`, `${secondName} is now Grace`]);
-      expect(userTexts(element).map((text) => text.replace(/ \(you\)$/, "")).sort()).to.deep.equal(["Ada", "Grace", late.nickname!].sort());
+      expect(
+        userTexts(element)
+          .map((text) => text.replace(/ \(you\)$/, ""))
+          .sort(),
+      ).to.deep.equal(["Ada", "Grace", late.nickname!].sort());
     }
   });
 
@@ -166,7 +177,8 @@ describe("people in Chromium", () => {
     const [first, second] = [await addChat({ host: reflectorHost(), room }), await addChat({ host: reflectorHost(), room })];
     await sendWithButton(first, "coloured");
     await waitFor(() => logTexts(second).some((text) => text.endsWith("coloured")), "the post");
-    const colourOf = (element: MultiuserChat, selector: string) => [...part(element, selector).classList].find((name) => (USER_COLOURS as readonly string[]).includes(name));
+    const colourOf = (element: MultiuserChat, selector: string) =>
+      [...part(element, selector).classList].find((name) => (USER_COLOURS as readonly string[]).includes(name));
     const firstColour = first.users.find((user) => user.own)!.colour;
     expect(USER_COLOURS).to.include(firstColour);
     expect(second.users.find((user) => !user.own)!.colour).to.equal(firstColour);

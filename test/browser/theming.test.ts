@@ -18,7 +18,7 @@ const settled = async (element: MultiuserChat) => {
 describe("<multiuser-chat> theming and layout", () => {
   afterEach(async () => {
     removeAll();
-    document.querySelectorAll("style[data-test]").forEach((style) => style.remove());
+    for (const style of document.querySelectorAll("style[data-test]")) style.remove();
     await emulateMedia({ colorScheme: "light", reducedMotion: "no-preference" });
     await setViewport({ width: 800, height: 600 });
   });
@@ -124,7 +124,8 @@ describe("<multiuser-chat> theming and layout", () => {
         const used = [style.color, style.backgroundColor];
         if (node instanceof SVGElement) used.push(style.fill);
         for (const side of ["Top", "Right", "Bottom", "Left"] as const) if (style[`border${side}Width`] !== "0px") used.push(style[`border${side}Color`]);
-        for (const colour of used) expect(allowed.has(colour), `${scheme}: ${node.localName}.${node.getAttribute("part") ?? node.className} uses ${colour}`).to.equal(true);
+        for (const colour of used)
+          expect(allowed.has(colour), `${scheme}: ${node.localName}.${node.getAttribute("part") ?? node.className} uses ${colour}`).to.equal(true);
       }
     }
     expect(getComputedStyle(part(element, '[part="button"]')).backgroundColor).to.equal(colours.accent);
@@ -184,7 +185,11 @@ describe("<multiuser-chat> theming and layout", () => {
       expect(element.shadowRoot!.getAnimations(), reducedMotion).to.have.length(0);
       for (const node of all(element, "*")) {
         const style = getComputedStyle(node);
-        expect([style.animationName, style.transitionDuration, style.scrollBehavior], `${node.localName}.${node.getAttribute("part")}`).to.deep.equal(["none", "0s", "auto"]);
+        expect([style.animationName, style.transitionDuration, style.scrollBehavior], `${node.localName}.${node.getAttribute("part")}`).to.deep.equal([
+          "none",
+          "0s",
+          "auto",
+        ]);
       }
     }
   });

@@ -10,7 +10,10 @@ import { gzipSync } from "node:zlib";
 /** 30 kB gzipped, at gzip's default level, as a CDN would serve it. */
 const GZIP_BUDGET = 30_000;
 
-for (const [kind, file] of [["ESM", "multiuser-chat.js"], ["classic-script", "multiuser-chat.iife.js"]]) {
+for (const [kind, file] of [
+  ["ESM", "multiuser-chat.js"],
+  ["classic-script", "multiuser-chat.iife.js"],
+]) {
   test(`the element's ${kind} bundle is at most ${GZIP_BUDGET} bytes gzipped`, async () => {
     const bundle = await readFile(new URL(`../../dist/${file}`, import.meta.url)).catch(() => {
       throw new Error(`dist/${file} is missing: run \`npm run build\` first (\`npm test\` does)`);

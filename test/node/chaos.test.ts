@@ -33,7 +33,6 @@ const SETTINGS = {
   VOTE_TIMEOUT_MS: "3000",
 };
 
-
 /** One headless client with its own breakable network and what the test knows about its posts. */
 interface Client {
   index: number;
@@ -193,7 +192,12 @@ test(`chaos: seeded kills, cuts, joins, leaves and a server restart against wran
         // A post in flight as the network goes: the reflector may order it although its echo never arrives.
         post(victim);
         const states = [...victim.network.sockets].map((socket) => socket.readyState).join(",");
-        inFlight.push({ client: victim, text: victim.sent.at(-1)!, firstId: victim.session.clientId!, at: `${elapsed} ms, ${victim.session.status}, sockets ${states}` });
+        inFlight.push({
+          client: victim,
+          text: victim.sent.at(-1)!,
+          firstId: victim.session.clientId!,
+          at: `${elapsed} ms, ${victim.session.status}, sockets ${states}`,
+        });
         cut(victim, ms);
       } else {
         const roll = rng.next();
@@ -233,7 +237,11 @@ test(`chaos: seeded kills, cuts, joins, leaves and a server restart against wran
         })
         .join("\n");
     try {
-      await waitFor(() => live.every((client) => client.ready && client.session.status === "connected" && client.session.pending.length === 0), "every live client to be connected with nothing pending", 30_000);
+      await waitFor(
+        () => live.every((client) => client.ready && client.session.status === "connected" && client.session.pending.length === 0),
+        "every live client to be connected with nothing pending",
+        30_000,
+      );
       // Presence settles too: clients that left without a goodbye, or came back too late as someone new, are gone.
       await waitFor(
         () => {
@@ -290,7 +298,9 @@ test(`chaos: seeded kills, cuts, joins, leaves and a server restart against wran
       const order = posts.filter((entry) => entry.text.startsWith(`c${client.index}-p`)).map((entry) => Number(entry.text.split("-p")[1]));
       if (order.some((n, i) => i > 0 && n <= order[i - 1]!)) outOfOrder.push(`c${client.index}: ${order.join(",")}`);
     }
-    const divergences = clients.filter((client) => client.session.divergence !== undefined).map((client) => `c${client.index}: ${JSON.stringify(client.session.divergence)}`);
+    const divergences = clients
+      .filter((client) => client.session.divergence !== undefined)
+      .map((client) => `c${client.index}: ${JSON.stringify(client.session.divergence)}`);
     const errors = clients.flatMap((client) => client.errors.map((error) => `c${client.index}: ${error}`));
 
     const summary = {

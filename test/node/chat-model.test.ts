@@ -81,7 +81,10 @@ describe("ChatModel", () => {
     const nicknames = room.model.users.map((user) => user.nickname);
     assert.equal(nicknames.length, count);
     assert.equal(new Set(nicknames).size, count);
-    assert.ok(nicknames.slice(NICKNAMES.length).every((name) => / \d+$/.test(name)), "names beyond the list are numbered");
+    assert.ok(
+      nicknames.slice(NICKNAMES.length).every((name) => / \d+$/.test(name)),
+      "names beyond the list are numbered",
+    );
   });
 
   test("a name is free again once its user left", () => {
@@ -181,7 +184,11 @@ describe("ChatModel", () => {
     }
     assert.equal(room.replica.serialize(), replica2.replica.serialize());
     room.post("a", { text: "after the reset" });
-    assert.deepEqual(room.model.history.map((entry) => entry.n), [4, 5], "entry numbers keep increasing across a reset");
+    assert.deepEqual(
+      room.model.history.map((entry) => entry.n),
+      [4, 5],
+      "entry numbers keep increasing across a reset",
+    );
   });
 
   test("tells the views of each change, with what changed, in the order it happened", () => {
@@ -205,7 +212,10 @@ describe("ChatModel", () => {
       { scope: "chat", event: "entry", data: { ...aliceLeft, kind: "notice", text: `${alice} left` } },
     ]);
     // An entry that drops off the end of the history is no news: the next entry's notification says it all.
-    assert.deepEqual(room.model.history.map((entry) => entry.n), [4, 5]);
+    assert.deepEqual(
+      room.model.history.map((entry) => entry.n),
+      [4, 5],
+    );
   });
 
   test("a newcomer whose profile names it gets that name; someone here has it (in any case): the lowest free number", () => {
@@ -217,7 +227,13 @@ describe("ChatModel", () => {
     assert.equal(room.enter("d", { name: "Ada" }), "Ada 2", "a number is free again once its user left");
     assert.equal(room.enter("e", { name: "x".repeat(32) }), "x".repeat(32));
     assert.equal(room.enter("f", { name: "x".repeat(32) }), `${"x".repeat(30)} 2`, "the number fits within 32 characters");
-    for (const [client, profile] of [["g", { name: "" }], ["h", { name: "x".repeat(33) }], ["i", { name: "tab\tname" }], ["j", "not json"], ["k", { name: 42 }]] as const) {
+    for (const [client, profile] of [
+      ["g", { name: "" }],
+      ["h", { name: "x".repeat(33) }],
+      ["i", { name: "tab\tname" }],
+      ["j", "not json"],
+      ["k", { name: 42 }],
+    ] as const) {
       assert.ok(NICKNAMES.includes(room.enter(client, profile as ChatProfile)), `${JSON.stringify(profile)}: a random name`);
     }
     assert.deepEqual(room.texts().slice(0, 2), ["* Ada joined", "* ada 2 joined"], "joined under the name, with no rename");
@@ -232,12 +248,18 @@ describe("ChatModel", () => {
     room.rename("a", "  Ada  ");
     assert.deepEqual(
       room.replica.takeViewEvents().map(({ event, data }) => [event, data]),
-      [["renamed", { id: "a", from: first, to: "Ada" }], ["entry", { n: 4, time: room.time, kind: "notice", text: `${first} is now Ada` }]],
+      [
+        ["renamed", { id: "a", from: first, to: "Ada" }],
+        ["entry", { n: 4, time: room.time, kind: "notice", text: `${first} is now Ada` }],
+      ],
     );
     room.post("a", { text: "after" });
     room.post("b", { text: "/nick Bob" });
     room.post("a", { text: "/nick ada" }); // her own name in another case
-    assert.deepEqual(room.model.users.map((user) => user.nickname), ["ada", "Bob"]);
+    assert.deepEqual(
+      room.model.users.map((user) => user.nickname),
+      ["ada", "Bob"],
+    );
     assert.deepEqual(room.texts().slice(2), [`${first}: before`, `* ${first} is now Ada`, "Ada: after", `* ${second} is now Bob`, "* Ada is now ada"]);
     room.rename("a", "ada");
     assert.equal(room.model.history.length, 7, "the same name again changes nothing and says nothing");
@@ -252,10 +274,20 @@ describe("ChatModel", () => {
     room.replica.takeViewEvents();
     for (const name of ["", "   ", "x".repeat(33), "line\nbreak", "bell\u0007", "right\u202eleft", "ADA", "ada", null, 7]) {
       room.rename("b", name);
-      refusals.push(...room.replica.takeViewEvents().filter((event) => event.event === "refused").map((event) => event.data));
+      refusals.push(
+        ...room.replica
+          .takeViewEvents()
+          .filter((event) => event.event === "refused")
+          .map((event) => event.data),
+      );
     }
     room.post("b", { text: "/nick" });
-    refusals.push(...room.replica.takeViewEvents().filter((event) => event.event === "refused").map((event) => event.data));
+    refusals.push(
+      ...room.replica
+        .takeViewEvents()
+        .filter((event) => event.event === "refused")
+        .map((event) => event.data),
+    );
     assert.deepEqual(
       refusals.map((refusal) => (refusal as { message: string }).message),
       [
@@ -280,7 +312,10 @@ describe("ChatModel", () => {
     const [a, b] = [new Room(), new Room()];
     for (const room of [a, b]) for (let index = 0; index < 12; index++) room.enter(`client-${index}`);
     const colours = a.model.users.map((user) => user.colour);
-    assert.deepEqual(b.model.users.map((user) => user.colour), colours);
+    assert.deepEqual(
+      b.model.users.map((user) => user.colour),
+      colours,
+    );
     assert.equal(new Set(colours.slice(0, USER_COLOURS.length)).size, USER_COLOURS.length, "the first eight all differ");
     assert.ok(colours.every((colour) => USER_COLOURS.includes(colour)));
   });

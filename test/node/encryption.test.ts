@@ -19,7 +19,6 @@ import { waitFor } from "../support/wait-for.js";
 // Snapshots often, so that stored snapshots are checked too.
 const VARS = { SNAPSHOT_EVENTS: "5", VOTE_TIMEOUT_MS: "1000" };
 
-
 async function join(server: ReflectorServer, room: string, key: string | undefined): Promise<Session> {
   const session = Session.join({ host: server.host, room, key, model: ChatModel, WebSocket });
   await session.whenReady();
@@ -57,7 +56,7 @@ describe("end-to-end encryption against a real wrangler dev", () => {
     const [alice, bob] = [await join(server, room, key), await join(server, room, key)];
     sessions.push(alice, bob);
     const secrets = Array.from({ length: 12 }, (_, index) => `plaintext-marker-${index}-${crypto.randomUUID()}`);
-    secrets.forEach((text, index) => (index % 2 === 0 ? alice : bob).publish("chat", "post", { text }));
+    for (const [index, text] of secrets.entries()) (index % 2 === 0 ? alice : bob).publish("chat", "post", { text });
     await waitFor(() => [alice, bob].every((session) => postTexts(session).length === secrets.length), "every post at both clients");
     // Wait for a snapshot of this state to be stored, so the persisted snapshot is part of what is checked.
     await waitFor(() => raw.ofType("snapshot-stored").some((frame) => frame.seq >= alice.replica!.seq - 5), "a stored snapshot");
@@ -68,7 +67,10 @@ describe("end-to-end encryption against a real wrangler dev", () => {
     // Plaintext forms a nickname takes in the state: a JSON field and the join notice.
     const forbidden = [...secrets, ...nicknames.flatMap((name) => [`"nickname":"${name}"`, `${name} joined`])];
     for (const text of forbidden) assert.ok(!observed.some((frame) => frame.includes(text)), `a frame carried "${text}"`);
-    assert.ok(observed.some((frame) => frame.includes('"type":"message"')), "the observer saw the messages");
+    assert.ok(
+      observed.some((frame) => frame.includes('"type":"message"')),
+      "the observer saw the messages",
+    );
 
     // Give the non-awaited storage writes a moment, then read every byte wrangler dev persisted.
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -79,7 +81,10 @@ describe("end-to-end encryption against a real wrangler dev", () => {
       for (const encoded of encodings(text)) assert.ok(!stored.some((bytes) => bytes.includes(encoded)), `storage holds "${text}"`);
     }
     // The same check finds what is stored in the clear: the ids the reflector sees.
-    assert.ok(stored.some((bytes) => encodings(alice.clientId!).some((encoded) => bytes.includes(encoded))), "the check can see stored text at all");
+    assert.ok(
+      stored.some((bytes) => encodings(alice.clientId!).some((encoded) => bytes.includes(encoded))),
+      "the check can see stored text at all",
+    );
     assert.equal(await stateHash(alice.replica!), await stateHash(bob.replica!));
   });
 

@@ -87,7 +87,27 @@ function validFrame(rng: Rng, kind: "publish" | "hash" | "snapshot" | "hello" | 
   }
 }
 
-const NOT_A_COUNT: unknown[] = [null, true, false, "1", "NaN", "Infinity", "", [], {}, [1], { valueOf: 1 }, 1.5, -1, 2 ** 53, -(2 ** 53), new RawNumber("1e309"), new RawNumber("-1e309"), 0.1, new RawNumber("4.9e-324")];
+const NOT_A_COUNT: unknown[] = [
+  null,
+  true,
+  false,
+  "1",
+  "NaN",
+  "Infinity",
+  "",
+  [],
+  {},
+  [1],
+  { valueOf: 1 },
+  1.5,
+  -1,
+  2 ** 53,
+  -(2 ** 53),
+  new RawNumber("1e309"),
+  new RawNumber("-1e309"),
+  0.1,
+  new RawNumber("4.9e-324"),
+];
 const NOT_A_STRING: unknown[] = [null, true, 0, 1, -1, 1.5, [], {}, ["x"], { toString: "x" }, new RawNumber("1e309")];
 const NOT_A_TOKEN: unknown[] = [...NOT_A_STRING, "", "x".repeat(129)];
 
@@ -124,7 +144,17 @@ function brokenField(rng: Rng): Bad {
       if (field === "key" || field === "proof") {
         value = rng.pick(NOT_A_TOKEN);
       } else if (field === "version") {
-        value = rng.pick([PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, String(PROTOCOL_VERSION), null, [PROTOCOL_VERSION], PROTOCOL_VERSION + 1e-9, new RawNumber("1e309"), 0, -PROTOCOL_VERSION]);
+        value = rng.pick([
+          PROTOCOL_VERSION - 1,
+          PROTOCOL_VERSION + 1,
+          String(PROTOCOL_VERSION),
+          null,
+          [PROTOCOL_VERSION],
+          PROTOCOL_VERSION + 1e-9,
+          new RawNumber("1e309"),
+          0,
+          -PROTOCOL_VERSION,
+        ]);
         code = "version-mismatch";
       } else {
         if (remove) return { data: encode(frame), code: "out-of-turn", what: "a second hello" };
@@ -180,7 +210,11 @@ function handPicked(rng: Rng, others: string[]): Bad[] {
     bad(`{"type":"hello","version":${PROTOCOL_VERSION},"resume":{"__proto__":{"client":"a","secret":"b","seq":0}}}`, "bad-frame", "resume fields on __proto__"),
     bad(`{"type":"hello","version":${PROTOCOL_VERSION}.0000000001}`, "version-mismatch", "an almost right version"),
     bad(encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p" }), "out-of-turn", "a second hello"),
-    bad(encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p", resume: { client: alice, secret: "A".repeat(22), seq: 0 } }), "out-of-turn", "a second hello claiming alice"),
+    bad(
+      encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p", resume: { client: alice, secret: "A".repeat(22), seq: 0 } }),
+      "out-of-turn",
+      "a second hello claiming alice",
+    ),
     bad(encode({ type: "hello", version: PROTOCOL_VERSION, key: "k", proof: "p", client: alice }), "identity", "a hello naming alice"),
     bad(encode({ type: "hello", version: PROTOCOL_VERSION, proof: "p" }), "bad-frame", "a hello without a key"),
     bad(encode({ type: "publish", id: 1, payload: "as alice", client: alice }), "identity", "a publish as alice"),
@@ -233,7 +267,27 @@ function randomBad(rng: Rng, others: string[]): Bad {
   }
   if (roll < 65) return brokenField(rng);
   if (roll < 75) {
-    const type = rng.pick(["kick", "HELLO", "Publish", "", " leave", "welcome", "message", "tick", "error", "user-enter", "user-exit", "divergence", "snapshot-due", 42, null, true, [], {}, ["leave"]]);
+    const type = rng.pick([
+      "kick",
+      "HELLO",
+      "Publish",
+      "",
+      " leave",
+      "welcome",
+      "message",
+      "tick",
+      "error",
+      "user-enter",
+      "user-exit",
+      "divergence",
+      "snapshot-due",
+      42,
+      null,
+      true,
+      [],
+      {},
+      ["leave"],
+    ]);
     const frame: Record<string, unknown> = rng.chance(0.2) ? {} : { type };
     if (rng.chance(0.5)) frame.client = rng.pick([...others, "x", 5]);
     if (rng.chance(0.5)) frame.id = rng.int(1, 10);

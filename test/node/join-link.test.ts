@@ -44,8 +44,15 @@ test("keyInLink reads #key= unless the link names another room", () => {
 
 test("joinUrlFor puts the room in the query and the key in the fragment, keeping everything else", () => {
   assert.equal(joinUrlFor("https://chat.example/embed/?lang=en", "lobby", KEY), `https://chat.example/embed/?lang=en&room=lobby#key=${KEY}`);
-  assert.equal(joinUrlFor(`https://chat.example/?room=old#theme=dark&key=${OTHER_KEY}`, "lobby", KEY), `https://chat.example/?room=lobby#theme=dark&key=${KEY}`);
-  assert.equal(joinUrlFor("https://chat.example/#theme=dark", "lobby", undefined), "https://chat.example/?room=lobby#theme=dark", "no key, no key in the fragment");
+  assert.equal(
+    joinUrlFor(`https://chat.example/?room=old#theme=dark&key=${OTHER_KEY}`, "lobby", KEY),
+    `https://chat.example/?room=lobby#theme=dark&key=${KEY}`,
+  );
+  assert.equal(
+    joinUrlFor("https://chat.example/#theme=dark", "lobby", undefined),
+    "https://chat.example/?room=lobby#theme=dark",
+    "no key, no key in the fragment",
+  );
   assert.equal(joinUrlFor("https://chat.example/", "a b&c", undefined), "https://chat.example/?room=a+b%26c");
 });
 
@@ -64,8 +71,18 @@ describe("joinPage", () => {
   });
 
   test("ignores any other join-url, with a warning, and keeps this page", () => {
-    for (const hostile of ["javascript:alert(document.cookie)", "JavaScript:alert(1)//", "data:text/html,<script>alert(1)</script>", " javascript:alert(1)", "ftp://files.example/"]) {
-      assert.deepEqual(joinPage(hostile, page), { page, warning: `<multiuser-chat>: join-url must be an http or https address; ignoring ${JSON.stringify(hostile)}` }, hostile);
+    for (const hostile of [
+      "javascript:alert(document.cookie)",
+      "JavaScript:alert(1)//",
+      "data:text/html,<script>alert(1)</script>",
+      " javascript:alert(1)",
+      "ftp://files.example/",
+    ]) {
+      assert.deepEqual(
+        joinPage(hostile, page),
+        { page, warning: `<multiuser-chat>: join-url must be an http or https address; ignoring ${JSON.stringify(hostile)}` },
+        hostile,
+      );
     }
   });
 });

@@ -78,7 +78,9 @@ describe("limits against a real wrangler dev", () => {
     assert.equal(client.closed, undefined);
   });
 
-  test("a room whose name is too long or has other characters than A-Za-z0-9_-, or whose address names no key, gets bad-room and close code 4001", { timeout: 30_000 }, async () => {
+  test("a room whose name is too long or has other characters than A-Za-z0-9_-, or whose address names no key, gets bad-room and close code 4001", {
+    timeout: 30_000,
+  }, async () => {
     const ok = await raw("x".repeat(64));
     assert.equal(ok.welcome!.resumed, false, "64 characters are fine");
     const fingerprint = ok.key.address.split("~")[1]!;
@@ -100,7 +102,9 @@ describe("limits against a real wrangler dev", () => {
     }
   });
 
-  test("a new client beyond MAX_CLIENTS gets room-full and close code 4002; an away client may still resume, and a freed seat is taken", { timeout: 30_000 }, async () => {
+  test("a new client beyond MAX_CLIENTS gets room-full and close code 4002; an away client may still resume, and a freed seat is taken", {
+    timeout: 30_000,
+  }, async () => {
     const room = "full";
     const members = [await raw(room), await raw(room), await raw(room)];
     const extra = await rawOpen(room);
@@ -117,7 +121,10 @@ describe("limits against a real wrangler dev", () => {
     const blocked = await rawOpen(room);
     await blocked.hello();
     await blocked.done;
-    assert.deepEqual(blocked.errors().map((error) => error.code), ["room-full"]);
+    assert.deepEqual(
+      blocked.errors().map((error) => error.code),
+      ["room-full"],
+    );
     const back = await rawOpen(room);
     await back.hello({ client, secret, seq: 0 });
     await waitFor(() => back.welcome !== undefined, "the resume's welcome");
@@ -135,7 +142,9 @@ describe("limits against a real wrangler dev", () => {
     );
   });
 
-  test(`a flood at 10x the rate limit (${10 * DEFAULT_SETTINGS.rateLimit} frames/s) is throttled, then closed with 4003; honest clients' posts all arrive`, { timeout: 30_000 }, async () => {
+  test(`a flood at 10x the rate limit (${10 * DEFAULT_SETTINGS.rateLimit} frames/s) is throttled, then closed with 4003; honest clients' posts all arrive`, {
+    timeout: 30_000,
+  }, async () => {
     const room = "flood";
     const alice = await join(room);
     const bob = await join(room);
@@ -172,7 +181,11 @@ describe("limits against a real wrangler dev", () => {
     assert.ok(rateLimited.length > DEFAULT_SETTINGS.floodRefusals, `${rateLimited.length} rate-limited refusals`);
     // The flooder numbers its posts on regardless, so a post that fits the budget after a dropped one skips an id.
     const codes = new Set(errors.map((error) => error.code));
-    assert.deepEqual([...codes].filter((code) => !["rate-limited", "over-budget", "out-of-order"].includes(code)), [], "only refusals for rate and share, and their consequence");
+    assert.deepEqual(
+      [...codes].filter((code) => !["rate-limited", "over-budget", "out-of-order"].includes(code)),
+      [],
+      "only refusals for rate and share, and their consequence",
+    );
     // Throttled: what got through is its share of the room (a newcomer's starts with one post), far below what was sent.
     const accepted = flooder.frames.filter((frame) => frame.type === "message" && frame.client === flooderId).length;
     const share = budgetFor(DEFAULT_SETTINGS, 3).perSecond;
@@ -181,7 +194,10 @@ describe("limits against a real wrangler dev", () => {
 
     // Closed as leaving: the others see it go at once, although the grace period is a minute.
     await waitFor(() => chat(alice).users.length === 2 && chat(bob).users.length === 2, "the flooder's exit");
-    await waitFor(() => posts(alice).length === 2 * perHonest && posts(bob).length === 2 * perHonest && alice.pending.length === 0 && bob.pending.length === 0, "every honest post");
+    await waitFor(
+      () => posts(alice).length === 2 * perHonest && posts(bob).length === 2 * perHonest && alice.pending.length === 0 && bob.pending.length === 0,
+      "every honest post",
+    );
     await assertConverged([alice, bob]);
     for (const session of [alice, bob]) {
       const texts = posts(session).map((entry) => entry.text);
@@ -218,16 +234,23 @@ describe("limits against a real wrangler dev", () => {
     const socket = await rawOpen("silent");
     await socket.done;
     assert.deepEqual(socket.closed, { code: CLOSE_NO_HELLO, reason: "no hello" });
-    assert.deepEqual(socket.frames.map((frame) => frame.type), ["challenge"]);
+    assert.deepEqual(
+      socket.frames.map((frame) => frame.type),
+      ["challenge"],
+    );
   });
 
-  test("sockets that do not say hello cannot pile up: beyond MAX_WAITING a room turns newcomers away with busy and close 4007", { timeout: 30_000 }, async () => {
+  test("sockets that do not say hello cannot pile up: beyond MAX_WAITING a room turns newcomers away with busy and close 4007", {
+    timeout: 30_000,
+  }, async () => {
     const room = "waiting";
     const silent = await Promise.all([1, 2, 3, 4, 5].map(() => rawOpen(room)));
     await Promise.all(silent.map((socket) => socket.challenge()));
     const turnedAway = await rawOpen(room);
     await waitFor(() => turnedAway.frames.length > 0, "the answer to the sixth socket");
-    assert.deepEqual(turnedAway.frames, [{ type: "error", code: "busy", message: "5 connections to this room are waiting to say hello; try again in a moment" }]);
+    assert.deepEqual(turnedAway.frames, [
+      { type: "error", code: "busy", message: "5 connections to this room are waiting to say hello; try again in a moment" },
+    ]);
     // One of them says hello (before HELLO_TIMEOUT_MS): a place is free again.
     await silent[0]!.hello();
     await silent[0]!.welcomed();
@@ -237,7 +260,9 @@ describe("limits against a real wrangler dev", () => {
     assert.deepEqual(turnedAway.closed, { code: CLOSE_BUSY, reason: "too many connections waiting" });
   });
 
-  test("impersonation fails: a resume with another's id and a wrong secret, and frames carrying another's client id, get identity errors", { timeout: 30_000 }, async () => {
+  test("impersonation fails: a resume with another's id and a wrong secret, and frames carrying another's client id, get identity errors", {
+    timeout: 30_000,
+  }, async () => {
     const room = "impersonation";
     const honest = await join(room);
     const errors: string[] = [];
@@ -265,11 +290,18 @@ describe("limits against a real wrangler dev", () => {
     ];
     for (const frame of forged) attacker.send(frame);
     await waitFor(() => attacker.errors().length === 1 + forged.length, "an error for each forged frame");
-    assert.deepEqual(attacker.errors().map((error) => error.code), ["identity", ...forged.map(() => "identity")]);
+    assert.deepEqual(
+      attacker.errors().map((error) => error.code),
+      ["identity", ...forged.map(() => "identity")],
+    );
 
     // 3. The attacker's own posts are stamped with its own id, whatever the payload says (it is not even
     // encrypted with the room's key, so every replica skips it).
-    attacker.send({ type: "publish", id: 1, payload: JSON.stringify({ scope: "chat", event: "post", data: { text: "signed by the attacker", client: victim } }) });
+    attacker.send({
+      type: "publish",
+      id: 1,
+      payload: JSON.stringify({ scope: "chat", event: "post", data: { text: "signed by the attacker", client: victim } }),
+    });
     const own = (frame: ServerFrame) => frame.type === "message" && frame.seq > attacker.welcome!.last;
     await waitFor(() => attacker.frames.some(own), "the attacker's own post");
     const stamped = attacker.frames.find(own)!;
@@ -281,7 +313,9 @@ describe("limits against a real wrangler dev", () => {
     assert.equal(honest.status, "connected");
     assert.deepEqual(errors, [], "the victim was told nothing");
     assert.equal(chat(honest).users.length, 2, "nobody left");
-    const byVictim = posts(honest).filter((entry) => entry.author === victim).map((entry) => entry.text);
+    const byVictim = posts(honest)
+      .filter((entry) => entry.author === victim)
+      .map((entry) => entry.text);
     assert.deepEqual(byVictim, ["the only post I wrote"], "nothing is attributed to the victim that it did not send");
     assert.equal(posts(honest).length, 1);
 
@@ -293,7 +327,10 @@ describe("limits against a real wrangler dev", () => {
     network.kill();
     await thief.hello({ client: awayId, secret: "B".repeat(22), seq: 0 });
     await waitFor(() => thief.frames.length > 1, "an answer to the thief");
-    assert.deepEqual(thief.errors().map((error) => error.code), ["identity"]);
+    assert.deepEqual(
+      thief.errors().map((error) => error.code),
+      ["identity"],
+    );
     await waitFor(() => away.status === "connected", "the real client to resume");
     assert.equal(away.clientId, awayId);
   });

@@ -23,7 +23,10 @@ import { sleep, waitFor } from "../support/wait-for.js";
 
 /** Snapshots every 10 events, so that rounds happen within a test; a short vote, so that a stalled round ends soon. */
 const VARS = { SNAPSHOT_EVENTS: "10", SNAPSHOT_GAP_MS: "0", VOTE_TIMEOUT_MS: "1500", GRACE_MS: "60000" };
-const notices = (session: Session) => chat(session).history.filter((entry) => entry.kind === "notice").map((entry) => entry.text);
+const notices = (session: Session) =>
+  chat(session)
+    .history.filter((entry) => entry.kind === "notice")
+    .map((entry) => entry.text);
 
 /** A WebSocket class that records what its sessions send, and the addresses they open, to replay them as an attacker would. */
 function recording(sent: string[], urls: string[] = []) {
@@ -77,7 +80,11 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       ]);
       for (const stranger of strangers) {
         await stranger.done;
-        assert.deepEqual(stranger.frames, [{ type: "error", code: "not-member", message: "this connection carries no ticket signed with the room's key" }], "no challenge");
+        assert.deepEqual(
+          stranger.frames,
+          [{ type: "error", code: "not-member", message: "this connection carries no ticket signed with the room's key" }],
+          "no challenge",
+        );
         assert.deepEqual(stranger.closed, { code: CLOSE_NOT_MEMBER, reason: "not a member" });
       }
       assert.equal(chat(alice).users.length, 1);
@@ -128,7 +135,11 @@ describe("only members touch a room (against a real wrangler dev)", () => {
         await stranger.challenge();
         stranger.send(hello); // the member's hello answers the member's challenge, not this one
         await stranger.done;
-        assert.deepEqual(stranger.frames.map((frame) => frame.type), ["challenge", "error"], "no frame of the room");
+        assert.deepEqual(
+          stranger.frames.map((frame) => frame.type),
+          ["challenge", "error"],
+          "no frame of the room",
+        );
         assert.equal(stranger.errors()[0]!.code, "not-member");
         assert.deepEqual(stranger.closed, { code: CLOSE_NOT_MEMBER, reason: "not a member" });
       }
@@ -165,7 +176,11 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       for (let i = 0; i < 8; i++) bob.publish("chat", "post", { text: `bob ${i}` });
       await waitFor(() => postTexts(alice).length === 9, "the members' posts");
       await waitFor(() => strangers.every((stranger) => stranger.errors().length === 3 + captured.length), "a refusal of every frame");
-      for (const stranger of strangers) assert.ok(stranger.errors().every((error) => error.code === "out-of-turn"), JSON.stringify(stranger.errors()));
+      for (const stranger of strangers)
+        assert.ok(
+          stranger.errors().every((error) => error.code === "out-of-turn"),
+          JSON.stringify(stranger.errors()),
+        );
       const check = await raw(room, { secret });
       assert.equal(check.welcome!.snapshot?.seq, 10, "the members' snapshot is stored");
       const newcomer = await member(room, secret);
@@ -177,14 +192,21 @@ describe("only members touch a room (against a real wrangler dev)", () => {
     test("cannot learn a state from a divergence report: it gets none, and the members' hashes are of sealed states", async () => {
       const room = "divergence";
       const secret = newRoomSecret();
-      const honest = [await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 0 } }), await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 0 } })];
+      const honest = [
+        await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 0 } }),
+        await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 0 } }),
+      ];
       const urls: string[] = [];
       const drifter = await member(room, secret, { model: DriftingChatModel, modelOptions: { drift: 1 }, WebSocket: recording([], urls) });
       const stranger = await raw(room, { url: urls[0] }, false);
       await stranger.challenge();
       for (let i = 0; i < 7; i++) honest[0]!.publish("chat", "post", { text: `post ${i}` });
       await waitFor(() => drifter.divergence !== undefined, "the divergence report");
-      assert.deepEqual(stranger.frames.map((frame) => frame.type), ["challenge"], "the stranger heard nothing of it");
+      assert.deepEqual(
+        stranger.frames.map((frame) => frame.type),
+        ["challenge"],
+        "the stranger heard nothing of it",
+      );
       const votes = drifter.divergence!.votes.map((vote) => vote.hash);
       const plaintexts = await Promise.all([...honest, drifter].map((session) => sha256Hex(session.replica!.serialize())));
       for (const hash of plaintexts) assert.ok(!votes.includes(hash), "no vote is the hash of a plaintext state");
@@ -199,7 +221,7 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       const [first, second] = [await names(newRoomSecret()), await names(newRoomSecret())];
       // What the name alone gives: a replica seeded from the room's name, as rooms were before they had keys.
       const guessed = Replica.create(room, seedFromString(room), ChatModel);
-      ["a", "b", "c"].forEach((client, index) => guessed.apply({ type: "user-enter", seq: index + 1, time: index + 1, client }));
+      for (const [index, client] of ["a", "b", "c"].entries()) guessed.apply({ type: "user-enter", seq: index + 1, time: index + 1, client });
       const guessedNames = (guessed.root as ChatModel).users.map((user) => user.nickname);
       assert.notDeepEqual(first, second, "two keys, two sets of names");
       assert.notDeepEqual(guessedNames, first, "the name alone does not give the names");
@@ -209,7 +231,8 @@ describe("only members touch a room (against a real wrangler dev)", () => {
   describe("a member running a modified client", () => {
     /** A raw member of `room`: it holds the key and seals what it publishes as a member would, or not. */
     const insider = (room: string, secret: string) => raw(room, { secret });
-    const publishSealed = async (client: RawClient, event: { scope: string; event: string; data: unknown }, id: number) => client.publish(await client.sealPost(event, id), id);
+    const publishSealed = async (client: RawClient, event: { scope: string; event: string; data: unknown }, id: number) =>
+      client.publish(await client.sealPost(event, id), id);
 
     test("cannot publish into the reflector's scope: a fake user-exit mutes nobody and a fake user-enter adds nobody", async () => {
       const room = "system-scope";
@@ -243,7 +266,7 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       alice.publish("chat", "post", { text: "after the reset" });
       await waitFor(() => postTexts(bob).includes("after the reset"), "alice's posts");
       const alicesPayloads = mallory.ofType("message").filter((frame) => frame.client === alice.clientId);
-      alicesPayloads.forEach((frame, index) => mallory.publish(frame.payload, index + 1));
+      for (const [index, frame] of alicesPayloads.entries()) mallory.publish(frame.payload, index + 1);
       // Its own earlier post again, under a new id, as well.
       await publishSealed(mallory, { scope: "chat", event: "post", data: { text: "once" } }, alicesPayloads.length + 1);
       await waitFor(() => postTexts(bob).includes("once"), "mallory's own post");
@@ -251,7 +274,8 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       mallory.publish(ownOnce.payload, alicesPayloads.length + 2);
       bob.publish("chat", "post", { text: "the end" });
       await waitFor(() => postTexts(alice).includes("the end"), "the last post");
-      for (const session of [alice, bob]) assert.deepEqual(postTexts(session), ["after the reset", "once", "the end"], "the reset happened once, and nothing was replayed");
+      for (const session of [alice, bob])
+        assert.deepEqual(postTexts(session), ["after the reset", "once", "the end"], "the reset happened once, and nothing was replayed");
       await assertConverged([alice, bob]);
     });
 
@@ -293,10 +317,17 @@ describe("only members touch a room (against a real wrangler dev)", () => {
       assert.deepEqual(liar.ofType("snapshot-request"), [], "a lone vote among three members is no majority");
       liar.send({ type: "snapshot", seq: due, part: 0, parts: 1, data: forged });
       await sleep(300);
-      assert.deepEqual([liar, quiet1, quiet2].map((client) => client.ofType("snapshot-stored").length), [0, 0, 0]);
+      assert.deepEqual(
+        [liar, quiet1, quiet2].map((client) => client.ofType("snapshot-stored").length),
+        [0, 0, 0],
+      );
       const newcomer = await member(room, secret);
       assert.equal(newcomer.badSnapshot, false);
-      assert.deepEqual(postTexts(newcomer), [1, 2, 3, 4, 5, 6, 7].map((i) => `post ${i}`), "from the log");
+      assert.deepEqual(
+        postTexts(newcomer),
+        [1, 2, 3, 4, 5, 6, 7].map((i) => `post ${i}`),
+        "from the log",
+      );
     });
 
     test("members who hold a round's majority and store a sealed state that cannot be restored make newcomers report a bad snapshot, not hang", async () => {

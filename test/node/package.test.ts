@@ -21,12 +21,15 @@ const TAG = "multiuser-chat";
 const bundles = ["dist/multiuser-chat.js", "dist/multiuser-chat.iife.js"];
 
 /** Every file package.json points consumers and tools at. */
-const named = (): string[] => [
-  pkg.module,
-  pkg.types,
-  pkg.customElements,
-  ...Object.values(pkg.exports as Record<string, string | Record<string, string>>).flatMap((target) => (typeof target === "string" ? [target] : Object.values(target))),
-].map((path: string) => path.replace(/^\.\//, ""));
+const named = (): string[] =>
+  [
+    pkg.module,
+    pkg.types,
+    pkg.customElements,
+    ...Object.values(pkg.exports as Record<string, string | Record<string, string>>).flatMap((target) =>
+      typeof target === "string" ? [target] : Object.values(target),
+    ),
+  ].map((path: string) => path.replace(/^\.\//, ""));
 
 test("package.json's module, types, exports and customElements name files the build wrote", () => {
   assert.equal(pkg.exports["."].default, `./${ENTRY}`);
@@ -49,7 +52,9 @@ async function loaded(path: string): Promise<Map<string, string>> {
 test("the npm entry imports the class module, and the two import lit, partysocket and qrcode instead of containing them", async () => {
   const modules = await loaded(ENTRY);
   assert.deepEqual([...modules.keys()], [ENTRY, CLASS]);
-  const packages = new Set([...modules.values()].flatMap((text) => [...text.matchAll(/^import .* from "([^".][^"]*)";$/gm)].map(([, specifier]) => specifier!.split("/")[0])));
+  const packages = new Set(
+    [...modules.values()].flatMap((text) => [...text.matchAll(/^import .* from "([^".][^"]*)";$/gm)].map(([, specifier]) => specifier!.split("/")[0])),
+  );
   assert.deepEqual([...packages].sort(), Object.keys(pkg.dependencies).sort());
   // Each library's own code, which the single-file bundles carry. (Not a name the session imports partysocket's
   // socket under, such as ReconnectingWebSocket: a string of partysocket's own.)
@@ -79,7 +84,15 @@ export const isChat: boolean = chat instanceof MultiuserChat;
 export const sameClass: typeof MultiuserChat = Unregistered;
 `,
   );
-  const compilerOptions = { strict: true, noEmit: true, target: "ES2022", module: "ESNext", moduleResolution: "Bundler", lib: ["ES2022", "DOM", "DOM.Iterable"], types: [] };
+  const compilerOptions = {
+    strict: true,
+    noEmit: true,
+    target: "ES2022",
+    module: "ESNext",
+    moduleResolution: "Bundler",
+    lib: ["ES2022", "DOM", "DOM.Iterable"],
+    types: [],
+  };
   await writeFile(`${dir}/tsconfig.json`, JSON.stringify({ compilerOptions, files: ["consumer.ts"] }));
   try {
     execFileSync(process.execPath, [at("node_modules/typescript/bin/tsc"), "-p", dir], { encoding: "utf8" });
@@ -100,7 +113,8 @@ test("custom-elements.json describes <multiuser-chat> as the element's JSDoc doe
   assert.equal(element.name, "MultiuserChat");
   assert.ok(modules.some((module) => module.path === ENTRY && module.exports?.some(({ kind, name }) => kind === "custom-element-definition" && name === TAG)));
 
-  for (const attribute of ["host", "room", "key", "party", "join-url"]) assert.ok(documented("attr").includes(attribute), `@attr ${attribute} is not documented`);
+  for (const attribute of ["host", "room", "key", "party", "join-url"])
+    assert.ok(documented("attr").includes(attribute), `@attr ${attribute} is not documented`);
   // Exactly the documented attributes: none missing, and no internal state (`state: true`) passed off as one.
   assert.deepEqual(names(element.attributes), documented("attr"));
   for (const [tag, field] of [
@@ -118,14 +132,18 @@ test("each single-file bundle points at its license text, which holds the bundle
     const name = bundle.slice("dist/".length);
     assert.ok((await readFile(at(bundle), "utf8")).includes(`see ${name}.LEGAL.txt */`), `${bundle} does not name ${name}.LEGAL.txt`);
     const notices = await readFile(at(`${bundle}.LEGAL.txt`), "utf8");
-    for (const library of ["lit-html/lit-html.js", "@lit/reactive-element/reactive-element.js"]) assert.ok(notices.includes(library), `${bundle}.LEGAL.txt has no notice for ${library}`);
+    for (const library of ["lit-html/lit-html.js", "@lit/reactive-element/reactive-element.js"])
+      assert.ok(notices.includes(library), `${bundle}.LEGAL.txt has no notice for ${library}`);
   }
 });
 
 test("npm pack would ship the entry, the types, both bundles with their license texts and the manifest, and no sources, tests or demo", () => {
-  const [{ files }] = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: at(""), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }));
+  const [{ files }] = JSON.parse(
+    execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: at(""), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }),
+  );
   const paths = (files as { path: string }[]).map(({ path }) => path);
-  for (const path of [...named().filter((path) => path !== "package.json"), ...bundles.flatMap((bundle) => [bundle, `${bundle}.LEGAL.txt`])]) assert.ok(paths.includes(path), `${path} is not packed`);
+  for (const path of [...named().filter((path) => path !== "package.json"), ...bundles.flatMap((bundle) => [bundle, `${bundle}.LEGAL.txt`])])
+    assert.ok(paths.includes(path), `${path} is not packed`);
   assert.deepEqual(
     paths.filter((path) => !/^(dist\/|README\.md$|package\.json$)/.test(path) || path === "dist/index.html"),
     [],

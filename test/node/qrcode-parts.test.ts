@@ -17,7 +17,9 @@ const original = {
 const parts = {
   masks: require("../../scripts/qrcode-parts/mask-pattern.cjs") as MaskPattern,
   mode: require("../../scripts/qrcode-parts/mode.cjs") as Mode,
-  segments: require("../../scripts/qrcode-parts/segments.cjs") as { fromArray(segments: { data: Uint8Array; mode: string }[]): { mode: unknown; getLength(): number }[] },
+  segments: require("../../scripts/qrcode-parts/segments.cjs") as {
+    fromArray(segments: { data: Uint8Array; mode: string }[]): { mode: unknown; getLength(): number }[];
+  },
 };
 interface MaskPattern {
   applyMask(pattern: number, data: Matrix): void;
@@ -47,7 +49,11 @@ test("the mask chosen, and the symbol masked, are qrcode's for random symbols of
     const [mine, theirs] = [randomMatrix(new SeededRandom(`symbol ${round}`), size), randomMatrix(new SeededRandom(`symbol ${round}`), size)];
     const formats: number[][] = [[], []];
     const best = parts.masks.getBestMask(mine, (pattern) => formats[0]!.push(pattern));
-    assert.equal(best, original.masks.getBestMask(theirs, (pattern) => formats[1]!.push(pattern)), `round ${round}, size ${size}`);
+    assert.equal(
+      best,
+      original.masks.getBestMask(theirs, (pattern) => formats[1]!.push(pattern)),
+      `round ${round}, size ${size}`,
+    );
     assert.deepEqual(formats[0], formats[1]);
     parts.masks.applyMask(best, mine);
     original.masks.applyMask(best, theirs);
@@ -60,7 +66,11 @@ test("the modes and their character count bits are qrcode's, for every version",
   for (const name of ["NUMERIC", "ALPHANUMERIC", "BYTE", "KANJI"] as const) {
     assert.equal(parts.mode[name].bit, original.mode[name].bit);
     for (let version = 1; version <= 40; version++) {
-      assert.equal(parts.mode.getCharCountIndicator(parts.mode[name], version), original.mode.getCharCountIndicator(original.mode[name], version), `${name} ${version}`);
+      assert.equal(
+        parts.mode.getCharCountIndicator(parts.mode[name], version),
+        original.mode.getCharCountIndicator(original.mode[name], version),
+        `${name} ${version}`,
+      );
     }
   }
   assert.equal(parts.mode.MIXED.bit, original.mode.MIXED.bit);

@@ -190,12 +190,19 @@ interface Member {
   secret: string;
 }
 
-const send = (reflector: Reflector<FakeSocket>, socket: FakeSocket, frame: ClientFrame | Record<string, unknown>) => reflector.receive(socket, JSON.stringify(frame));
+const send = (reflector: Reflector<FakeSocket>, socket: FakeSocket, frame: ClientFrame | Record<string, unknown>) =>
+  reflector.receive(socket, JSON.stringify(frame));
 
 /** The challenge a socket's hello must answer, as the socket carries it ("none" for a socket the room never saw). */
 const challengeOf = (socket: FakeSocket) => (socket.state as SocketState | null)?.nonce ?? "none";
 /** A member's hello to `socket`'s challenge, resuming when asked to. */
-const helloFrame = (socket: FakeSocket, resume?: Resume) => ({ type: "hello", version: PROTOCOL_VERSION, key: MEMBER_KEY, proof: proofOf(challengeOf(socket)), ...(resume === undefined ? {} : { resume }) });
+const helloFrame = (socket: FakeSocket, resume?: Resume) => ({
+  type: "hello",
+  version: PROTOCOL_VERSION,
+  key: MEMBER_KEY,
+  proof: proofOf(challengeOf(socket)),
+  ...(resume === undefined ? {} : { resume }),
+});
 
 /** Connects `socket`, answers its challenge with a member's hello (resuming when asked to) and returns the welcome it got. */
 function hello(reflector: Reflector<FakeSocket>, socket = new FakeSocket(), resume?: Resume): Member {
@@ -253,7 +260,8 @@ const isEvent = (frame: ServerFrame): frame is ReflectedEvent => frame.type === 
 const brief = (events: ReflectedEvent[]) => events.map((event) => [event.seq, event.type, event.client]);
 const eventsIn = (frames: ServerFrame[]) => brief(frames.filter(isEvent));
 /** Frames as their types, with events shown by seq: for checking what follows what. */
-const shape = (frames: ServerFrame[]) => frames.map((frame) => (isEvent(frame) ? `${frame.type} ${frame.seq}` : "seq" in frame ? `${frame.type} ${frame.seq}` : frame.type));
+const shape = (frames: ServerFrame[]) =>
+  frames.map((frame) => (isEvent(frame) ? `${frame.type} ${frame.seq}` : "seq" in frame ? `${frame.type} ${frame.seq}` : frame.type));
 const exitsAndEnters = (socket: FakeSocket) => eventsIn(socket.frames).filter(([, type]) => type !== "message");
 
 /** `count` posts by `member` with ids from `firstId` on: the quick way to reach a snapshot point. */
@@ -318,7 +326,11 @@ describe("reflector: ordering and stamping", () => {
       [2, "message", first.id],
       [3, "user-enter", newcomer.id],
     ]);
-    assert.deepEqual(shape(newcomer.socket.frames), ["challenge", "welcome", "user-enter 1", "message 2", "user-enter 3"], "its own entry once, after the welcome");
+    assert.deepEqual(
+      shape(newcomer.socket.frames),
+      ["challenge", "welcome", "user-enter 1", "message 2", "user-enter 3"],
+      "its own entry once, after the welcome",
+    );
     assert.deepEqual(first.socket.ofType("user-enter").at(-1), { type: "user-enter", seq: 3, time: START, client: newcomer.id });
     // The secret proves identity, so nobody else may ever see it.
     assert.ok(!JSON.stringify(first.socket.frames).includes(newcomer.secret));
@@ -341,7 +353,7 @@ describe("reflector: ordering and stamping", () => {
     const room = await openRoom();
     const a = room.hello();
     const payloads = ['{"type":"user-exit","client":"client-1"}', "", "\u0000 ünïcødé 🎈", "not json at all"];
-    payloads.forEach((payload, index) => room.post(a, index + 1, payload));
+    for (const [index, payload] of payloads.entries()) room.post(a, index + 1, payload);
     assert.deepEqual(
       a.socket.ofType("message").map((message) => message.payload),
       payloads,
@@ -392,7 +404,7 @@ describe("reflector: hello and bad frames", () => {
     ];
     for (const frame of frames) send(room.reflector, stranger, frame);
     assert.deepEqual(
-      stranger.frames.map((frame) => frame.type === "error" ? frame.code : frame.type),
+      stranger.frames.map((frame) => (frame.type === "error" ? frame.code : frame.type)),
       ["challenge", ...frames.map(() => "out-of-turn")],
     );
     assert.deepEqual(seen(), []);
@@ -649,7 +661,9 @@ describe("reflector: membership", () => {
     for (const socket of waiting) room.reflector.connect(socket);
     const turnedAway = new FakeSocket();
     room.reflector.connect(turnedAway);
-    assert.deepEqual(turnedAway.frames, [{ type: "error", code: "busy", message: "2 connections to this room are waiting to say hello; try again in a moment" }]);
+    assert.deepEqual(turnedAway.frames, [
+      { type: "error", code: "busy", message: "2 connections to this room are waiting to say hello; try again in a moment" },
+    ]);
     assert.deepEqual(turnedAway.closed, { code: CLOSE_BUSY, reason: "too many connections waiting" });
     send(room.reflector, waiting[0]!, helloFrame(waiting[0]!));
     const later = room.hello();
@@ -669,7 +683,11 @@ describe("reflector: time without a metronome", () => {
     const heard = [a.socket.mark(), b.socket.mark()];
     room.advance(60 * 60 * 1000);
     reflector.wake();
-    assert.deepEqual(heard.map((after) => after()), [[], []], "an hour of silence");
+    assert.deepEqual(
+      heard.map((after) => after()),
+      [[], []],
+      "an hour of silence",
+    );
   });
 
   test("ticks at the time the replicas asked for, to every client, without storing the tick", async () => {
@@ -735,8 +753,14 @@ describe("reflector: time without a metronome", () => {
     send(room.reflector, socket, { type: "tick-request", time: START + 1 });
     const a = room.hello();
     for (const time of [0, -1, 1.5, "soon", null]) room.send(a, { type: "tick-request", time });
-    assert.deepEqual(socket.ofType("error").map((error) => error.code), ["out-of-turn"]);
-    assert.deepEqual(a.socket.ofType("error").map((error) => error.code), Array(5).fill("bad-frame"));
+    assert.deepEqual(
+      socket.ofType("error").map((error) => error.code),
+      ["out-of-turn"],
+    );
+    assert.deepEqual(
+      a.socket.ofType("error").map((error) => error.code),
+      Array(5).fill("bad-frame"),
+    );
     assert.equal(room.reflector.nextWakeAt(), undefined);
   });
 });
@@ -775,7 +799,10 @@ describe("reflector: heartbeats and silent sockets", () => {
     assert.equal(room.reflector.nextWakeAt(), START + 60_000 + GRACE);
     room.advance(GRACE);
     room.reflector.wake();
-    assert.deepEqual(pinging.socket.ofType("user-exit").map((exit) => exit.client), [quiet.id]);
+    assert.deepEqual(
+      pinging.socket.ofType("user-exit").map((exit) => exit.client),
+      [quiet.id],
+    );
     assert.equal(room.reflector.nextWakeAt(), START + 50_000 + 60_000, "next, when the quietest of the others could be silent that long");
   });
 });
@@ -793,7 +820,11 @@ describe("reflector: disconnects, grace and resume", () => {
     // The reloaded page resumes with nothing of the room: it gets all of it again, as the same client.
     const again = room.hello(new FakeSocket(), { client: reloaded.id, secret: reloaded.secret, seq: 0 });
     assert.deepEqual([again.welcome.resumed, again.welcome.from], [true, 0]);
-    assert.deepEqual(eventsIn(again.socket.frames).map(([seq]) => seq), [1, 2], "the whole log");
+    assert.deepEqual(
+      eventsIn(again.socket.frames).map(([seq]) => seq),
+      [1, 2],
+      "the whole log",
+    );
     assert.deepEqual(eventsIn(heard()), [], "the others saw nothing");
 
     // Not back in time: it leaves when the short grace period ends, not GRACE.
@@ -937,7 +968,10 @@ describe("reflector: disconnects, grace and resume", () => {
     const socket = new FakeSocket();
     room.reflector.connect(socket);
     send(room.reflector, socket, { ...helloFrame(socket), resume: { client: a.id, secret: `${a.secret}x`, seq: 2 } });
-    assert.deepEqual(socket.ofType("error").map((error) => error.code), ["identity"]);
+    assert.deepEqual(
+      socket.ofType("error").map((error) => error.code),
+      ["identity"],
+    );
     const other = hello(room.reflector, socket);
     assert.notEqual(other.id, a.id);
     room.advance(GRACE);
@@ -996,7 +1030,10 @@ describe("reflector: disconnects, grace and resume", () => {
     room.advance(GRACE);
     room.reflector.wake();
     room.reflector.wake();
-    assert.deepEqual(b.socket.ofType("user-exit").map((exit) => exit.client), [a.id]);
+    assert.deepEqual(
+      b.socket.ofType("user-exit").map((exit) => exit.client),
+      [a.id],
+    );
 
     const late = room.hello(new FakeSocket(), { client: a.id, secret: a.secret, seq: 5 });
     assert.notEqual(late.id, a.id);
@@ -1076,7 +1113,10 @@ describe("reflector: exactly-once posts", () => {
     const b = room.hello();
     room.post(a, 1, "first");
     room.post(a, 3, "skips 2");
-    assert.deepEqual(a.socket.ofType("error").map((error) => error.code), ["out-of-order"]);
+    assert.deepEqual(
+      a.socket.ofType("error").map((error) => error.code),
+      ["out-of-order"],
+    );
     assert.match(a.socket.ofType("error")[0]!.message, /send posts in order from 2/);
     room.post(a, 2, "second");
     room.post(a, 3, "third");
@@ -1124,14 +1164,20 @@ describe("reflector: snapshots", () => {
     const room = await openRoom({ snapshotEvents: 3, snapshotGap: GAP });
     const a = room.hello();
     postMany(room, a, 2); // seq 2 and 3: due at 3, and the first round waits for no gap
-    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [3]);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-due").map((due) => due.seq),
+      [3],
+    );
     room.hash(a, 3, H("state"));
     room.upload(a, 3, ["state"]);
     room.advance(10);
     postMany(room, a, 4, 3); // seq 4 to 7: due by count, held back by the gap
     room.advance(GAP - 11);
     room.post(a, 7); // seq 8, one millisecond early
-    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [3]);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-due").map((due) => due.seq),
+      [3],
+    );
     room.advance(1);
     const after = a.socket.mark();
     room.post(a, 8); // seq 9
@@ -1174,7 +1220,10 @@ describe("reflector: snapshots", () => {
     assert.deepEqual(newcomer.welcome.snapshot, { seq: 5, parts: 3, hash: H(parts.join("")) });
     assert.equal(newcomer.welcome.from, 5);
     assert.equal(newcomer.welcome.last, 7);
-    assert.deepEqual(newcomer.socket.frames.slice(2, 5), parts.map((data, part) => ({ type: "snapshot", seq: 5, part, parts: 3, data })));
+    assert.deepEqual(
+      newcomer.socket.frames.slice(2, 5),
+      parts.map((data, part) => ({ type: "snapshot", seq: 5, part, parts: 3, data })),
+    );
     assert.deepEqual(eventsIn(newcomer.socket.frames.slice(5)), [
       [6, "message", b.id],
       [7, "user-enter", newcomer.id],
@@ -1261,7 +1310,10 @@ describe("reflector: snapshots", () => {
     room.hash(a, 2, "h");
     room.send(a, { type: "snapshot", seq: 2, part: 0, parts: 2, data: "x" });
     room.send(a, { type: "snapshot", seq: 2, part: 2, parts: 3, data: "y" });
-    assert.deepEqual(a.socket.ofType("error").map((error) => error.code), ["bad-frame"]);
+    assert.deepEqual(
+      a.socket.ofType("error").map((error) => error.code),
+      ["bad-frame"],
+    );
     assert.equal(room.storage.values.get("snapshot"), undefined);
   });
 });
@@ -1304,7 +1356,10 @@ describe("reflector: divergence", () => {
     }
     // The round is over: the next due point opens a new one.
     postMany(room, a, 5, 4);
-    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5, 10]);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-due").map((due) => due.seq),
+      [5, 10],
+    );
   });
 
   test("a voter that disconnects is not waited for, whether it goes before or after the others vote", async () => {
@@ -1369,10 +1424,17 @@ describe("reflector: divergence", () => {
     // The abandoned round no longer blocks the next one, and is owed: the first event after another voteTimeout
     // starts it again, although SNAPSHOT_EVENTS have not passed.
     postMany(room, a, 1, 4);
-    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5], "not before another voteTimeout");
+    assert.deepEqual(
+      a.socket.ofType("snapshot-due").map((due) => due.seq),
+      [5],
+      "not before another voteTimeout",
+    );
     room.advance(VOTE_TIMEOUT);
     postMany(room, a, 1, 5);
-    assert.deepEqual(a.socket.ofType("snapshot-due").map((due) => due.seq), [5, 7]);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-due").map((due) => due.seq),
+      [5, 7],
+    );
   });
 
   test("a failed round is tried again in a quiet room, each time after twice as long", async () => {
@@ -1399,7 +1461,10 @@ describe("reflector: divergence", () => {
     room.hash(a, 7, H("state at 7"));
     room.hash(b, 7, H("state at 7"));
     room.upload(a, 7, ["state at 7"]);
-    assert.deepEqual(a.socket.ofType("snapshot-stored").map((stored) => stored.seq), [7]);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-stored").map((stored) => stored.seq),
+      [7],
+    );
     assert.equal(room.reflector.nextWakeAt(), undefined, "nothing is owed once every event is in a snapshot");
   });
 
@@ -1436,7 +1501,10 @@ describe("reflector: divergence", () => {
     room.hash(a, 5, H("state at 5"));
     room.hash(b, 5, H("state at 5"));
     room.upload(a, 5, ["state at 5"]);
-    assert.deepEqual(a.socket.ofType("snapshot-stored").map((stored) => stored.seq), [5]);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-stored").map((stored) => stored.seq),
+      [5],
+    );
     const dues = () => a.socket.ofType("snapshot-due").map((due) => due.seq);
     assert.deepEqual(dues(), [5], "within the gap");
     assert.equal(room.reflector.nextWakeAt(), room.clock.now + 1000);
@@ -1501,7 +1569,10 @@ describe("reflector: snapshots that cannot be forged", () => {
     const next = [a, b, c].filter((member) => member !== first).find((member) => member.socket.ofType("snapshot-request").length > 0)!;
     assert.ok(next !== undefined, "another member is asked");
     room.upload(next, 5, ["the state everyone holds"]);
-    assert.deepEqual(room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)), ["the state everyone holds"]);
+    assert.deepEqual(
+      room.storage.keys("snapshot:").map((key) => room.storage.values.get(key)),
+      ["the state everyone holds"],
+    );
     assert.equal(room.hello().welcome.snapshot?.hash, H("the state everyone holds"));
   });
 
@@ -1515,7 +1586,10 @@ describe("reflector: snapshots that cannot be forged", () => {
     assert.deepEqual(liar.socket.ofType("snapshot-request"), []);
     room.upload(liar, 5, ["made up"]);
     assert.equal(room.storage.values.get("snapshot"), undefined);
-    assert.deepEqual([quiet1, quiet2].map((member) => member.socket.ofType("snapshot-stored").length), [0, 0]);
+    assert.deepEqual(
+      [quiet1, quiet2].map((member) => member.socket.ofType("snapshot-stored").length),
+      [0, 0],
+    );
   });
 
   test("a hash checked later is stored when it matches; a check that answers after its round ended changes nothing", async () => {
@@ -1717,7 +1791,9 @@ describe("reflector: sleeping and waking", () => {
     again.advance(GRACE / 2);
     again.reflector.wake();
     assert.deepEqual(
-      exitsAndEnters(watcher.socket).filter(([, type]) => type === "user-exit").map(([, , client]) => client),
+      exitsAndEnters(watcher.socket)
+        .filter(([, type]) => type === "user-exit")
+        .map(([, , client]) => client),
       [a.id, b.id],
     );
   });
@@ -1811,7 +1887,11 @@ describe("reflector: sleeping and waking", () => {
     assert.deepEqual(room.storage.keys(), [], "deleted");
     const b = room.hello(); // seq 1 of the new room
     postMany(room, b, 4); // seq 2 to 5
-    assert.deepEqual(b.socket.ofType("snapshot-due").map((due) => due.seq), [5], "due after five events of the new room");
+    assert.deepEqual(
+      b.socket.ofType("snapshot-due").map((due) => due.seq),
+      [5],
+      "due after five events of the new room",
+    );
   });
 
   test("a room with a client is never deleted, however long it is quiet", async () => {
@@ -1893,11 +1973,19 @@ describe("reflector: coalesced storage writes", () => {
     const a = room.hello();
     postMany(room, a, 2);
     const b = room.hello();
-    assert.deepEqual(brief(storage.events()), [[1, "user-enter", a.id], [2, "message", a.id], [3, "message", a.id], [4, "user-enter", b.id]]);
+    assert.deepEqual(brief(storage.events()), [
+      [1, "user-enter", a.id],
+      [2, "message", a.id],
+      [3, "message", a.id],
+      [4, "user-enter", b.id],
+    ]);
     assert.deepEqual(storage.keys("client:"), [`client:${a.id}`, `client:${b.id}`].sort());
     room.post(b, 1);
     room.send(b, { type: "leave" });
-    assert.deepEqual(brief(storage.events()).slice(4), [[5, "message", b.id], [6, "user-exit", b.id]]);
+    assert.deepEqual(brief(storage.events()).slice(4), [
+      [5, "message", b.id],
+      [6, "user-exit", b.id],
+    ]);
     assert.deepEqual(storage.keys("client:"), [`client:${a.id}`]);
   });
 
@@ -1968,7 +2056,16 @@ describe("reflector: a room under load", () => {
     const storage = new MemoryStorage();
     const clock = { now: START };
     const timers = new ManualTimers(clock);
-    const reflector = await Reflector.open<FakeSocket>({ ...TEST_SETTINGS, ...settings, storage, clock: () => clock.now, newToken, verifyHello, digest: H, setTimer: timers.set });
+    const reflector = await Reflector.open<FakeSocket>({
+      ...TEST_SETTINGS,
+      ...settings,
+      storage,
+      clock: () => clock.now,
+      newToken,
+      verifyHello,
+      digest: H,
+      setTimer: timers.set,
+    });
     return { reflector, storage, clock, timers, hello: (socket?: FakeSocket, resume?: Resume) => hello(reflector, socket, resume) };
   }
   const codes = (socket: FakeSocket) => socket.ofType("error").map((error) => error.code);
@@ -1988,7 +2085,11 @@ describe("reflector: a room under load", () => {
     let id = 0;
     const post = () => send(room.reflector, a.socket, { type: "publish", id: ++id, payload: `post ${id}` });
     for (let count = 0; count < K + 2; count++, room.clock.now += 0.5) post(); // seq 3 on
-    assert.deepEqual(heard().map(seqsIn), Array.from({ length: K }, (_, index) => [3 + index]), "the first K at once, each in a frame of its own");
+    assert.deepEqual(
+      heard().map(seqsIn),
+      Array.from({ length: K }, (_, index) => [3 + index]),
+      "the first K at once, each in a frame of its own",
+    );
     assert.deepEqual(room.timers.pending, [windowStart + 5], "the rest until the window ends");
     room.clock.now = windowStart + 5;
     room.timers.fire();
@@ -2015,7 +2116,11 @@ describe("reflector: a room under load", () => {
     const a = room.hello(); // seq 1, the window's first frame
     for (let id = 1; id <= K + 1; id++) send(room.reflector, a.socket, { type: "publish", id, payload: `post ${id}` });
     const seqs = (socket: FakeSocket) => eventsIn(socket.frames).map(([seq]) => seq);
-    assert.deepEqual(seqs(a.socket), Array.from({ length: K }, (_, index) => index + 1), "the last two posts wait for the window to end");
+    assert.deepEqual(
+      seqs(a.socket),
+      Array.from({ length: K }, (_, index) => index + 1),
+      "the last two posts wait for the window to end",
+    );
     const newcomer = room.hello();
     const all = Array.from({ length: K + 3 }, (_, index) => index + 1);
     assert.deepEqual(seqs(a.socket), all, "the held posts went out before the welcome, the enter after it");
@@ -2040,10 +2145,17 @@ describe("reflector: a room under load", () => {
     assert.equal(refusal.code, "over-budget");
     assert.equal(refusal.retry, 100, "a post in 1/10 s");
     assert.match(refusal.message, /this room takes 10 posts a second, 30 at once from each of its 3 clients now/);
-    assert.deepEqual(c.socket.ofType("message").map((message) => message.id), [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      c.socket.ofType("message").map((message) => message.id),
+      [1, 2, 3, 4, 5],
+    );
     room.advance(100);
     room.post(c, 6);
-    assert.deepEqual(c.socket.ofType("message").map((message) => message.id), [1, 2, 3, 4, 5, 6], "resent when the share allows, nothing is lost");
+    assert.deepEqual(
+      c.socket.ofType("message").map((message) => message.id),
+      [1, 2, 3, 4, 5, 6],
+      "resent when the share allows, nothing is lost",
+    );
     // The share is the client's, whichever connection it posts on.
     room.reflector.disconnect(c.socket);
     const again = room.hello(new FakeSocket(), { client: c.id, secret: c.secret, seq: 0 });
@@ -2143,7 +2255,10 @@ describe("reflector: a room under load", () => {
     for (const member of [a, b]) room.hash(member, 3, H("state"));
     room.upload(a.socket.ofType("snapshot-request").length > 0 ? a : b, 3, ["state"]);
     room.post(a, 2, "one more");
-    assert.deepEqual(a.socket.ofType("message").map((message) => message.id), [1, 2]);
+    assert.deepEqual(
+      a.socket.ofType("message").map((message) => message.id),
+      [1, 2],
+    );
   });
 });
 
@@ -2281,7 +2396,10 @@ describe("reflector: limits and identity", () => {
     assert.ok(codes(flooder.socket).every((code) => code === "rate-limited"));
     // No grace period: the others see it leave right away, and its seat is free.
     assert.deepEqual(exitsAndEnters(honest.socket).at(-1), [3 + RATE.rateBurst - 1, "user-exit", flooder.id]);
-    assert.deepEqual(eventsIn(seen()).filter(([, type]) => type !== "message"), [[3 + RATE.rateBurst - 1, "user-exit", flooder.id]]);
+    assert.deepEqual(
+      eventsIn(seen()).filter(([, type]) => type !== "message"),
+      [[3 + RATE.rateBurst - 1, "user-exit", flooder.id]],
+    );
     assert.equal(room.reflector.clientCount, 1);
     assert.deepEqual(room.storage.keys("client:"), [`client:${honest.id}`]);
     // Whatever it still sends is ignored, and its disconnect changes nothing.
@@ -2445,7 +2563,10 @@ describe("reflector: limits and identity", () => {
       { type: "publish", id: 1, payload: "as nobody", client: "someone-else" },
     ];
     for (const frame of frames) room.send(a, frame);
-    assert.deepEqual(codes(a.socket), frames.map(() => "identity"));
+    assert.deepEqual(
+      codes(a.socket),
+      frames.map(() => "identity"),
+    );
     assert.equal(a.socket.ofType("error")[0]!.message, `client ${b.id} belongs to another connection; the reflector knows who sent this frame`);
     assert.deepEqual(seen(), [], "b hears nothing");
     assert.equal(JSON.stringify([...room.storage.values]), stored, "nothing stored");
@@ -2486,16 +2607,28 @@ describe("reflector: limits and identity", () => {
 
   test("RateLimiter: a bucket of rateBurst tokens refilling at rateLimit per second, and a flood window of rateBurst / rateLimit seconds", () => {
     const limiter = new RateLimiter({ rateLimit: 2, rateBurst: 4, floodRefusals: 3 }, 0);
-    assert.deepEqual([0, 0, 0, 0, 0].map((now) => limiter.take(now)), [true, true, true, true, false]);
+    assert.deepEqual(
+      [0, 0, 0, 0, 0].map((now) => limiter.take(now)),
+      [true, true, true, true, false],
+    );
     assert.equal(limiter.take(499), false);
     assert.equal(limiter.take(500), true);
     assert.equal(limiter.take(10_000), true, "refilled, capped at the burst");
-    assert.deepEqual([10_000, 10_000, 10_000, 10_000].map((now) => limiter.take(now)), [true, true, true, false]);
+    assert.deepEqual(
+      [10_000, 10_000, 10_000, 10_000].map((now) => limiter.take(now)),
+      [true, true, true, false],
+    );
     // Window: 4 / 2 = 2 s. Four refusals within it are a flood; spread wider they are not.
     const spread = new RateLimiter({ rateLimit: 2, rateBurst: 4, floodRefusals: 3 }, 0);
-    assert.deepEqual([0, 700, 1400, 2100, 2800].map((now) => spread.refused(now)), [false, false, false, false, false]);
+    assert.deepEqual(
+      [0, 700, 1400, 2100, 2800].map((now) => spread.refused(now)),
+      [false, false, false, false, false],
+    );
     const dense = new RateLimiter({ rateLimit: 2, rateBurst: 4, floodRefusals: 3 }, 0);
-    assert.deepEqual([0, 600, 1200, 1999].map((now) => dense.refused(now)), [false, false, false, true]);
+    assert.deepEqual(
+      [0, 600, 1200, 1999].map((now) => dense.refused(now)),
+      [false, false, false, true],
+    );
     const unlimited = new RateLimiter({ rateLimit: Infinity, rateBurst: Infinity, floodRefusals: Infinity }, 0);
     assert.ok(Array.from({ length: 10_000 }, () => unlimited.take(0)).every(Boolean));
   });
@@ -2504,7 +2637,8 @@ describe("reflector: limits and identity", () => {
     for (const id of ["a", "lobby", "A-b_9", "x".repeat(64), "QtnHLQIOwGTtUTEUdhLzEQ"]) assert.equal(checkRoomId(id), undefined, id);
     assert.equal(checkRoomId(""), "the room id is empty");
     assert.equal(checkRoomId("x".repeat(65)), "the room id is 65 characters long; the limit is 64");
-    for (const id of ["a.b", "a~b", "a b", "a%20b", "a/b", "ä", "..", "a\nb", "<script>", "\u0000"]) assert.match(checkRoomId(id) ?? "", /only the letters/, id);
+    for (const id of ["a.b", "a~b", "a b", "a%20b", "a/b", "ä", "..", "a\nb", "<script>", "\u0000"])
+      assert.match(checkRoomId(id) ?? "", /only the letters/, id);
     assert.equal(checkRoomId("x".repeat(10), 8), "the room id is 10 characters long; the limit is 8");
   });
 });

@@ -219,7 +219,8 @@ describe("replica", () => {
     ];
     const [a, b] = [Replica.create("session", SEED, Probe), Replica.create("session", SEED, Probe)];
     for (const replica of [a, b]) {
-      payloads.forEach((payload, index) => replica.apply({ type: "message", seq: index + 1, time: index + 1, client: "m", id: index + 1, payload }));
+      for (const [index, payload] of payloads.entries())
+        replica.apply({ type: "message", seq: index + 1, time: index + 1, client: "m", id: index + 1, payload });
       replica.apply(message(payloads.length + 1, 100, "probe", "note", deep(MAX_DATA_DEPTH)));
     }
     const log = (a.root as Probe).log;
@@ -240,5 +241,4 @@ describe("replica", () => {
     (replica.root as Probe).log.push(new Date(0) as never);
     assert.throws(() => replica.serialize(), /state\.models\.M1\.state\.log\[0\] holds a Date/);
   });
-
 });

@@ -125,7 +125,10 @@ describe("session core", () => {
     assert.equal(hello!.resume, undefined, "a first connection does not resume");
 
     await harness.receive(welcome({ last: 1 }), enter(1, "me"));
-    assert.deepEqual(harness.notices.map((notice) => notice.type), ["pending", "welcome"]);
+    assert.deepEqual(
+      harness.notices.map((notice) => notice.type),
+      ["pending", "welcome"],
+    );
     await harness.core.disconnected();
     await harness.receive({ type: "challenge", nonce: "nonce-2" });
     const again = harness.ofType("hello").at(-1)!;
@@ -146,13 +149,19 @@ describe("session core", () => {
     harness.core.publish(CHAT_SCOPE, "post", { text: "typed early" });
     harness.core.publish(CHAT_SCOPE, "post", { text: "and again" });
     assert.equal(harness.sent.length, 0, "nothing goes out before a welcome");
-    assert.deepEqual(harness.core.pending.map((pending) => pending.id), [1, 2]);
+    assert.deepEqual(
+      harness.core.pending.map((pending) => pending.id),
+      [1, 2],
+    );
     await harness.receive({ type: "challenge", nonce: "n" });
     await harness.receive(welcome({ last: 2 }), enter(1, "a"), enter(2, "me"));
     assert.equal(harness.core.replica!.seq, 2);
     assert.equal(harness.chat.users.length, 2);
     const publishes = harness.ofType("publish");
-    assert.deepEqual(publishes.map((frame) => frame.id), [1, 2]);
+    assert.deepEqual(
+      publishes.map((frame) => frame.id),
+      [1, 2],
+    );
     assert.deepEqual(await Promise.all(publishes.map((frame) => opened(frame))), ["typed early", "and again"]);
   });
 
@@ -160,39 +169,68 @@ describe("session core", () => {
     const harness = await joined();
     for (const text of ["one", "two", "three"]) harness.core.publish(CHAT_SCOPE, "post", { text });
     await harness.advance(0);
-    assert.deepEqual(harness.ofType("publish").map((frame) => frame.id), [1, 2, 3]);
+    assert.deepEqual(
+      harness.ofType("publish").map((frame) => frame.id),
+      [1, 2, 3],
+    );
     await harness.receive(await post(2, "me", 1, "one"));
-    assert.deepEqual(harness.core.pending.map((pending) => pending.id), [2, 3], "the echo acknowledges post 1");
+    assert.deepEqual(
+      harness.core.pending.map((pending) => pending.id),
+      [2, 3],
+      "the echo acknowledges post 1",
+    );
 
     // The connection drops; the room ordered post 2 meanwhile, which the welcome's `acked` says.
     await harness.core.disconnected();
     harness.drain();
     await harness.receive({ type: "challenge", nonce: "n2" });
     await harness.receive(welcome({ resumed: true, acked: 2, from: 2, last: 3 }), await post(3, "me", 2, "two"));
-    assert.deepEqual(harness.ofType("publish").map((frame) => frame.id), [3], "only post 3 goes out again");
+    assert.deepEqual(
+      harness.ofType("publish").map((frame) => frame.id),
+      [3],
+      "only post 3 goes out again",
+    );
     assert.deepEqual(postTexts(harness), ["one", "two"]);
   });
 
   test("the views hear of what a resumed replica missed, after the welcome; what a new replica caught up on is no news", async () => {
     const harness = await joined();
-    assert.deepEqual(harness.notices.map((notice) => notice.type), ["pending", "welcome"], "the room as it was at join is no news");
+    assert.deepEqual(
+      harness.notices.map((notice) => notice.type),
+      ["pending", "welcome"],
+      "the room as it was at join is no news",
+    );
     await harness.core.disconnected();
     await harness.receive({ type: "challenge", nonce: "n2" });
     harness.notices.length = 0;
     await harness.receive(welcome({ resumed: true, from: 1, last: 3 }), enter(2, "a"), await post(3, "a", 1, "said while you were away"));
-    assert.deepEqual(harness.notices.map((notice) => notice.type), ["pending", "welcome", "update"]);
+    assert.deepEqual(
+      harness.notices.map((notice) => notice.type),
+      ["pending", "welcome", "update"],
+    );
     // The notifications a replica gives that sees the same events live.
     const live = Replica.create(ROOM, key.seed, ChatModel);
     live.apply(enter(1, "me"));
     live.takeViewEvents();
     live.apply(enter(2, "a"));
-    live.apply({ type: "message", seq: 3, time: START + 3, client: "a", id: 1, payload: encodeModelEvent(CHAT_SCOPE, "post", { text: "said while you were away" }) });
+    live.apply({
+      type: "message",
+      seq: 3,
+      time: START + 3,
+      client: "a",
+      id: 1,
+      payload: encodeModelEvent(CHAT_SCOPE, "post", { text: "said while you were away" }),
+    });
     assert.deepEqual((harness.notices.at(-1) as Extract<CoreNotice, { type: "update" }>).events, live.takeViewEvents());
 
     const fresh = new Harness();
     await fresh.receive({ type: "challenge", nonce: "n" });
     await fresh.receive(welcome({ last: 3 }), enter(1, "a"), await post(2, "a", 1, "before you came"), enter(3, "me"));
-    assert.deepEqual(fresh.notices.map((notice) => notice.type), ["pending", "welcome"], "a new replica's past is no news");
+    assert.deepEqual(
+      fresh.notices.map((notice) => notice.type),
+      ["pending", "welcome"],
+      "a new replica's past is no news",
+    );
   });
 
   test("posts the room ordered but lost in a crash go out again, ahead of the newer ones", async () => {
@@ -216,9 +254,17 @@ describe("session core", () => {
     await harness.core.disconnected();
     await harness.receive({ type: "challenge", nonce: "n2" });
     harness.drain();
-    await harness.receive(welcome({ client: "me-again", secret: "s2", last: 3 }), enter(1, "me"), { type: "user-exit", seq: 2, time: START + 2, client: "me" }, enter(3, "me-again"));
+    await harness.receive(
+      welcome({ client: "me-again", secret: "s2", last: 3 }),
+      enter(1, "me"),
+      { type: "user-exit", seq: 2, time: START + 2, client: "me" },
+      enter(3, "me-again"),
+    );
     const publishes = harness.ofType("publish");
-    assert.deepEqual(publishes.map((frame) => frame.id), [1, 2]);
+    assert.deepEqual(
+      publishes.map((frame) => frame.id),
+      [1, 2],
+    );
     assert.deepEqual(await Promise.all(publishes.map((frame) => opened(frame, "me-again"))), ["a", "b"]);
     assert.equal(harness.core.clientId, "me-again");
   });
@@ -266,8 +312,24 @@ describe("session core", () => {
     await harness.receive({ type: "snapshot-due", seq: 1 });
     await waitFor(() => harness.ofType("hash").length === 1, "the vote");
     const own = harness.ofType("hash")[0]!.hash;
-    await harness.receive({ type: "divergence", seq: 1, voters: 3, votes: [{ hash: "other", clients: ["a", "b"] }, { hash: own, clients: ["me"] }] });
-    assert.deepEqual(harness.core.divergence, { seq: 1, votes: [{ hash: "other", clients: ["a", "b"] }, { hash: own, clients: ["me"] }], ownHash: own, outvoted: true });
+    await harness.receive({
+      type: "divergence",
+      seq: 1,
+      voters: 3,
+      votes: [
+        { hash: "other", clients: ["a", "b"] },
+        { hash: own, clients: ["me"] },
+      ],
+    });
+    assert.deepEqual(harness.core.divergence, {
+      seq: 1,
+      votes: [
+        { hash: "other", clients: ["a", "b"] },
+        { hash: own, clients: ["me"] },
+      ],
+      ownHash: own,
+      outvoted: true,
+    });
     assert.equal(harness.notices.at(-1)!.type, "divergence");
   });
 
@@ -292,7 +354,10 @@ describe("session core", () => {
       assert.equal(harness.core.badSnapshot, true);
       assert.equal(harness.core.replica, undefined);
       assert.equal(harness.core.left, true);
-      assert.deepEqual(harness.notices.map((notice) => notice.type), ["bad-snapshot"]);
+      assert.deepEqual(
+        harness.notices.map((notice) => notice.type),
+        ["bad-snapshot"],
+      );
     }
   });
 
@@ -302,9 +367,16 @@ describe("session core", () => {
     const sealed = await key.sealSnapshot(source.serialize(), 1);
     const harness = new Harness();
     await harness.receive({ type: "challenge", nonce: "n" });
-    await harness.receive(welcome({ snapshot: { seq: 1, parts: 1, hash: await sha256Hex(sealed) }, from: 1, last: 2 }), { type: "snapshot", seq: 1, part: 0, parts: 1, data: sealed }, enter(2, "me"));
+    await harness.receive(
+      welcome({ snapshot: { seq: 1, parts: 1, hash: await sha256Hex(sealed) }, from: 1, last: 2 }),
+      { type: "snapshot", seq: 1, part: 0, parts: 1, data: sealed },
+      enter(2, "me"),
+    );
     assert.equal(harness.core.replica!.seq, 2);
-    assert.deepEqual(harness.chat.users.map((user) => user.id), ["a", "me"]);
+    assert.deepEqual(
+      harness.chat.users.map((user) => user.id),
+      ["a", "me"],
+    );
   });
 
   test("work due later asks for a tick; a tick someone else asked for moves time, and the replica asks again for its own", async () => {
@@ -312,10 +384,17 @@ describe("session core", () => {
     await harness.receive({ type: "challenge", nonce: "n" });
     await harness.receive(welcome({ last: 1 }), enter(1, "me"));
     const due = START + 1 + 3000;
-    assert.deepEqual(harness.ofType("tick-request").map((frame) => frame.time), [due]);
+    assert.deepEqual(
+      harness.ofType("tick-request").map((frame) => frame.time),
+      [due],
+    );
     await harness.receive({ type: "tick", time: START + 2 });
     assert.equal(harness.core.replica!.time, START + 2);
-    assert.deepEqual(harness.ofType("tick-request").map((frame) => frame.time), [due, due], "asked again");
+    assert.deepEqual(
+      harness.ofType("tick-request").map((frame) => frame.time),
+      [due, due],
+      "asked again",
+    );
     await harness.receive({ type: "tick", time: due });
     assert.deepEqual((harness.core.replica!.root as TimerChatModel).rings, [due]);
     assert.equal(harness.ofType("tick-request").length, 2, "nothing more is due");

@@ -44,14 +44,7 @@ const FORBIDDEN_GLOBALS = new Map<string, string>([
   ...reasons(["Intl"], "result depends on the machine's locale"),
 ]);
 
-const LOCALE_METHODS = new Set([
-  "toLocaleString",
-  "toLocaleDateString",
-  "toLocaleTimeString",
-  "localeCompare",
-  "toLocaleUpperCase",
-  "toLocaleLowerCase",
-]);
+const LOCALE_METHODS = new Set(["toLocaleString", "toLocaleDateString", "toLocaleTimeString", "localeCompare", "toLocaleUpperCase", "toLocaleLowerCase"]);
 const LOCALE_REASON = "result depends on the machine's locale";
 
 /** Every forbidden use in one file's source text. */

@@ -86,7 +86,7 @@ export const INJECTION_CORPUS: readonly string[] = [
   `";${S};//`,
   `" onmouseover="${S}" x="`,
   `' autofocus onfocus='${S}`,
-  "`><img src=x onerror=" + S + ">",
+  `\`><img src=x onerror=${S}>`,
 
   // HTML entities that must stay entities (never decoded into markup).
   `&lt;img src=x onerror=${S}&gt;`,
@@ -106,8 +106,8 @@ export const INJECTION_CORPUS: readonly string[] = [
   `<![CDATA[<img src=x onerror=${S}>]]>`,
 
   // Lit and template-literal look-alikes: ${…}, {{…}}, Lit's part markers and attribute-binding prefixes.
-  "${" + S + "}",
-  "`${" + S + "}`",
+  `\${${S}}`,
+  `\`\${${S}}\``,
   `{{constructor.constructor('${S}')()}}`,
   `<!--?lit$123456789$--><img src=x onerror=${S}>`,
   `lit$123456789$<img src=x onerror=${S}>`,

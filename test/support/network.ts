@@ -13,7 +13,10 @@ export class TestNetwork {
   /** Sockets made through this network that are not closed yet. */
   readonly sockets = new Set<WebSocket>();
   /** Pass this to `Session.join` as its `WebSocket`. */
-  readonly WebSocket: new (url: string | URL, protocols?: string | string[]) => WebSocket;
+  readonly WebSocket: new (
+    url: string | URL,
+    protocols?: string | string[],
+  ) => WebSocket;
 
   constructor() {
     const network = this;

@@ -4,7 +4,16 @@
  */
 import WebSocket from "ws";
 import { RoomKey } from "../../component/room-key.js";
-import { encodeClientFrame, helloChallenge, parseServerFrames, PROTOCOL_VERSION, type ClientFrame, type ReflectedEvent, type ServerFrame, type Welcome } from "../../common/protocol.js";
+import {
+  encodeClientFrame,
+  helloChallenge,
+  parseServerFrames,
+  PROTOCOL_VERSION,
+  type ClientFrame,
+  type ReflectedEvent,
+  type ServerFrame,
+  type Welcome,
+} from "../../common/protocol.js";
 import { memberUrl } from "./ticket.js";
 import { waitFor } from "./wait-for.js";
 
@@ -62,7 +71,8 @@ export class RawClient {
     const key = await RoomKey.derive(room, options.secret);
     const pk = options.pk ?? `raw-${Math.random().toString(36).slice(2)}`;
     const { address, ticket } = options;
-    const url = options.url ?? (await memberUrl(host, key, { address, at: ticket === false ? undefined : ticket?.at, ticket: ticket !== false, query: { _pk: pk } }));
+    const url =
+      options.url ?? (await memberUrl(host, key, { address, at: ticket === false ? undefined : ticket?.at, ticket: ticket !== false, query: { _pk: pk } }));
     const client = new RawClient(new WebSocket(url), key, options.acknowledges ?? true);
     await new Promise<void>((resolve, reject) => {
       client.socket.once("open", () => resolve());

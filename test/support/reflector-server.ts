@@ -57,7 +57,16 @@ export async function freePort(): Promise<number> {
 function commandLine(platform: Platform, port: number, persistDir: string, options: ReflectorServerOptions): string[] {
   const vars = Object.entries(options.vars ?? {});
   if (platform === "partykit") {
-    const args = [join(root, "node_modules/partykit/dist/bin.mjs"), "dev", "--port", String(port), "--persist", persistDir, "--disable-request-cf-fetch", "--no-hotkeys"];
+    const args = [
+      join(root, "node_modules/partykit/dist/bin.mjs"),
+      "dev",
+      "--port",
+      String(port),
+      "--persist",
+      persistDir,
+      "--disable-request-cf-fetch",
+      "--no-hotkeys",
+    ];
     for (const [name, value] of vars) args.push("--var", `${name}=${value}`);
     if (options.config !== undefined) args.push("--config", options.config);
     return args;
@@ -81,7 +90,12 @@ export async function startReflector(options: ReflectorServerOptions = {}): Prom
   const ownDir = options.persistDir === undefined;
   const persistDir = options.persistDir ?? (await mkdtemp(join(tmpdir(), `multiuser-chat-${platform}-`)));
   const port = options.port ?? (await freePort());
-  const child = spawn(process.execPath, commandLine(platform, port, persistDir, options), { cwd: root, env: serverEnvironment(), detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, commandLine(platform, port, persistDir, options), {
+    cwd: root,
+    env: serverEnvironment(),
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   running.add(child.pid!);
   child.once("exit", () => running.delete(child.pid!));
   let output = "";
