@@ -18,6 +18,8 @@ const ELEMENT = "component/multiuser-chat/multiuser-chat.ts";
 /** The package's entry, which registers the element, and the class alone (`multiuser-chat/class`). */
 const NPM_ENTRY = "dist/npm/multiuser-chat.js";
 const NPM_CLASS = "dist/npm/class.js";
+/** The headless client, `multiuser-chat/session`. */
+const NPM_SESSION = "dist/npm/session.js";
 
 await mkdir("dist", { recursive: true });
 // Types of modules that no longer exist must not linger in the package.
@@ -134,6 +136,7 @@ await Promise.all([
   build({ ...bundle, entryPoints: { "multiuser-chat.iife": DEFINE }, format: "iife", define: { "import.meta.url": "document.currentScript.src" } }),
   build({ ...npm, entryPoints: [ELEMENT], outfile: NPM_CLASS }),
   build({ ...npm, entryPoints: [DEFINE], outfile: NPM_ENTRY, plugins: [classImportedFromPackage] }),
+  build({ ...npm, entryPoints: ["component/headless.ts"], outfile: NPM_SESSION }),
 ]);
 try {
   execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });

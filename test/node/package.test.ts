@@ -70,7 +70,7 @@ test("only the npm entry registers the element: the class module can be imported
   assert.equal(await defines(CLASS), false);
 });
 
-test("a TypeScript consumer of the package gets the element's class and its tag from the .d.ts types, and the class alone from multiuser-chat/class", async () => {
+test("a TypeScript consumer of the package gets the element's class and its tag from the .d.ts types, the class alone from multiuser-chat/class, and the headless client from multiuser-chat/session", async () => {
   // Inside the package, its own name resolves through its `exports`, as it would from a consumer's node_modules.
   const dir = at("test-results/consumer");
   await mkdir(dir, { recursive: true });
@@ -78,10 +78,15 @@ test("a TypeScript consumer of the package gets the element's class and its tag 
     `${dir}/consumer.ts`,
     `import { MultiuserChat } from "${pkg.name}";
 import { MultiuserChat as Unregistered } from "${pkg.name}/class";
+import { ChatModel, Session, type SessionEventMap } from "${pkg.name}/session";
 const chat: MultiuserChat = document.createElement("${TAG}");
 chat.room = "lobby";
 export const isChat: boolean = chat instanceof MultiuserChat;
 export const sameClass: typeof MultiuserChat = Unregistered;
+// The headless client: a session typed by its model, and its events by name.
+const session = Session.join({ host: "127.0.0.1:1999", room: "lobby", model: ChatModel });
+export const users: number | undefined = session.model?.users.length;
+session.addEventListener("reflector-error", (event: SessionEventMap["reflector-error"]) => event.detail.code);
 `,
   );
   const compilerOptions = {
