@@ -64,10 +64,13 @@ interface OpenSocket {
 
 /**
  * Starts opening a socket. Its owner must listen for messages before it awaits `opened`: the server's first frame
- * may come in the same read as the handshake's answer, and then ws emits it in the same tick as `open`.
+ * may come in the same read as the handshake's answer, and then ws emits it in the same tick as `open`. It offers no
+ * permessage-deflate, which browsers offer: ws inflates the messages of all the sockets of a process in one queue,
+ * and with 99 streams at 600 events a second this core fell seconds behind and set the pace instead of the server
+ * (docs/performance.md, issue 16). The deployed Worker compresses nothing either (`no_web_socket_compression`).
  */
-function openSocket(url: string, options?: WebSocket.ClientOptions): OpenSocket {
-  const socket = new WebSocket(url, options);
+function openSocket(url: string): OpenSocket {
+  const socket = new WebSocket(url, { perMessageDeflate: false });
   const closed = new Promise<number>((resolve) => socket.once("close", (code) => resolve(code)));
   const opened = new Promise<void>((resolve, reject) => {
     socket.once("open", () => resolve());
@@ -285,10 +288,7 @@ export class Member {
   /** Opens connections until one is welcomed: a newcomer the room turns away (`busy`) tries again later. */
   private async connect(): Promise<void> {
     for (let delay = RECONNECT_MIN; !this.leaving; delay = Math.min(2 * delay, RECONNECT_MAX)) {
-      // Without permessage-deflate, which browsers offer: ws inflates the messages of all the sockets of a process in
-      // one queue, and with 99 streams at 600 events a second this core fell seconds behind, and the room closed its
-      // load clients as too far behind (docs/performance.md, issue 16). So the room does not compress for them.
-      const connection = openSocket(await memberUrl(this.host, this.key, { query: { _pk: randomUUID() } }), { perMessageDeflate: false });
+      const connection = openSocket(await memberUrl(this.host, this.key, { query: { _pk: randomUUID() } }));
       this.connection = connection;
       const welcomed = new Promise<boolean>((resolve) => {
         connection.socket.on("message", (data) => {

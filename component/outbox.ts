@@ -46,6 +46,8 @@ export class Outbox {
   #budget: Budget | null = null;
   /** How long a post stays resendable after it was ordered: the reflector's write interval and a margin. */
   #unstored = UNSTORED_MARGIN;
+  /** Until when nothing goes out: the reflector said when it would take a post it refused. */
+  #holdUntil = Number.NEGATIVE_INFINITY;
 
   /** Posts not yet in the order, oldest first. */
   get pending(): readonly PendingEvent[] {
@@ -70,6 +72,7 @@ export class Outbox {
       this.#nextId = this.#waiting.length + 1;
       // A new client's share at the reflector starts with half a second's worth, not a burst: so does its copy here.
       this.#bucket = undefined;
+      this.#holdUntil = Number.NEGATIVE_INFINITY;
     }
     this.#sentUpTo = 0;
     this.#rate = welcome.rate;
@@ -84,9 +87,13 @@ export class Outbox {
     this.#pace(now);
   }
 
-  /** The reflector refused a post: every pending post goes out again, in order; those it has are dropped as duplicates. */
-  resendAll(): void {
+  /**
+   * The reflector refused a post: every pending post goes out again, in order (those it has are dropped as
+   * duplicates), and none before `wait` ms from `now`, however many more are published meanwhile.
+   */
+  refused(now: number, wait: number): void {
     this.#sentUpTo = 0;
+    this.#holdUntil = Math.max(this.#holdUntil, now + wait);
   }
 
   /**
@@ -96,6 +103,7 @@ export class Outbox {
   next(now: number): { post: Outgoing } | { wait: number } | undefined {
     const post = this.#waiting.find((pending) => pending.id > this.#sentUpTo);
     if (post === undefined) return undefined;
+    if (now < this.#holdUntil) return { wait: this.#holdUntil - now };
     if (this.#bucket !== undefined && !this.#bucket.take(now)) return { wait: this.#bucket.waitTime(now) };
     return { post };
   }

@@ -361,9 +361,11 @@ export class SessionCore {
     console.warn(`multiuser-chat: refused (${frame.code}): ${frame.message}`);
     if (RESEND_CODES.has(frame.code)) {
       // A post was not taken: when the reflector says it would be (or after a pause), send every pending post
-      // again, in order; the ones it already has are dropped as duplicates.
-      this.#outbox.resendAll();
-      this.#flushLater(frame.retry ?? RESEND_DELAY);
+      // again, in order; the ones it already has are dropped as duplicates. An out-of-order post only follows a
+      // refused one, whose wait stands.
+      const wait = frame.code === "out-of-order" ? 0 : (frame.retry ?? RESEND_DELAY);
+      this.#outbox.refused(this.#options.clock(), wait);
+      this.#flushLater(wait);
     } else if (frame.code === "identity") {
       // The reflector does not take these credentials: the next hello joins as a new client.
       this.#clientId = undefined;

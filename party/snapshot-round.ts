@@ -121,8 +121,8 @@ export class SnapshotRounds {
 
   /**
    * When a round may start although no event comes to start it: one fell due while another was running or within
-   * the gap, the last one ended without a snapshot, or the interval passes. Without this a room that goes quiet right
-   * then keeps its whole log until someone posts again. Undefined when no round is owed or one is running.
+   * the gap, or the last one ended without a snapshot. Without this a room that goes quiet right then keeps its whole
+   * log until someone posts again. Undefined when no round is owed or one is running.
    */
   retryAt(lastSeq: number): number | undefined {
     if (this.round !== undefined || this.host.present().length === 0) return undefined;
@@ -131,7 +131,8 @@ export class SnapshotRounds {
     // full log takes no more events, so only this can bring the snapshot that empties it.
     if (this.failures > 0) return this.lastRoundAt + Math.min(snapshotInterval, voteTimeout * 2 ** (this.failures - 1));
     if (lastSeq === this.lastDueSeq) return undefined;
-    return this.isDue(lastSeq, this.host.clock()) ? this.lastRoundAt + snapshotGap : this.lastDueAt + snapshotInterval;
+    // Not for the interval alone: a quiet room sleeps on, and its next event starts the round the interval made due.
+    return this.isDue(lastSeq, this.host.clock()) ? this.lastRoundAt + snapshotGap : undefined;
   }
 
   private isDue(seq: number, now: number): boolean {

@@ -1798,6 +1798,20 @@ describe("reflector: sleeping and waking", () => {
     );
   });
 
+  test("a quiet room is not woken for the snapshot interval alone: the next event starts the round it made due", async () => {
+    const room = await openRoom({ snapshotInterval: 60_000 });
+    const a = room.hello();
+    room.post(a, 1);
+    assert.equal(room.reflector.nextWakeAt(), undefined, "nothing to wake for");
+    room.advance(10 * 60_000);
+    assert.deepEqual(a.socket.ofType("snapshot-due"), []);
+    room.post(a, 2);
+    assert.deepEqual(
+      a.socket.ofType("snapshot-due").map((due) => due.seq),
+      [3],
+    );
+  });
+
   test("a room that sleeps after every event still reaches its snapshot rounds, by events and by time", async () => {
     for (const settings of [{ snapshotEvents: 5 }, { snapshotInterval: 60_000 }]) {
       let room = await openRoom(settings);

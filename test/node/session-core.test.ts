@@ -283,6 +283,25 @@ describe("session core", () => {
     assert.deepEqual({ ...again, t: undefined }, { ...first, t: undefined }, "the same id and the same sealed payload");
   });
 
+  test("after a refusal nothing goes out before retry, however many posts are published meanwhile", async () => {
+    const harness = await joined();
+    harness.core.publish(CHAT_SCOPE, "post", { text: "refused" });
+    await harness.advance(0);
+    harness.drain();
+    await harness.receive({ type: "error", code: "over-budget", message: "not now", retry: 500 });
+    await harness.advance(100);
+    harness.core.publish(CHAT_SCOPE, "post", { text: "typed meanwhile" });
+    await harness.advance(0);
+    await harness.receive({ type: "error", code: "out-of-order", message: "post 2 came before post 1" });
+    await harness.advance(300);
+    assert.deepEqual(harness.ofType("publish"), [], "held until retry, and an out-of-order refusal adds no wait of its own");
+    await harness.advance(100);
+    assert.deepEqual(
+      harness.ofType("publish").map((frame) => frame.id),
+      [1, 2],
+    );
+  });
+
   test("posts are paced below the client's share of the room: a new client starts with half a second's worth", async () => {
     const harness = await joined({ rate: { perSecond: 20, burst: 60 }, budget: { perSecond: 10, burst: 30 } });
     for (let index = 0; index < 10; index++) harness.core.publish(CHAT_SCOPE, "post", { text: `post ${index}` });
