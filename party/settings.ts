@@ -119,7 +119,7 @@ export const SETTINGS: { readonly [Key in keyof ReflectorSettings]: Setting } = 
   maxWaiting: { variable: "MAX_WAITING", default: 50, positive: true },
   maxRoomIdLength: { variable: "MAX_ROOM_ID_LENGTH", default: MAX_ROOM_ID_LENGTH, positive: true, max: MAX_ROOM_ID_LENGTH },
   coalesce: { variable: "COALESCE_MS", default: 5, max: 100 },
-  roomRate: { variable: "ROOM_RATE", default: 200, positive: true },
+  roomRate: { variable: "ROOM_RATE", default: 600, positive: true },
   joinRate: { variable: "JOIN_RATE", default: 1, positive: true },
   joinBurst: { variable: "JOIN_BURST", default: 20, positive: true },
   maxLag: { variable: "MAX_LAG", default: 256 * 1024, positive: true },
