@@ -92,17 +92,17 @@ const minifyLiterals = {
 };
 
 /**
- * Three of qrcode's modules are replaced in the bundles by smaller ones in scripts/qrcode-parts/. The element gives
+ * Four of qrcode's modules are replaced in the bundles by smaller ones in scripts/qrcode-parts/. The element gives
  * qrcode one segment in byte mode (a URL needs no other), so its segmentation (an optimal split of a string, with
- * dijkstrajs and the numeric, alphanumeric and kanji encoders) and its mode detection are never reached: segments.cjs
- * builds byte segments only and mode.cjs holds the modes' numbers alone. mask-pattern.cjs chooses the mask as qrcode
- * does, in less code. About 3 kB gzipped in all; test/node/qrcode-parts.test.ts holds the parts to qrcode's own, and
+ * dijkstrajs and the numeric, alphanumeric and kanji encoders), its mode detection and its Kanji hooks are never
+ * reached: segments.cjs builds byte segments only, mode.cjs holds the modes' numbers alone and utils.cjs the sizes.
+ * mask-pattern.cjs chooses the mask as qrcode does, in less code. About 3 kB gzipped in all; test/node/qrcode-parts.test.ts holds the parts to qrcode's own, and
  * test/browser/join-url.test.ts decodes the codes the element draws.
  */
 const qrcodeParts = {
   name: "qrcode-parts",
   setup(build) {
-    build.onResolve({ filter: /^\.\/(segments|mode|mask-pattern)(\.js)?$/ }, ({ path, importer }) =>
+    build.onResolve({ filter: /^\.\/(segments|mode|mask-pattern|utils)(\.js)?$/ }, ({ path, importer }) =>
       /[\\/]qrcode[\\/]/.test(importer) ? { path: fileURLToPath(new URL(`qrcode-parts/${path.replace(/^\.\/|\.js$/g, "")}.cjs`, import.meta.url)) } : undefined,
     );
   },

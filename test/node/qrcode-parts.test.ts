@@ -13,10 +13,12 @@ const BitMatrix = require("qrcode/lib/core/bit-matrix") as new (size: number) =>
 const original = {
   masks: require("qrcode/lib/core/mask-pattern") as MaskPattern,
   mode: require("qrcode/lib/core/mode") as Mode,
+  utils: require("qrcode/lib/core/utils") as Utils,
 };
 const parts = {
   masks: require("../../scripts/qrcode-parts/mask-pattern.cjs") as MaskPattern,
   mode: require("../../scripts/qrcode-parts/mode.cjs") as Mode,
+  utils: require("../../scripts/qrcode-parts/utils.cjs") as Utils,
   segments: require("../../scripts/qrcode-parts/segments.cjs") as {
     fromArray(segments: { data: Uint8Array; mode: string }[]): { mode: unknown; getLength(): number }[];
   },
@@ -25,6 +27,11 @@ interface MaskPattern {
   applyMask(pattern: number, data: Matrix): void;
   getBestMask(data: Matrix, setupFormat: (pattern: number) => void): number;
   from(value: unknown): number | undefined;
+}
+interface Utils {
+  getSymbolSize(version: number): number;
+  getSymbolTotalCodewords(version: number): number;
+  getBCHDigit(data: number): number;
 }
 interface Mode {
   NUMERIC: { bit: number; ccBits: number[] };
@@ -80,4 +87,13 @@ test("segments are built in byte mode only, and anything else says so", () => {
   const [segment] = parts.segments.fromArray([{ data: new TextEncoder().encode("https://example.com/?room=a#key=b"), mode: "byte" }]);
   assert.equal(segment!.getLength(), 33);
   assert.throws(() => parts.segments.fromArray([{ data: new Uint8Array(1), mode: "numeric" }]), /byte mode/);
+});
+
+test("symbol sizes and codeword counts are qrcode's for every version, and so is the BCH digit count of every value it asks about", () => {
+  for (let version = 1; version <= 40; version++) {
+    assert.equal(parts.utils.getSymbolSize(version), original.utils.getSymbolSize(version), `size ${version}`);
+    assert.equal(parts.utils.getSymbolTotalCodewords(version), original.utils.getSymbolTotalCodewords(version), `codewords ${version}`);
+  }
+  // Format information asks about 15 bits and version information about 18; a few beyond, and zero.
+  for (let data = 0; data < 1 << 20; data++) assert.equal(parts.utils.getBCHDigit(data), original.utils.getBCHDigit(data), String(data));
 });
