@@ -16,6 +16,7 @@ import { Session } from "../component/session.js";
 import { parseServerFrames, PONG, type Welcome } from "../common/protocol.js";
 import { DEFAULT_SETTINGS } from "../party/settings.js";
 import { startReflector, type ReflectorServer } from "../test/support/reflector-server.js";
+import { IsolateHeap } from "./isolate-heap.js";
 import { connectClient, DeliveryCheck, percentile, type LoadClient, type ServerKind } from "./load.js";
 import { cpuMicros, findProxy, findWorkerd, pauseWatchers, pinCores } from "./server-process.js";
 import { END_SECONDS, HONEST_RATE, LOAD_SECONDS, WINDOW_SECONDS, worstLoad, type WorstLoad } from "./worst-load.js";
@@ -699,15 +700,29 @@ async function productionScenarios(): Promise<void> {
   ];
   for (const { roomRate, stalled } of runs) {
     const server = await startServer("reflector", roomRate === DEFAULT_SETTINGS.roomRate ? {} : { ROOM_RATE: String(roomRate) });
+    const heap = await connectHeap(server);
     try {
       const name = stalled === 0 ? "worst-load" : "stalled-readers";
       progress(`${name}, ROOM_RATE ${roomRate}: filling a room of ${loadClients + 1} at the join rate`);
       const proxy = findProxy(server.dev.processGroup, server.dev.persistDir);
-      const outcome = await worstLoad({ host: server.dev.host, workerd: server.workerd, proxy, room: freshRoom(name), roomRate, stalled, progress });
+      const outcome = await worstLoad({ host: server.dev.host, workerd: server.workerd, proxy, heap, room: freshRoom(name), roomRate, stalled, progress });
       worstLoadRows(outcome, roomRate);
     } finally {
+      heap?.close();
       await stopServer(server);
     }
+  }
+}
+
+/** The heap of the isolate that runs a server's rooms, or none, and a progress line saying why. */
+async function connectHeap(server: Server): Promise<IsolateHeap | undefined> {
+  try {
+    if (server.dev.inspectorPort === undefined) throw new Error(`${server.dev.platform} dev has no inspector`);
+    return await IsolateHeap.connect(server.dev.inspectorPort, server.dev.host);
+  } catch (error) {
+    const { message, cause } = error as Error;
+    progress(`the rooms' isolate heap is not read: ${message}${cause instanceof Error ? ` (${cause.message})` : ""}`);
+    return undefined;
   }
 }
 
@@ -726,9 +741,17 @@ function worstLoadRows(outcome: WorstLoad, roomRate: number): void {
   row(scenario, "rooms' workerd memory growth, MiB (max − before)", growth, undefined, mib, "≤ 64", growth <= 64 * 2 ** 20);
   // Growth that levels off is the heap settling to the load; growth that goes on would be something kept.
   const course = ({ before, windows, after }: WorstLoad["memory"]["workerd"]) => [...windows, after].map((bytes) => mib(bytes - before)).join(" / ");
-  const stretches = `${Array.from({ length: memory.workerd.windows.length - 1 }, (_, index) => `${(index + 1) * WINDOW_SECONDS} s`).join(" / ")} / after / at the end`;
+  const stretches = `${Array.from({ length: memory.workerd.windows.length - 1 }, (_, index) => `${(index + 1) * WINDOW_SECONDS} s`).join(" / ")} / after / at the end${outcome.heap.usedAfterCollection === undefined ? "" : " (after a full collection of the rooms' heap)"}`;
   textRow("", `rooms' workerd memory growth, MiB, most by ${stretches} (before: ${mib(memory.workerd.before)})`, course(memory.workerd));
   textRow("", "proxy workerd memory growth, MiB, the same", course(memory.proxy));
+  // The rooms' JavaScript alone, which Cloudflare's 128 MB per isolate bounds; the workerd's memory above is more.
+  const { peak, usedAfterCollection } = outcome.heap;
+  textRow(
+    "",
+    "rooms' isolate JS heap, MiB: most used during the load / heap size at that time",
+    peak === undefined ? "–" : `${mib(peak.used)} / ${mib(peak.total)}`,
+  );
+  textRow("", "rooms' isolate JS heap used after a full collection at the end, MiB", usedAfterCollection === undefined ? "–" : mib(usedAfterCollection));
   // Posts still waiting at the end count as lasting until then: their round trip is at least that.
   const atLeast = (value: number) => (honest.censored > 0 && value >= honest.shortestCensored ? "≥ " : "") + format(value, 0);
   textRow("", `honest round trip p50 ms (${honest.published} posts)`, atLeast(honest.p50));

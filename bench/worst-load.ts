@@ -11,6 +11,7 @@ import { Session } from "../component/session.js";
 import { parseServerFrames, type ServerFrame } from "../common/protocol.js";
 import { DEFAULT_SETTINGS } from "../party/settings.js";
 import { TokenBucket } from "../common/token-bucket.js";
+import type { HeapUsage, IsolateHeap } from "./isolate-heap.js";
 import { DeliveryCheck, Member, percentile, type OnDelivery } from "./load.js";
 import { cpuMicros, rssBytes } from "./server-process.js";
 
@@ -154,6 +155,8 @@ export interface WorstLoadOptions {
   /** The rooms' workerd and wrangler's proxy, whose memory and CPU are read. */
   workerd: number;
   proxy: number;
+  /** The rooms' isolate's heap, read during the load and at the end; none if the inspector could not be reached. */
+  heap: IsolateHeap | undefined;
   room: string;
   /** The room's share of posts a second, as the server runs with it. */
   roomRate: number;
@@ -170,6 +173,11 @@ export interface WorstLoad {
    * after the load, up to the end; and at the end.
    */
   memory: Record<"workerd" | "proxy", { before: number; windows: number[]; after: number }>;
+  /**
+   * The rooms' isolate's JavaScript heap: the reading during the load that found the most used, and what was used
+   * after a full collection at the end. Either is missing if the inspector did not give it (the progress says why).
+   */
+  heap: { peak: HeapUsage | undefined; usedAfterCollection: number | undefined };
   /** CPU during the load, in µs, of the rooms' workerd, the proxy and the load generator (this process). */
   cpuMicros: { workerd: number; proxy: number; generator: number };
   /** The honest client's round trips; `censored` posts had not come back by the end, the soonest of them after `shortestCensored` ms. */
@@ -234,7 +242,7 @@ async function joinMembers(host: string, room: string, count: number, check: Del
 }
 
 async function measure(options: WorstLoadOptions, honest: HonestClient, members: Member[], stalled: Member[], check: DeliveryCheck): Promise<WorstLoad> {
-  const { workerd, proxy, progress } = options;
+  const { workerd, proxy, heap, progress } = options;
   const windows = LOAD_SECONDS / WINDOW_SECONDS + 1;
   const memory = {
     workerd: { before: rssBytes(workerd), windows: new Array<number>(windows).fill(0), after: 0 },
@@ -260,6 +268,7 @@ async function measure(options: WorstLoadOptions, honest: HonestClient, members:
   progress(`${LOAD_SECONDS} s of load, ${stalled.length} of ${members.length} load clients not reading`);
   const started = performance.now();
   const sampler = setInterval(sample, SAMPLE_MS);
+  const heapSampler = setInterval(() => heap?.sample(), SAMPLE_MS);
   const loadEnd = started + LOAD_SECONDS * 1000;
   let honestDue = started;
   let creating = true;
@@ -272,6 +281,7 @@ async function measure(options: WorstLoadOptions, honest: HonestClient, members:
     await sleep(loadEnd - performance.now());
     creating = false;
     const stopped = performance.now();
+    clearInterval(heapSampler);
     const generator = process.cpuUsage(cpuBefore.generator);
     const cpu = { workerd: cpuMicros(workerd) - cpuBefore.workerd, proxy: cpuMicros(proxy) - cpuBefore.proxy, generator: generator.user + generator.system };
     const refusals = countRefusals(readers, refusalsBefore);
@@ -294,6 +304,12 @@ async function measure(options: WorstLoadOptions, honest: HonestClient, members:
     }
     await sleep(2000); // memory after the load, too
     sample();
+    const usedAfterCollection = await heap?.usedAfterCollection().catch((error: Error) => {
+      progress(`the rooms' isolate heap after a full collection is not read: ${error.message}`);
+      return undefined;
+    });
+    if (heap?.failure !== undefined) progress(`the rooms' isolate heap during the load is not reported: ${heap.failure}`);
+    sample(); // the resident memory at the end, after that collection
 
     const { values, censored, shortestCensored } = honest.roundTrips(performance.now());
     const closes = new Map<number, number[]>();
@@ -302,6 +318,7 @@ async function measure(options: WorstLoadOptions, honest: HonestClient, members:
       loadClients: members.length,
       stalled: stalled.length,
       memory,
+      heap: { peak: heap?.failure === undefined ? heap?.peak : undefined, usedAfterCollection },
       cpuMicros: cpu,
       honest: {
         p50: percentile(values, 50),
@@ -323,6 +340,7 @@ async function measure(options: WorstLoadOptions, honest: HonestClient, members:
   } finally {
     clearInterval(pump);
     clearInterval(sampler);
+    clearInterval(heapSampler);
   }
 }
 

@@ -33,6 +33,11 @@ export interface ReflectorServer {
   /** `127.0.0.1:port`, for partysocket's `host`. */
   host: string;
   port: number;
+  /**
+   * `wrangler dev`'s DevTools inspector, on loopback, which reaches the Worker's isolate (the bench reads its heap
+   * there); none under partykit.
+   */
+  inspectorPort: number | undefined;
   /** The process group it runs in (the CLI's node process and its workerd), for the bench's CPU readings. */
   processGroup: number;
   persistDir: string;
@@ -54,7 +59,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function commandLine(platform: Platform, port: number, persistDir: string, options: ReflectorServerOptions): string[] {
+function commandLine(platform: Platform, port: number, inspectorPort: number, persistDir: string, options: ReflectorServerOptions): string[] {
   const vars = Object.entries(options.vars ?? {});
   if (platform === "partykit") {
     const args = [
@@ -72,7 +77,8 @@ function commandLine(platform: Platform, port: number, persistDir: string, optio
     return args;
   }
   const args = [join(root, "node_modules/wrangler/bin/wrangler.js"), "dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persistDir];
-  args.push("--inspector-port", "0", "--show-interactive-dev-session=false", "--log-level", "log");
+  // A port of our choosing: wrangler does not print the one it would pick.
+  args.push("--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false", "--log-level", "log");
   for (const [name, value] of vars) args.push("--var", `${name}:${value}`);
   if (options.config !== undefined) args.push("--config", options.config);
   return args;
@@ -90,7 +96,9 @@ export async function startReflector(options: ReflectorServerOptions = {}): Prom
   const ownDir = options.persistDir === undefined;
   const persistDir = options.persistDir ?? (await mkdtemp(join(tmpdir(), `multiuser-chat-${platform}-`)));
   const port = options.port ?? (await freePort());
-  const child = spawn(process.execPath, commandLine(platform, port, persistDir, options), {
+  let inspectorPort = await freePort();
+  while (inspectorPort === port) inspectorPort = await freePort(); // the server's port was free a moment ago too
+  const child = spawn(process.execPath, commandLine(platform, port, inspectorPort, persistDir, options), {
     cwd: root,
     env: serverEnvironment(),
     detached: true,
@@ -107,6 +115,7 @@ export async function startReflector(options: ReflectorServerOptions = {}): Prom
     platform,
     host: `127.0.0.1:${port}`,
     port,
+    inspectorPort: platform === "wrangler" ? inspectorPort : undefined,
     processGroup: child.pid!,
     persistDir,
     output: () => output,
